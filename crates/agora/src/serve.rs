@@ -1,0 +1,45 @@
+//! `agora serve <service>`: one service, configured from the environment,
+//! stopped gracefully by SIGTERM or Ctrl-C.
+
+use anyhow::Context;
+use kit::config::Env;
+
+/// Every service this binary can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceName {
+    /// Service registry and discovery.
+    Registry,
+    /// API gateway and web UI.
+    Gateway,
+    /// Jokes API.
+    Jokes,
+}
+
+impl ServiceName {
+    /// The name used in logs, the registry and `agora up`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registry => "registry",
+            Self::Gateway => "gateway",
+            Self::Jokes => "jokes",
+        }
+    }
+}
+
+/// Runs `service` until a shutdown signal.
+pub async fn run(service: ServiceName) -> anyhow::Result<()> {
+    kit::telemetry::init(service.as_str());
+    kit::metrics::install();
+    let env = Env::process();
+    let shutdown = kit::shutdown::on_signal();
+    let started = match service {
+        ServiceName::Registry => registry::start(registry::Config::from_env(&env)?, shutdown).await,
+        ServiceName::Gateway => gateway::start(gateway::Config::from_env(&env)?, shutdown).await,
+        ServiceName::Jokes => jokes::start(jokes::Config::from_env(&env)?, shutdown).await,
+    }
+    .with_context(|| format!("{} failed to start", service.as_str()))?;
+    started
+        .wait()
+        .await
+        .with_context(|| format!("{} stopped with an error", service.as_str()))
+}

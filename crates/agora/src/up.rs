@@ -1,0 +1,448 @@
+//! `agora up`: the whole system on one machine. Each service runs as its own
+//! child process (`agora serve <name>`) on 127.0.0.1; the registry first, the
+//! gateway on `--port`, services on ephemeral ports found through the registry.
+//! Logs are merged with a prefix per child; a crashed child is restarted with
+//! backoff; Ctrl-C or SIGTERM stops the gateway, then the services, then the
+//! registry, each gracefully, and leaves no process behind.
+
+use std::io::{IsTerminal, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use kit::backoff::Backoff;
+use kit::Shutdown;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// `agora up` options.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Port of the gateway (the only port you need).
+    #[arg(long, default_value_t = 8080, env = "AGORA_PORT")]
+    port: u16,
+    /// Where services keep their SQLite databases.
+    #[arg(long, default_value = "./data", env = "AGORA_DATA_DIR")]
+    data_dir: PathBuf,
+    /// More instances of a service, e.g. `--replicas jokes=2` (repeatable).
+    #[arg(long = "replicas", value_parser = parse_replicas)]
+    replicas: Vec<(String, usize)>,
+    /// Seconds each child gets to finish in-flight work on shutdown.
+    #[arg(long, default_value_t = 10)]
+    grace_secs: u64,
+}
+
+fn parse_replicas(raw: &str) -> Result<(String, usize), String> {
+    let (name, n) = raw
+        .split_once('=')
+        .ok_or("expected service=N, e.g. jokes=2")?;
+    let n: usize = n
+        .parse()
+        .map_err(|_| format!("{n:?} is not a number of replicas"))?;
+    if !(1..=16).contains(&n) {
+        return Err("replicas must be between 1 and 16".into());
+    }
+    if !SERVICES.contains(&name) {
+        return Err(format!(
+            "unknown service {name:?}; scalable services: {}",
+            SERVICES.join(", ")
+        ));
+    }
+    Ok((name.to_string(), n))
+}
+
+/// Services started behind the gateway (each registers itself).
+const SERVICES: &[&str] = &["jokes"];
+
+/// The order in which children are stopped: first the entry point, last the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    Gateway,
+    Service,
+    Registry,
+}
+
+struct ChildSpec {
+    label: String,
+    service: &'static str,
+    tier: Tier,
+    env: Vec<(String, String)>,
+}
+
+/// Runs the system until a shutdown signal.
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the agora executable")?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    let data_dir = args
+        .data_dir
+        .canonicalize()
+        .unwrap_or(args.data_dir.clone());
+    let gateway_addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    if TcpListener::bind(gateway_addr).is_err() {
+        bail!(
+            "port {} is already in use; choose another with --port",
+            args.port
+        );
+    }
+    let registry_port = free_port().context("no free port for the registry")?;
+    let registry_url = format!("http://127.0.0.1:{registry_port}");
+    let log_format = std::env::var("LOG_FORMAT").unwrap_or_else(|_| {
+        if std::io::stdout().is_terminal() {
+            "compact"
+        } else {
+            "json"
+        }
+        .to_string()
+    });
+    let common = |service: &str, port: u16, instance: String| {
+        vec![
+            ("HOST".to_string(), "127.0.0.1".to_string()),
+            ("PORT".to_string(), port.to_string()),
+            ("REGISTRY_URL".to_string(), registry_url.clone()),
+            ("INSTANCE_ID".to_string(), instance),
+            ("LOG_FORMAT".to_string(), log_format.clone()),
+            ("DATA_DIR".to_string(), data_dir.display().to_string()),
+            (
+                "SHUTDOWN_TIMEOUT_SECS".to_string(),
+                args.grace_secs.to_string(),
+            ),
+            ("AGORA_SERVICE".to_string(), service.to_string()),
+        ]
+    };
+    let mut specs = vec![ChildSpec {
+        label: "registry".into(),
+        service: "registry",
+        tier: Tier::Registry,
+        env: common("registry", registry_port, "registry-1".into()),
+    }];
+    for &service in SERVICES {
+        let n = args
+            .replicas
+            .iter()
+            .rev()
+            .find(|(s, _)| s == service)
+            .map_or(1, |(_, n)| *n);
+        for i in 1..=n {
+            let label = if n == 1 {
+                service.to_string()
+            } else {
+                format!("{service}-{i}")
+            };
+            specs.push(ChildSpec {
+                env: common(service, 0, format!("{service}-{i}")),
+                label,
+                service,
+                tier: Tier::Service,
+            });
+        }
+    }
+    specs.push(ChildSpec {
+        label: "gateway".into(),
+        service: "gateway",
+        tier: Tier::Gateway,
+        env: common("gateway", args.port, "gateway-1".into()),
+    });
+
+    let colour = std::io::stdout().is_terminal();
+    let width = specs.iter().map(|s| s.label.len()).max().unwrap_or(8);
+    let out = Arc::new(Output { colour, width });
+    let grace = Duration::from_secs(args.grace_secs);
+    let tiers = [Tier::Gateway, Tier::Service, Tier::Registry].map(|t| (t, Shutdown::new()));
+    let mut tasks = Vec::new();
+    for (i, spec) in specs.into_iter().enumerate() {
+        let stop = tiers
+            .iter()
+            .find(|(t, _)| *t == spec.tier)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
+        let is_registry = spec.tier == Tier::Registry;
+        tasks.push((
+            spec.tier,
+            tokio::spawn(supervise(exe.clone(), spec, i, out.clone(), stop, grace)),
+        ));
+        if is_registry {
+            wait_for(&format!("{registry_url}/healthz"), Duration::from_secs(15)).await;
+        }
+    }
+
+    let expected: Vec<(String, usize)> = SERVICES
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                args.replicas
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == s)
+                    .map_or(1, |(_, n)| *n),
+            )
+        })
+        .collect();
+    let url = format!("http://127.0.0.1:{}", args.port);
+    tokio::select! {
+        ready = wait_until_ready(&registry_url, &url, &expected) => {
+            if ready {
+                out.line("agora", &format!("Agora is up: {url}  (status {url}/status, API docs {url}/docs; Ctrl-C stops everything)"));
+            } else {
+                out.line("agora", &format!("some services are not ready yet; see the log above and {url}/status"));
+            }
+        }
+        () = kit::shutdown::wait_for_signal() => {
+            stop_all(&out, &tiers, &mut tasks).await;
+            return Ok(());
+        }
+    }
+    kit::shutdown::wait_for_signal().await;
+    stop_all(&out, &tiers, &mut tasks).await;
+    Ok(())
+}
+
+async fn stop_all(
+    out: &Output,
+    tiers: &[(Tier, Shutdown); 3],
+    tasks: &mut Vec<(Tier, tokio::task::JoinHandle<()>)>,
+) {
+    out.line(
+        "agora",
+        "stopping: gateway first, then services, then the registry",
+    );
+    for (tier, stop) in tiers {
+        stop.cancel();
+        for (t, task) in tasks.iter_mut() {
+            if t == tier {
+                let _ = task.await;
+            }
+        }
+    }
+    out.line("agora", "all stopped");
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn wait_for(url: &str, timeout: Duration) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if client
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn wait_until_ready(registry: &str, gateway: &str, expected: &[(String, usize)]) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let mut all = client
+            .get(format!("{gateway}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        for (service, n) in expected {
+            let count = match client
+                .get(format!("{registry}/v1/services/{service}"))
+                .send()
+                .await
+            {
+                Ok(r) => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v.get("instances").and_then(|i| i.as_array()).map(Vec::len))
+                    .unwrap_or(0),
+                Err(_) => 0,
+            };
+            all &= count >= *n;
+        }
+        if all {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    false
+}
+
+/// Keeps one child running until `stop`, restarting it with backoff when it dies.
+async fn supervise(
+    exe: PathBuf,
+    spec: ChildSpec,
+    index: usize,
+    out: Arc<Output>,
+    stop: Shutdown,
+    grace: Duration,
+) {
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let mut restarts = 0u32;
+    loop {
+        let started = Instant::now();
+        let mut child = match spawn(&exe, &spec) {
+            Ok(child) => child,
+            Err(err) => {
+                out.line(&spec.label, &format!("cannot start: {err}"));
+                return;
+            }
+        };
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(pipe(
+                BufReader::new(stdout),
+                spec.label.clone(),
+                index,
+                out.clone(),
+            ));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(pipe(
+                BufReader::new(stderr),
+                spec.label.clone(),
+                index,
+                out.clone(),
+            ));
+        }
+        let status = tokio::select! {
+            status = child.wait() => status,
+            () = stop.cancelled() => {
+                terminate(&mut child, grace, &spec.label, &out).await;
+                return;
+            }
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            restarts = 0;
+        }
+        let delay = backoff.delay(restarts);
+        restarts = restarts.saturating_add(1);
+        let how = match status {
+            Ok(s) => describe(s),
+            Err(e) => format!("could not be waited for ({e})"),
+        };
+        out.line(
+            &spec.label,
+            &format!(
+                "{} {how}; restarting in {:.1} s (restart #{restarts})",
+                spec.service,
+                delay.as_secs_f64()
+            ),
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+fn describe(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "stopped".to_string(),
+    }
+}
+
+fn spawn(exe: &PathBuf, spec: &ChildSpec) -> std::io::Result<tokio::process::Child> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("serve")
+        .arg(spec.service)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        // Own process group: the terminal's Ctrl-C reaches only `agora up`, which stops children in order.
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it makes the
+    // kernel send SIGTERM to the child if `agora up` itself dies, so no child is orphaned.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+async fn terminate(child: &mut tokio::process::Child, grace: Duration, label: &str, out: &Output) {
+    if let Some(pid) = child.id() {
+        // SAFETY: sending a signal to our own child's pid, which we still own (not yet reaped).
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    match tokio::time::timeout(grace + Duration::from_secs(1), child.wait()).await {
+        Ok(Ok(status)) => out.line(label, &format!("stopped ({})", describe(status))),
+        _ => {
+            out.line(label, "did not stop in time; killing it");
+            let _ = child.kill().await;
+        }
+    }
+}
+
+async fn pipe<R: tokio::io::AsyncRead + Unpin>(
+    reader: BufReader<R>,
+    label: String,
+    index: usize,
+    out: Arc<Output>,
+) {
+    let mut lines = reader.lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        out.child_line(&label, index, &line);
+    }
+}
+
+/// Writes prefixed lines to our stdout.
+struct Output {
+    colour: bool,
+    width: usize,
+}
+
+const COLOURS: [&str; 6] = ["36", "33", "35", "32", "34", "91"];
+
+impl Output {
+    fn child_line(&self, label: &str, index: usize, line: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = if self.colour {
+            writeln!(
+                stdout,
+                "\x1b[{}m{label:<w$} |\x1b[0m {line}",
+                COLOURS[index % COLOURS.len()],
+                w = self.width
+            )
+        } else {
+            writeln!(stdout, "{label:<w$} | {line}", w = self.width)
+        };
+    }
+
+    fn line(&self, label: &str, message: &str) {
+        let mut stdout = std::io::stdout().lock();
+        let _ = if self.colour {
+            writeln!(
+                stdout,
+                "\x1b[1m{label:<w$} | {message}\x1b[0m",
+                w = self.width
+            )
+        } else {
+            writeln!(stdout, "{label:<w$} | {message}", w = self.width)
+        };
+    }
+}

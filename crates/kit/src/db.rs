@@ -1,0 +1,302 @@
+//! Databases: SQLite (the embedded default) or PostgreSQL (`DATABASE_URL=postgres://…`),
+//! connected with exponential backoff and a bounded number of retries (seed 003),
+//! migrated at start from migrations embedded in the binary.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::backoff::Backoff;
+use crate::config::{ConfigError, Env, Source};
+
+/// A connected, migrated database of one of the two supported engines.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A SQLite file.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL server.
+    Postgres(PgPool),
+}
+
+/// A service's migrations, one set per engine (SQL dialects differ).
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    /// Migrations for SQLite.
+    pub sqlite: &'static Migrator,
+    /// Migrations for PostgreSQL.
+    pub postgres: &'static Migrator,
+}
+
+/// How hard to try before giving up on the database at start.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectPolicy {
+    /// Retries after the first attempt (`DB_CONNECT_RETRIES`).
+    pub max_retries: u32,
+    /// Delay growth between attempts (`DB_CONNECT_BACKOFF_SECS` is the first delay).
+    pub backoff: Backoff,
+    /// Pool size (`DB_MAX_CONNECTIONS`).
+    pub max_connections: u32,
+    /// Time to wait for one connection attempt.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 8,
+            backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(8)),
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl ConnectPolicy {
+    /// Reads `DB_CONNECT_RETRIES`, `DB_CONNECT_BACKOFF_SECS`, `DB_MAX_CONNECTIONS`.
+    pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let first = env.secs_or("DB_CONNECT_BACKOFF_SECS", d.backoff.base)?;
+        Ok(Self {
+            max_retries: env.parse_or("DB_CONNECT_RETRIES", d.max_retries)?,
+            backoff: Backoff::new(first, Duration::from_secs(30).max(first)),
+            max_connections: env.parse_or("DB_MAX_CONNECTIONS", d.max_connections)?,
+            connect_timeout: d.connect_timeout,
+        })
+    }
+}
+
+/// Database failures at start.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names no engine we support.
+    #[error("unsupported database URL {url}: expected sqlite:// or postgres://")]
+    Unsupported {
+        /// The URL, password removed.
+        url: String,
+    },
+    /// The URL is malformed.
+    #[error("invalid database URL {url}: {source}")]
+    InvalidUrl {
+        /// The URL, password removed.
+        url: String,
+        /// What sqlx said.
+        source: sqlx::Error,
+    },
+    /// Every attempt failed.
+    #[error("database {url} unreachable after {attempts} attempts: {source}")]
+    Unreachable {
+        /// The URL, password removed.
+        url: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last error.
+        source: sqlx::Error,
+    },
+    /// Migrations failed.
+    #[error("migrating database {url} failed: {source}")]
+    Migrate {
+        /// The URL, password removed.
+        url: String,
+        /// What went wrong.
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// The URL with its password replaced by `***`, safe to log and show.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) if raw.contains('@') => "<unparseable URL>".to_string(),
+        Err(_) => raw.to_string(),
+    }
+}
+
+/// Connects with retries, then applies migrations.
+pub async fn connect(
+    url: &str,
+    migrations: Migrations,
+    policy: ConnectPolicy,
+) -> Result<Database, DbError> {
+    let shown = redact_url(url);
+    let mut attempt = 0u32;
+    let db = loop {
+        match try_connect(url, &shown, policy).await {
+            Ok(db) => break db,
+            Err(DbError::Unreachable { source, .. }) if attempt < policy.max_retries => {
+                let delay = policy.backoff.delay(attempt);
+                attempt += 1;
+                tracing::warn!(
+                    database = %shown,
+                    attempt,
+                    max_retries = policy.max_retries,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = %source,
+                    "database not reachable yet; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(DbError::Unreachable { source, .. }) => {
+                return Err(DbError::Unreachable {
+                    url: shown,
+                    attempts: attempt + 1,
+                    source,
+                });
+            }
+            Err(other) => return Err(other),
+        }
+    };
+    let migrated = match &db {
+        Database::Sqlite(pool) => migrations.sqlite.run(pool).await,
+        Database::Postgres(pool) => migrations.postgres.run(pool).await,
+    };
+    migrated.map_err(|source| DbError::Migrate {
+        url: shown.clone(),
+        source,
+    })?;
+    tracing::info!(database = %shown, "database connected and migrated");
+    Ok(db)
+}
+
+async fn try_connect(url: &str, shown: &str, policy: ConnectPolicy) -> Result<Database, DbError> {
+    let invalid = |source| DbError::InvalidUrl {
+        url: shown.to_string(),
+        source,
+    };
+    let unreachable = |source| DbError::Unreachable {
+        url: shown.to_string(),
+        attempts: 1,
+        source,
+    };
+    if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(invalid)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(policy.max_connections.clamp(1, 8))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(unreachable)?;
+        Ok(Database::Sqlite(pool))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let options = PgConnectOptions::from_str(url).map_err(invalid)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(policy.max_connections)
+            .acquire_timeout(policy.connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(unreachable)?;
+        Ok(Database::Postgres(pool))
+    } else {
+        Err(DbError::Unsupported {
+            url: shown.to_string(),
+        })
+    }
+}
+
+impl Database {
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), String> {
+        let result = match self {
+            Database::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+            Database::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+        };
+        result.map_err(|e| format!("database: {e}"))
+    }
+
+    /// Closes the pool (at shutdown).
+    pub async fn close(&self) {
+        match self {
+            Database::Sqlite(pool) => pool.close().await,
+            Database::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// The engine's name, for logs.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Database::Sqlite(_) => "sqlite",
+            Database::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// A boxed future borrowing a transaction, as taken by [`transaction`].
+pub type TxFuture<'t, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 't>>;
+
+/// Runs `body` in a transaction: it commits if `body` returns `Ok`, and rolls
+/// back on `Err` (or if the future is dropped), so everything inside happens together or not at all.
+pub async fn transaction<DB, T, E, F>(pool: &sqlx::Pool<DB>, body: F) -> Result<T, E>
+where
+    DB: sqlx::Database,
+    E: From<sqlx::Error>,
+    F: for<'t> FnOnce(&'t mut sqlx::Transaction<'static, DB>) -> TxFuture<'t, T, E>,
+{
+    let mut tx = pool.begin().await?;
+    match body(&mut tx).await {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(err) => {
+            let _ = tx.rollback().await;
+            Err(err)
+        }
+    }
+}
+
+/// The default SQLite URL for a service under a data directory.
+pub fn sqlite_url_in(data_dir: &std::path::Path, service: &str) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join(format!("{service}.db")).display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_shown_urls() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/projects"),
+            "postgres://app:***@db:5432/projects"
+        );
+        assert_eq!(
+            redact_url("postgres://db/projects"),
+            "postgres://db/projects"
+        );
+        assert!(!redact_url("postgres://app:s3cret@[bad").contains("s3cret"));
+    }
+
+    #[tokio::test]
+    async fn an_unsupported_scheme_is_refused_at_once() {
+        static M: Migrator = Migrator::DEFAULT;
+        let err = connect(
+            "mysql://root@localhost/x",
+            Migrations {
+                sqlite: &M,
+                postgres: &M,
+            },
+            ConnectPolicy::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, DbError::Unsupported { .. }), "{err}");
+    }
+}

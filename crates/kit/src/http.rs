@@ -1,0 +1,225 @@
+//! HTTP serving for every service: the standard router (health, readiness,
+//! metrics, problem+json fallbacks, body limit), the observation middleware
+//! (request context, metrics, access log) and a server with graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::Instrument;
+
+use crate::context::{RequestContext, REQUEST_ID};
+use crate::problem::{self, Problem};
+use crate::shutdown::Shutdown;
+
+/// A readiness check: `Ok` when the service can do useful work, else why not.
+pub type Readiness =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// Readiness for services that depend on nothing.
+pub fn always_ready() -> Readiness {
+    Arc::new(|| Box::pin(async { Ok(()) }))
+}
+
+/// The label a handler can attach to its response when it has no route template
+/// (the gateway's proxy labels by upstream route prefix).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
+/// How the observation middleware behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Observe {
+    /// Whether every request gets an info-level access-log line (the gateway), or debug level.
+    pub access_log: bool,
+}
+
+/// Options of [`service_router`].
+#[derive(Clone)]
+pub struct RouterOptions {
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// What `/readyz` checks.
+    pub readiness: Readiness,
+    /// Access-log behaviour.
+    pub observe: Observe,
+    /// Whether `app` brings its own fallback (the gateway's proxy); otherwise unknown paths get a 404 problem.
+    pub own_fallback: bool,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            readiness: always_ready(),
+            observe: Observe { access_log: false },
+            own_fallback: false,
+        }
+    }
+}
+
+/// Wraps a service's routes with everything every service serves the same way.
+pub fn service_router(app: Router, options: RouterOptions) -> Router {
+    let readiness = options.readiness.clone();
+    let app = if options.own_fallback {
+        app
+    } else {
+        app.fallback(problem::not_found)
+    };
+    app.route(
+        "/healthz",
+        get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
+    )
+    .route(
+        "/readyz",
+        get(move || {
+            let readiness = readiness.clone();
+            async move {
+                match readiness().await {
+                    Ok(()) => (
+                        StatusCode::OK,
+                        Json(serde_json::json!({ "status": "ready" })),
+                    )
+                        .into_response(),
+                    Err(why) => Problem::unavailable(format!("not ready: {why}")).into_response(),
+                }
+            }
+        }),
+    )
+    .route("/metrics", get(crate::metrics::render))
+    .layer(DefaultBodyLimit::max(options.body_limit))
+    .layer(middleware::from_fn(problem::problem_for_rejections))
+    .layer(CatchPanicLayer::custom(problem::panic_response))
+    .layer(middleware::from_fn_with_state(options.observe, observe))
+}
+
+/// Middleware: sets up the request context, then records metrics and the access log.
+pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let ctx = RequestContext::from_headers(req.headers());
+    let method = req.method().clone();
+    let matched = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let path = req.uri().path().to_string();
+    let span =
+        tracing::info_span!("request", request_id = %ctx.request_id, trace_id = %ctx.trace_id);
+    let request_id = ctx.request_id.clone();
+    let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
+    let elapsed = start.elapsed();
+    let route = matched
+        .or_else(|| {
+            response
+                .extensions()
+                .get::<RouteLabel>()
+                .map(|l| l.0.to_string())
+        })
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = response.status().as_u16();
+    record(&method, &route, status, elapsed);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    let upstream = response
+        .extensions()
+        .get::<Upstream>()
+        .map(|u| u.0.as_str())
+        .unwrap_or("-");
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if opts.access_log {
+            tracing::info!(%method, %path, %route, upstream, status, latency_ms, "access");
+        } else {
+            tracing::debug!(%method, %path, %route, status, latency_ms, "access");
+        }
+    });
+    response
+}
+
+/// The instance a proxied request went to, for the access log.
+#[derive(Debug, Clone)]
+pub struct Upstream(pub String);
+
+fn record(method: &http::Method, route: &str, status: u16, elapsed: Duration) {
+    let labels = [
+        ("method", method.as_str().to_string()),
+        ("route", route.to_string()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    if status >= 500 {
+        metrics::counter!("http_errors_total", &labels).increment(1);
+    }
+}
+
+/// Errors starting or running a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A bound listener; binding first lets tests use port 0 and read the real port.
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr) -> Result<Self, ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let addr = listener.local_addr()?;
+        Ok(Self { listener, addr })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` trips, then lets in-flight requests finish for up to `grace`.
+    pub async fn serve(
+        self,
+        app: Router,
+        shutdown: Shutdown,
+        grace: Duration,
+    ) -> Result<(), ServeError> {
+        let make = app.into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(self.listener, make)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let deadline = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = server => Ok(result?),
+            () = deadline => {
+                tracing::warn!(?grace, "in-flight requests did not finish within the shutdown deadline");
+                Ok(())
+            }
+        }
+    }
+}

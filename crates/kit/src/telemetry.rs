@@ -1,0 +1,77 @@
+//! Logs: `tracing` with JSON lines when stdout is not a terminal (collectors
+//! parse them), human-readable lines on a terminal, written off the request
+//! path by a background writer.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+static GUARD: OnceLock<tracing_appender::non_blocking::WorkerGuard> = OnceLock::new();
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Multi-line, coloured, for a developer's terminal.
+    Pretty,
+    /// One short line per event (used under `agora up`, which prefixes lines).
+    Compact,
+}
+
+impl LogFormat {
+    /// `LOG_FORMAT` if set (json|pretty|compact), else JSON unless stdout is a terminal.
+    pub fn from_env() -> Self {
+        match std::env::var("LOG_FORMAT")
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "json" => Self::Json,
+            "pretty" => Self::Pretty,
+            "compact" => Self::Compact,
+            _ if std::io::stdout().is_terminal() => Self::Pretty,
+            _ => Self::Json,
+        }
+    }
+}
+
+/// Installs the global subscriber once (`RUST_LOG` filters, default `info`).
+/// Later calls are no-ops, so tests can call it freely.
+pub fn init(service: &str) {
+    if GUARD.get().is_some() {
+        return;
+    }
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,tower=warn,h2=warn"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
+    let base = tracing_subscriber::fmt::layer().with_writer(writer);
+    let result = match LogFormat::from_env() {
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                base.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Pretty => tracing_subscriber::registry()
+            .with(filter)
+            .with(base.pretty())
+            .try_init(),
+        LogFormat::Compact => tracing_subscriber::registry()
+            .with(filter)
+            .with(base.compact().with_target(false))
+            .try_init(),
+    };
+    if result.is_ok() {
+        let _ = GUARD.set(guard);
+        tracing::debug!(service, "logging initialised");
+    }
+}

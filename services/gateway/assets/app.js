@@ -1,0 +1,183 @@
+/* Agora web UI — plain JavaScript, no dependencies. */
+(function () {
+  "use strict";
+
+  var STATUS_POLL_MS = 5000;
+  var BADGE_STATES = ["up", "down", "degraded", "unknown"];
+
+  /* ---------- Live service status badges ---------- */
+
+  function setBadge(el, status) {
+    var state = BADGE_STATES.indexOf(status) >= 0 ? status : "unknown";
+    BADGE_STATES.forEach(function (s) {
+      el.classList.remove("badge-" + s);
+    });
+    el.classList.add("badge");
+    el.classList.add("badge-" + state);
+    if (el.textContent !== state) {
+      el.textContent = state;
+    }
+    el.setAttribute("title", "Service status: " + state);
+  }
+
+  function initStatusPolling() {
+    var badges = document.querySelectorAll("[data-service-status]");
+    if (!badges.length || !window.fetch) {
+      return;
+    }
+    var inFlight = false;
+
+    function poll() {
+      if (inFlight || document.hidden) {
+        return;
+      }
+      inFlight = true;
+      fetch("/api/status", {
+        headers: { Accept: "application/json" },
+        cache: "no-store",
+        credentials: "same-origin",
+      })
+        .then(function (res) {
+          if (!res.ok) {
+            throw new Error("HTTP " + res.status);
+          }
+          return res.json();
+        })
+        .then(function (data) {
+          var byName = {};
+          ((data && data.services) || []).forEach(function (svc) {
+            if (svc && typeof svc.name === "string") {
+              byName[svc.name] = svc.status;
+            }
+          });
+          badges.forEach(function (el) {
+            var name = el.getAttribute("data-service-status");
+            // A service missing from the answer is unknown to the gateway.
+            setBadge(el, Object.prototype.hasOwnProperty.call(byName, name) ? byName[name] : "unknown");
+          });
+        })
+        .catch(function () {
+          // Gateway unreachable or bad answer: keep the last known badges.
+        })
+        .then(function () {
+          inFlight = false;
+        });
+    }
+
+    poll();
+    window.setInterval(poll, STATUS_POLL_MS);
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden) {
+        poll();
+      }
+    });
+  }
+
+  /* ---------- Jokes page ---------- */
+
+  function initJokes() {
+    var button = document.getElementById("new-joke");
+    var output = document.getElementById("joke");
+    if (!button || !output || !window.fetch) {
+      return;
+    }
+    var select = document.getElementById("category");
+    var errorBox = document.getElementById("joke-error");
+    var requestSeq = 0;
+
+    function showError(message) {
+      if (errorBox) {
+        errorBox.textContent = message;
+        errorBox.hidden = false;
+      }
+    }
+
+    function clearError() {
+      if (errorBox) {
+        errorBox.hidden = true;
+        errorBox.textContent = "";
+      }
+    }
+
+    function loadJoke() {
+      var seq = ++requestSeq;
+      var url = "/joke";
+      var category = select ? select.value : "";
+      if (category) {
+        url += "?category=" + encodeURIComponent(category);
+      }
+      // The button stays enabled: a click during a load simply starts a newer
+      // request, and older answers are ignored (see requestSeq).
+      button.classList.add("is-loading");
+      button.setAttribute("aria-busy", "true");
+      output.setAttribute("aria-busy", "true");
+
+      fetch(url, {
+        headers: { Accept: "application/json, application/problem+json" },
+        cache: "no-store",
+        credentials: "same-origin",
+      })
+        .then(function (res) {
+          return res.text().then(function (text) {
+            var body = null;
+            try {
+              body = text ? JSON.parse(text) : null;
+            } catch (e) {
+              body = null;
+            }
+            return { ok: res.ok, status: res.status, body: body };
+          });
+        })
+        .then(function (r) {
+          if (seq !== requestSeq) {
+            return; // a newer request superseded this one
+          }
+          if (r.ok && r.body && typeof r.body.joke === "string") {
+            clearError();
+            output.textContent = r.body.joke;
+            return;
+          }
+          var detail =
+            (r.body && (r.body.detail || r.body.title)) ||
+            "Could not fetch a joke (HTTP " + r.status + ").";
+          showError(detail);
+        })
+        .catch(function () {
+          if (seq === requestSeq) {
+            showError("Could not reach the jokes service. Please try again.");
+          }
+        })
+        .then(function () {
+          if (seq === requestSeq) {
+            button.classList.remove("is-loading");
+            button.removeAttribute("aria-busy");
+            output.removeAttribute("aria-busy");
+          }
+        });
+    }
+
+    var form = button.form;
+    if (form) {
+      form.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        loadJoke();
+      });
+    }
+    button.addEventListener("click", function (ev) {
+      ev.preventDefault();
+      loadJoke();
+    });
+    loadJoke();
+  }
+
+  function init() {
+    initStatusPolling();
+    initJokes();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", init);
+  } else {
+    init();
+  }
+})();

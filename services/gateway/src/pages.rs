@@ -1,0 +1,177 @@
+//! The web UI (seed 000): server-rendered pages — home with a card per
+//! application and its live status, the jokes page, the status page — and the
+//! static assets, all compiled into the binary.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use minijinja::{context, Environment};
+use serde::Serialize;
+
+use crate::upstreams::ServiceStatus;
+use crate::Gateway;
+
+/// One application card on the home page.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct App {
+    /// Short id.
+    pub name: &'static str,
+    /// Card title.
+    pub title: &'static str,
+    /// One sentence on what it does.
+    pub description: &'static str,
+    /// Its page; empty while it is not built yet.
+    pub href: &'static str,
+    /// The service whose status the card shows.
+    pub service: &'static str,
+}
+
+/// The applications, in the order of the home page.
+pub const APPS: &[App] = &[
+    App { name: "jokes", title: "Jokes", description: "A random joke from our own corpus, by category. The hello-world of Agora.", href: "/jokes", service: "jokes" },
+    App { name: "crowdfunding", title: "Crowdfunding", description: "Propose projects, discuss problems and solutions in threads, vote them up or down.", href: "", service: "" },
+    App { name: "classification", title: "Image classification", description: "Classify an image with EfficientNet through an asynchronous job queue and scalable workers.", href: "", service: "" },
+    App { name: "media", title: "Media conversion", description: "Upload a video and get its soundtrack as an mp3 when the converter is done.", href: "", service: "" },
+    App { name: "shop", title: "Shop", description: "Product pages assembled from pricing, inventory, reviews and recommendations.", href: "", service: "" },
+    App { name: "drones", title: "Drone delivery", description: "Schedule a pickup and follow the drone live with a continuously updated ETA.", href: "", service: "" },
+];
+
+fn templates() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        for (name, source) in [
+            ("base.html", include_str!("../templates/base.html")),
+            ("home.html", include_str!("../templates/home.html")),
+            ("jokes.html", include_str!("../templates/jokes.html")),
+            ("status.html", include_str!("../templates/status.html")),
+            ("error.html", include_str!("../templates/error.html")),
+        ] {
+            if let Err(err) = env.add_template(name, source) {
+                tracing::error!(template = name, error = %err, "template does not compile");
+            }
+        }
+        env
+    })
+}
+
+fn render(name: &str, ctx: minijinja::Value) -> Response {
+    match templates().get_template(name).and_then(|t| t.render(ctx)) {
+        Ok(html) => Html(html).into_response(),
+        Err(err) => {
+            tracing::error!(template = name, error = %err, "page rendering failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Html("<h1>Something went wrong</h1>".to_string()),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// An HTML error page (for browsers; APIs get problem+json).
+pub fn error_page(status: StatusCode, detail: &str) -> Response {
+    let mut page = render(
+        "error.html",
+        context! { status => status.as_u16(), title => status.canonical_reason().unwrap_or("Error"), detail => detail },
+    );
+    *page.status_mut() = status;
+    page
+}
+
+#[derive(Serialize)]
+struct AppCard {
+    #[serde(flatten)]
+    app: App,
+    status: &'static str,
+}
+
+/// `GET /`: the home page.
+pub async fn home(State(gw): State<Arc<Gateway>>) -> Response {
+    let apps: Vec<AppCard> = APPS
+        .iter()
+        .map(|&app| {
+            let status = if app.service.is_empty() {
+                "unknown"
+            } else {
+                gw.upstreams
+                    .get(app.service)
+                    .map(|u| u.status().status)
+                    .unwrap_or("unknown")
+            };
+            AppCard { app, status }
+        })
+        .collect();
+    render("home.html", context! { active => "home", apps => apps })
+}
+
+/// `GET /jokes`: the jokes page (categories asked of the jokes service).
+pub async fn jokes(State(gw): State<Arc<Gateway>>) -> Response {
+    let categories: Vec<String> = match gw.side_get("jokes", "/joke/categories").await {
+        Some(v) => v
+            .get("categories")
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    render(
+        "jokes.html",
+        context! { active => "jokes", categories => categories },
+    )
+}
+
+/// The JSON of `/api/status`.
+#[derive(Serialize)]
+pub struct StatusReport {
+    /// Every upstream service.
+    pub services: Vec<ServiceStatus>,
+    /// When this was produced (RFC 3339).
+    pub generated_at: String,
+}
+
+fn report(gw: &Gateway) -> StatusReport {
+    StatusReport {
+        services: gw.upstreams.all().map(|u| u.status()).collect(),
+        generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }
+}
+
+/// `GET /api/status`: services, instances, health, circuit state, rates.
+pub async fn api_status(State(gw): State<Arc<Gateway>>) -> Json<StatusReport> {
+    Json(report(&gw))
+}
+
+/// `GET /status`: the same, as a page.
+pub async fn status(State(gw): State<Arc<Gateway>>) -> Response {
+    let r = report(&gw);
+    render(
+        "status.html",
+        context! { active => "status", services => r.services, generated_at => r.generated_at },
+    )
+}
+
+/// `GET /static/{file}`: CSS and JS compiled into the binary.
+pub async fn asset(Path(file): Path<String>) -> Response {
+    let (body, content_type) = match file.as_str() {
+        "style.css" => (
+            include_str!("../assets/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        "app.js" => (
+            include_str!("../assets/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return kit::Problem::not_found(format!("no asset named {file:?}")).into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}

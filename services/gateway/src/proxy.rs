@@ -1,0 +1,297 @@
+//! The reverse proxy: route by prefix, refuse fast when the upstream's circuit
+//! is open, forward with a deadline and the request context, retry idempotent
+//! requests once on another instance when a connection fails.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use kit::context::inject_current;
+use kit::http::{RouteLabel, Upstream as UpstreamLabel};
+use kit::Problem;
+
+use crate::routes;
+use crate::upstreams::Target;
+use crate::Gateway;
+
+/// The pooled HTTP/1.1 client to upstreams (keep-alive, no Nagle).
+pub type UpstreamClient = Client<HttpConnector, Body>;
+
+/// Builds the upstream client.
+pub fn client() -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(512)
+        .build(connector)
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in HOP_BY_HOP.iter().chain(listed.iter()) {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The fallback handler: everything that is not a gateway page is proxied (or 404).
+pub async fn proxy(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let Some(route) = routes::find(req.uri().path()) else {
+        return Problem::not_found(format!(
+            "no route for {} {}",
+            req.method(),
+            req.uri().path()
+        ))
+        .titled("Not Found")
+        .into_response();
+    };
+    let mut response = forward(&gw, route, client, req).await;
+    response.extensions_mut().insert(RouteLabel(route.prefix));
+    response
+}
+
+async fn forward(
+    gw: &Gateway,
+    route: &'static routes::Route,
+    client: SocketAddr,
+    req: Request,
+) -> Response {
+    let Some(upstream) = gw.upstreams.get(route.service) else {
+        return Problem::not_found("no such upstream").into_response();
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > gw.config.body_limit as u64) {
+        upstream.count(false);
+        return too_large(gw.config.body_limit);
+    }
+    let permit = match upstream.breaker.try_acquire() {
+        Ok(permit) => permit,
+        Err(rejected) => {
+            upstream.count(true);
+            let secs = rejected.retry_in.as_secs().max(1).to_string();
+            return Problem::unavailable(format!(
+                "{} is failing and its circuit is open; try again shortly",
+                route.service
+            ))
+            .titled("Service Unavailable")
+            .header(header::RETRY_AFTER, &secs)
+            .into_response();
+        }
+    };
+    let (mut parts, body) = req.into_parts();
+    let retryable = is_idempotent(&parts.method)
+        && declared.unwrap_or(0) == 0
+        && !parts.headers.contains_key(header::TRANSFER_ENCODING);
+    prepare_headers(&mut parts.headers, client);
+    let body = if retryable {
+        Body::empty()
+    } else {
+        Body::new(http_body_util::Limited::new(body, gw.config.body_limit))
+    };
+    let mut body = Some(body);
+    let mut avoid: Option<String> = None;
+    let attempts = if retryable { 2 } else { 1 };
+    for attempt in 0..attempts {
+        let Some(target) = upstream.pick(avoid.as_deref()) else {
+            permit.neutral();
+            upstream.count(true);
+            return Problem::unavailable(format!("no instance of {} is available", route.service))
+                .titled("Service Unavailable")
+                .header(header::RETRY_AFTER, "1")
+                .into_response();
+        };
+        let outgoing = match build_request(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            &target,
+            body.take().unwrap_or_default(),
+        ) {
+            Ok(r) => r,
+            Err(problem) => {
+                permit.neutral();
+                return problem.into_response();
+            }
+        };
+        match tokio::time::timeout(route.timeout, gw.client.request(outgoing)).await {
+            Ok(Ok(resp)) => {
+                let status = resp.status();
+                let unhealthy = matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                );
+                if unhealthy {
+                    permit.failure();
+                } else {
+                    permit.success();
+                }
+                upstream.count(status.is_server_error());
+                return respond(resp, &target);
+            }
+            Ok(Err(err)) if err.is_connect() && attempt + 1 < attempts => {
+                tracing::warn!(service = route.service, instance = %target.id, error = %err, "connection failed; retrying on another instance");
+                upstream.eject(&target, Duration::from_secs(2));
+                avoid = Some(target.id.clone());
+                body = Some(Body::empty());
+            }
+            Ok(Err(err)) => {
+                if is_body_too_large(&err) {
+                    permit.neutral();
+                    upstream.count(false);
+                    return too_large(gw.config.body_limit);
+                }
+                if err.is_connect() {
+                    upstream.eject(&target, Duration::from_secs(2));
+                }
+                permit.failure();
+                upstream.count(true);
+                tracing::warn!(service = route.service, instance = %target.id, error = %err, "upstream request failed");
+                return Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "bad-gateway",
+                    format!("{} could not be reached", route.service),
+                )
+                .titled("Bad Gateway")
+                .into_response();
+            }
+            Err(_) => {
+                permit.failure();
+                upstream.count(true);
+                return Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway-timeout",
+                    format!(
+                        "{} did not answer within {} s",
+                        route.service,
+                        route.timeout.as_secs_f64()
+                    ),
+                )
+                .titled("Gateway Timeout")
+                .into_response();
+            }
+        }
+    }
+    // Both attempts failed to connect.
+    permit.failure();
+    upstream.count(true);
+    Problem::new(
+        StatusCode::BAD_GATEWAY,
+        "bad-gateway",
+        format!("{} could not be reached", route.service),
+    )
+    .titled("Bad Gateway")
+    .into_response()
+}
+
+fn too_large(limit: usize) -> Response {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        format!("the request body exceeds the {limit}-byte limit"),
+    )
+    .titled("Payload Too Large")
+    .into_response()
+}
+
+fn is_body_too_large(err: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr) {
+    strip_hop_by_hop(headers);
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) => format!("{prior}, {}", client.ip()),
+        None => client.ip().to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    inject_current(headers);
+}
+
+fn build_request(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    target: &Target,
+    body: Body,
+) -> Result<axum::http::Request<Body>, Problem> {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let uri: Uri = format!("http://{}{}", target.address, path)
+        .parse()
+        .map_err(|_| Problem::bad_request("the request path cannot be forwarded"))?;
+    let mut req = axum::http::Request::builder()
+        .method(method.clone())
+        .uri(uri);
+    if let Some(h) = req.headers_mut() {
+        h.clone_from(headers);
+    }
+    req.body(body)
+        .map_err(|_| Problem::bad_request("the request cannot be forwarded"))
+}
+
+fn respond(resp: hyper::Response<hyper::body::Incoming>, target: &Target) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
+    response
+        .extensions_mut()
+        .insert(UpstreamLabel(target.address.clone()));
+    response
+}

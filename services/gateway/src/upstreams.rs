@@ -1,0 +1,306 @@
+//! What the gateway knows about each upstream service: its instances (from the
+//! registry, refreshed in the background, never on the request path), their
+//! readiness, a circuit breaker, and request/error rates for `/status`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use kit::circuit_breaker::{BreakerConfig, CircuitBreaker, CircuitState};
+use kit::discovery::{Discovery, Endpoint};
+use serde::Serialize;
+
+/// One instance of an upstream as the gateway sees it.
+#[derive(Debug)]
+pub struct Target {
+    /// Registry instance id.
+    pub id: String,
+    /// `host:port`.
+    pub address: String,
+    /// Software version.
+    pub version: String,
+    /// Whether its `/readyz` answered 200 at the last probe.
+    pub ready: AtomicBool,
+    /// Not picked before this time (ms since the gateway started): set after a connection failure.
+    ejected_until_ms: AtomicU64,
+    /// Milliseconds since its last heartbeat, as the registry said.
+    pub last_heartbeat_ms_ago: AtomicU64,
+}
+
+/// One upstream service.
+#[derive(Debug)]
+pub struct Upstream {
+    /// Its registry name.
+    pub name: &'static str,
+    /// Trips after consecutive failures of the service as a whole.
+    pub breaker: CircuitBreaker,
+    targets: RwLock<Arc<Vec<Arc<Target>>>>,
+    next: AtomicUsize,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    rates: RwLock<Rates>,
+    refreshed: AtomicBool,
+    epoch: Instant,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Rates {
+    at: Option<Instant>,
+    requests: u64,
+    errors: u64,
+    rps: f64,
+    error_rate: f64,
+}
+
+impl Upstream {
+    fn new(name: &'static str, breaker: BreakerConfig, epoch: Instant) -> Self {
+        Self {
+            name,
+            breaker: CircuitBreaker::new(breaker),
+            targets: RwLock::new(Arc::new(Vec::new())),
+            next: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            rates: RwLock::new(Rates::default()),
+            refreshed: AtomicBool::new(false),
+            epoch,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The current instances.
+    pub fn targets(&self) -> Arc<Vec<Arc<Target>>> {
+        self.targets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Round-robin over ready, non-ejected instances; falls back to any instance
+    /// (a stale readiness probe must not make a live service unreachable).
+    pub fn pick(&self, avoid: Option<&str>) -> Option<Arc<Target>> {
+        let targets = self.targets();
+        if targets.is_empty() {
+            return None;
+        }
+        let now = self.now_ms();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = targets.len();
+        let usable = |t: &Target| {
+            Some(t.id.as_str()) != avoid && t.ejected_until_ms.load(Ordering::Relaxed) <= now
+        };
+        (0..n)
+            .map(|i| &targets[(start + i) % n])
+            .find(|t| usable(t) && t.ready.load(Ordering::Relaxed))
+            .or_else(|| {
+                (0..n)
+                    .map(|i| &targets[(start + i) % n])
+                    .find(|t| usable(t))
+            })
+            .or_else(|| {
+                (0..n)
+                    .map(|i| &targets[(start + i) % n])
+                    .find(|t| Some(t.id.as_str()) != avoid)
+            })
+            .cloned()
+    }
+
+    /// Stops picking `target` for a while after it refused a connection.
+    pub fn eject(&self, target: &Target, for_: Duration) {
+        target
+            .ejected_until_ms
+            .store(self.now_ms() + for_.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one proxied request and whether it failed.
+    pub fn count(&self, failed: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn replace_targets(&self, found: Vec<Endpoint>) {
+        let old = self.targets();
+        let by_id: HashMap<&str, &Arc<Target>> = old.iter().map(|t| (t.id.as_str(), t)).collect();
+        let fresh: Vec<Arc<Target>> = found
+            .into_iter()
+            .map(|e| match by_id.get(e.id.as_str()) {
+                Some(existing) if existing.address == e.address() => {
+                    existing
+                        .last_heartbeat_ms_ago
+                        .store(e.last_heartbeat_ms_ago, Ordering::Relaxed);
+                    Arc::clone(existing)
+                }
+                _ => Arc::new(Target {
+                    address: e.address().to_string(),
+                    id: e.id,
+                    version: e.version,
+                    // Trusted until the first probe says otherwise: it just registered.
+                    ready: AtomicBool::new(true),
+                    ejected_until_ms: AtomicU64::new(0),
+                    last_heartbeat_ms_ago: AtomicU64::new(e.last_heartbeat_ms_ago),
+                }),
+            })
+            .collect();
+        *self.targets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        self.refreshed.store(true, Ordering::Relaxed);
+    }
+
+    fn update_rates(&self, now: Instant) {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let errors = self.errors.load(Ordering::Relaxed);
+        let mut rates = self.rates.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = rates.at {
+            let secs = now.duration_since(at).as_secs_f64();
+            if secs >= 1.0 {
+                let dr = requests.saturating_sub(rates.requests);
+                let de = errors.saturating_sub(rates.errors);
+                let rps = dr as f64 / secs;
+                let err = if dr == 0 { 0.0 } else { de as f64 / dr as f64 };
+                rates.rps = 0.5 * rates.rps + 0.5 * rps;
+                rates.error_rate = 0.5 * rates.error_rate + 0.5 * err;
+                rates.at = Some(now);
+                rates.requests = requests;
+                rates.errors = errors;
+            }
+        } else {
+            *rates = Rates {
+                at: Some(now),
+                requests,
+                errors,
+                ..*rates
+            };
+        }
+    }
+
+    /// A snapshot for `/api/status` and the pages.
+    pub fn status(&self) -> ServiceStatus {
+        let targets = self.targets();
+        let rates = *self.rates.read().unwrap_or_else(|p| p.into_inner());
+        let circuit = self.breaker.state();
+        let ready = targets
+            .iter()
+            .filter(|t| t.ready.load(Ordering::Relaxed))
+            .count();
+        let status = if !self.refreshed.load(Ordering::Relaxed) {
+            "unknown"
+        } else if ready == 0 || circuit == CircuitState::Open {
+            "down"
+        } else if ready < targets.len() || circuit == CircuitState::HalfOpen {
+            "degraded"
+        } else {
+            "up"
+        };
+        ServiceStatus {
+            name: self.name,
+            status,
+            circuit: circuit.as_str(),
+            requests_per_sec: (rates.rps * 10.0).round() / 10.0,
+            error_rate: (rates.error_rate * 1000.0).round() / 1000.0,
+            instances: targets
+                .iter()
+                .map(|t| InstanceStatus {
+                    id: t.id.clone(),
+                    address: t.address.clone(),
+                    version: t.version.clone(),
+                    healthy: t.ready.load(Ordering::Relaxed),
+                    last_seen_secs: t.last_heartbeat_ms_ago.load(Ordering::Relaxed) as f64 / 1000.0,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One service's line on the status page.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// Service name.
+    pub name: &'static str,
+    /// `up`, `degraded`, `down` or `unknown` (not yet asked).
+    pub status: &'static str,
+    /// Circuit state of the gateway's breaker for it.
+    pub circuit: &'static str,
+    /// Requests per second through the gateway (smoothed).
+    pub requests_per_sec: f64,
+    /// Share of those requests that failed (0–1).
+    pub error_rate: f64,
+    /// Its instances.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One instance's line on the status page.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    /// Instance id.
+    pub id: String,
+    /// `host:port`.
+    pub address: String,
+    /// Software version.
+    pub version: String,
+    /// Whether its last readiness probe passed.
+    pub healthy: bool,
+    /// Seconds since its last heartbeat.
+    pub last_seen_secs: f64,
+}
+
+/// Every upstream, by name.
+#[derive(Debug)]
+pub struct Upstreams {
+    by_name: HashMap<&'static str, Arc<Upstream>>,
+    order: Vec<&'static str>,
+}
+
+impl Upstreams {
+    /// One upstream per service in `names`.
+    pub fn new(names: &[&'static str], breaker: BreakerConfig) -> Self {
+        let epoch = Instant::now();
+        let by_name = names
+            .iter()
+            .map(|&n| (n, Arc::new(Upstream::new(n, breaker, epoch))))
+            .collect();
+        Self {
+            by_name,
+            order: names.to_vec(),
+        }
+    }
+
+    /// The upstream named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.by_name.get(name)
+    }
+
+    /// Every upstream in route-table order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.order.iter().filter_map(|n| self.by_name.get(n))
+    }
+
+    /// One refresh round: ask the registry, probe every instance's `/readyz`, update rates.
+    pub async fn refresh_once(&self, discovery: &Discovery, http: &reqwest::Client) {
+        let rounds = self.all().map(|up| async move {
+            match discovery.endpoints(up.name).await {
+                Ok(found) => up.replace_targets(found),
+                Err(err) => tracing::warn!(service = up.name, error = %err, "registry lookup failed; keeping the last known instances"),
+            }
+            let targets = up.targets();
+            let probes = targets.iter().map(|t| async move {
+                let ok = http
+                    .get(format!("http://{}/readyz", t.address))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                let was = t.ready.swap(ok, Ordering::Relaxed);
+                if was != ok {
+                    tracing::info!(service = up.name, instance = %t.id, ready = ok, "instance readiness changed");
+                }
+            });
+            futures::future::join_all(probes).await;
+            up.update_rates(Instant::now());
+        });
+        futures::future::join_all(rounds).await;
+    }
+}
