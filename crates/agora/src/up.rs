@@ -188,7 +188,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .collect();
     let url = format!("http://127.0.0.1:{}", args.port);
     tokio::select! {
-        ready = wait_until_ready(&registry_url, &url, &expected) => {
+        ready = wait_until_ready(&url, &expected) => {
             if ready {
                 out.line("agora", &format!("Agora is up: {url}  (status {url}/status, API docs {url}/docs; Ctrl-C stops everything)"));
             } else {
@@ -208,7 +208,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 async fn stop_all(
     out: &Output,
     tiers: &[(Tier, Shutdown); 3],
-    tasks: &mut Vec<(Tier, tokio::task::JoinHandle<()>)>,
+    tasks: &mut [(Tier, tokio::task::JoinHandle<()>)],
 ) {
     out.line(
         "agora",
@@ -246,31 +246,24 @@ async fn wait_for(url: &str, timeout: Duration) -> bool {
     false
 }
 
-async fn wait_until_ready(registry: &str, gateway: &str, expected: &[(String, usize)]) -> bool {
+/// Ready when the gateway itself sees every expected service with enough ready instances.
+async fn wait_until_ready(gateway: &str, expected: &[(String, usize)]) -> bool {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let mut all = client
-            .get(format!("{gateway}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        for (service, n) in expected {
-            let count = match client
-                .get(format!("{registry}/v1/services/{service}"))
-                .send()
-                .await
-            {
-                Ok(r) => r
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v.get("instances").and_then(|i| i.as_array()).map(Vec::len))
-                    .unwrap_or(0),
-                Err(_) => 0,
-            };
-            all &= count >= *n;
-        }
+        let report = match client.get(format!("{gateway}/api/status")).send().await {
+            Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        let services = report["services"].as_array().cloned().unwrap_or_default();
+        let all = expected.iter().all(|(name, n)| {
+            services.iter().any(|s| {
+                s["name"] == name.as_str()
+                    && s["instances"]
+                        .as_array()
+                        .is_some_and(|i| i.iter().filter(|i| i["healthy"] == true).count() >= *n)
+            })
+        });
         if all {
             return true;
         }

@@ -209,7 +209,6 @@ mod tests {
     fn fail(b: &CircuitBreaker, now: Instant) {
         let p = b.try_acquire_at(now).expect("allowed");
         b.on_failure(p.probe, now);
-        std::mem::forget(p);
     }
 
     #[test]

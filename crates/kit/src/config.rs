@@ -173,7 +173,7 @@ impl<S: Source> Env<S> {
         match self.string(name) {
             None => Ok(default),
             Some(raw) => match raw.trim().parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+                Ok(s) if (0.0..1e9).contains(&s) => Ok(Duration::from_secs_f64(s)),
                 _ => Err(ConfigError::Invalid {
                     name: name.to_string(),
                     value: raw,

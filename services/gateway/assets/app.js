@@ -110,6 +110,7 @@
       // request, and older answers are ignored (see requestSeq).
       button.classList.add("is-loading");
       button.setAttribute("aria-busy", "true");
+      output.classList.add("is-loading");
       output.setAttribute("aria-busy", "true");
 
       fetch(url, {
@@ -151,6 +152,7 @@
           if (seq === requestSeq) {
             button.classList.remove("is-loading");
             button.removeAttribute("aria-busy");
+            output.classList.remove("is-loading");
             output.removeAttribute("aria-busy");
           }
         });
@@ -167,6 +169,10 @@
       ev.preventDefault();
       loadJoke();
     });
+    if (select) {
+      // A new category shows a joke from it straight away.
+      select.addEventListener("change", loadJoke);
+    }
     loadJoke();
   }
 

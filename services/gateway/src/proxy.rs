@@ -133,6 +133,10 @@ async fn forward(
     let attempts = if retryable { 2 } else { 1 };
     for attempt in 0..attempts {
         let Some(target) = upstream.pick(avoid.as_deref()) else {
+            if attempt > 0 {
+                // The only instance refused the connection: that is the upstream failing.
+                break;
+            }
             permit.neutral();
             upstream.count(true);
             return Problem::unavailable(format!("no instance of {} is available", route.service))
@@ -140,18 +144,15 @@ async fn forward(
                 .header(header::RETRY_AFTER, "1")
                 .into_response();
         };
-        let outgoing = match build_request(
+        let Some(outgoing) = build_request(
             &parts.method,
             &parts.uri,
             &parts.headers,
             &target,
             body.take().unwrap_or_default(),
-        ) {
-            Ok(r) => r,
-            Err(problem) => {
-                permit.neutral();
-                return problem.into_response();
-            }
+        ) else {
+            permit.neutral();
+            return Problem::bad_request("the request path cannot be forwarded").into_response();
         };
         match tokio::time::timeout(route.timeout, gw.client.request(outgoing)).await {
             Ok(Ok(resp)) => {
@@ -170,8 +171,9 @@ async fn forward(
                 upstream.count(status.is_server_error());
                 return respond(resp, &target);
             }
-            Ok(Err(err)) if err.is_connect() && attempt + 1 < attempts => {
-                tracing::warn!(service = route.service, instance = %target.id, error = %err, "connection failed; retrying on another instance");
+            // Only bodiless idempotent requests get here with attempts left: safe to send again.
+            Ok(Err(err)) if attempt + 1 < attempts => {
+                tracing::warn!(service = route.service, instance = %target.id, error = %err, "upstream failed; retrying on another instance");
                 upstream.eject(&target, Duration::from_secs(2));
                 avoid = Some(target.id.clone());
                 body = Some(Body::empty());
@@ -182,9 +184,7 @@ async fn forward(
                     upstream.count(false);
                     return too_large(gw.config.body_limit);
                 }
-                if err.is_connect() {
-                    upstream.eject(&target, Duration::from_secs(2));
-                }
+                upstream.eject(&target, Duration::from_secs(2));
                 permit.failure();
                 upstream.count(true);
                 tracing::warn!(service = route.service, instance = %target.id, error = %err, "upstream request failed");
@@ -213,7 +213,7 @@ async fn forward(
             }
         }
     }
-    // Both attempts failed to connect.
+    // Every attempt failed to connect.
     permit.failure();
     upstream.count(true);
     Problem::new(
@@ -271,19 +271,16 @@ fn build_request(
     headers: &HeaderMap,
     target: &Target,
     body: Body,
-) -> Result<axum::http::Request<Body>, Problem> {
+) -> Option<axum::http::Request<Body>> {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let uri: Uri = format!("http://{}{}", target.address, path)
-        .parse()
-        .map_err(|_| Problem::bad_request("the request path cannot be forwarded"))?;
+    let uri: Uri = format!("http://{}{}", target.address, path).parse().ok()?;
     let mut req = axum::http::Request::builder()
         .method(method.clone())
         .uri(uri);
     if let Some(h) = req.headers_mut() {
         h.clone_from(headers);
     }
-    req.body(body)
-        .map_err(|_| Problem::bad_request("the request cannot be forwarded"))
+    req.body(body).ok()
 }
 
 fn respond(resp: hyper::Response<hyper::body::Incoming>, target: &Target) -> Response {

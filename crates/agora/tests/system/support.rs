@@ -1,0 +1,179 @@
+//! One `spawn_*` helper per service: each starts the real service on port 0,
+//! wired to a real registry, and hands back its URL.
+
+use std::time::Duration;
+
+use kit::config::ServiceConfig;
+use kit::service::Started;
+use kit::Shutdown;
+
+/// A service running in the test's runtime; stopped gracefully by `stop()`.
+pub struct Running {
+    /// `http://127.0.0.1:port`.
+    pub url: String,
+    shutdown: Shutdown,
+}
+
+impl Running {
+    fn new(started: Started, shutdown: Shutdown) -> Self {
+        Self {
+            url: started.url(),
+            shutdown,
+        }
+    }
+
+    /// The registry URL form of this service's address.
+    pub fn as_url(&self) -> url::Url {
+        url::Url::parse(&self.url).expect("our own URL parses")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A service in a runtime of its own, so that `kill()` stops it abruptly, as
+/// `kill -9` would: no deregistration, no draining, sockets just close.
+pub struct Killable {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Killable {
+    /// Stops everything at once.
+    pub fn kill(mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A registry on port 0 that evicts quickly.
+pub async fn spawn_registry() -> Running {
+    let shutdown = Shutdown::new();
+    let started = registry::start(registry::Config::for_tests(), shutdown.clone())
+        .await
+        .expect("registry starts");
+    Running::new(started, shutdown)
+}
+
+fn jokes_config(registry: &url::Url) -> jokes::Config {
+    let mut service = ServiceConfig::for_tests("jokes", Some(registry.clone()));
+    // Short heartbeats: the registry evicts a silent instance after 3 s.
+    service.heartbeat = Duration::from_millis(200);
+    jokes::Config { service }
+}
+
+/// A jokes instance registered with `registry`.
+pub async fn spawn_jokes(registry: &url::Url) -> Running {
+    let shutdown = Shutdown::new();
+    let started = jokes::start(jokes_config(registry), shutdown.clone())
+        .await
+        .expect("jokes starts");
+    Running::new(started, shutdown)
+}
+
+/// A jokes instance that can be killed abruptly.
+pub fn spawn_killable_jokes(registry: &url::Url) -> Killable {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let config = jokes_config(registry);
+    let started = std::thread::scope(|s| {
+        s.spawn(|| runtime.block_on(jokes::start(config, Shutdown::new())))
+            .join()
+            .expect("start thread")
+            .expect("jokes starts")
+    });
+    tracing::debug!(url = %started.url(), "killable jokes started");
+    Killable {
+        runtime: Some(runtime),
+    }
+}
+
+/// A gateway that finds services through `registry`.
+pub async fn spawn_gateway(registry: &url::Url) -> Running {
+    let shutdown = Shutdown::new();
+    let started = gateway::start(
+        gateway::Config::for_tests(registry.clone()),
+        shutdown.clone(),
+    )
+    .await
+    .expect("gateway starts");
+    Running::new(started, shutdown)
+}
+
+/// Registry + one jokes instance + gateway, with the gateway already routing to jokes.
+pub struct System {
+    /// The registry.
+    pub registry: Running,
+    /// The gateway.
+    pub gateway: Running,
+    /// The first jokes instance.
+    pub jokes: Running,
+}
+
+/// Starts a whole small system and waits until a joke comes through the gateway.
+pub async fn spawn_system() -> System {
+    let registry = spawn_registry().await;
+    let jokes = spawn_jokes(&registry.as_url()).await;
+    let gateway = spawn_gateway(&registry.as_url()).await;
+    let url = format!("{}/joke", gateway.url);
+    kit::test_support::eventually(
+        "the gateway to route /joke",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200) }
+        },
+    )
+    .await;
+    System {
+        registry,
+        gateway,
+        jokes,
+    }
+}
+
+/// The gateway's `/api/status` entry for `service`.
+pub async fn status_of(gateway: &str, service: &str) -> serde_json::Value {
+    let report: serde_json::Value = reqwest::get(format!("{gateway}/api/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    report["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == service).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn expect_problem(resp: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(
+        resp.status(),
+        status,
+        "unexpected status for {}",
+        resp.url()
+    );
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    body
+}
