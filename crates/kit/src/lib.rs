@@ -6,6 +6,7 @@
 //! databases with retrying connects and migrations, registry client and
 //! discovery, and the resilient peer client.
 
+pub mod auth;
 pub mod backoff;
 pub mod circuit_breaker;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod peer;
 pub mod problem;
+pub mod ratelimit;
 pub mod registry_client;
 pub mod service;
 pub mod shutdown;

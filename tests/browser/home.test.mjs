@@ -1,0 +1,247 @@
+// End-to-end browser test of the Agora web UI.
+//
+// Drives Debian's chromium (/usr/bin/chromium) with playwright-core against a
+// running gateway:  BASE_URL=http://127.0.0.1:8080 node home.test.mjs
+// (tests/browser/run.sh starts `agora up` and does that for you).
+//
+// Checks the home page, the jokes page (first joke, "Tell me another", a
+// category), the status page and the Swagger UI, and saves screenshots to
+// tests/browser/screenshots/. Exits non-zero with a clear message on failure.
+
+import { mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const BASE_URL = (process.env.BASE_URL || '').replace(/\/+$/, '');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const TIMEOUT_MS = Number(process.env.TIMEOUT_MS || 15000);
+const HERE = dirname(fileURLToPath(import.meta.url));
+const SHOTS = join(HERE, 'screenshots');
+
+const PHONE = { width: 375, height: 740 };
+const LAPTOP = { width: 1280, height: 800 };
+
+if (!BASE_URL) {
+  console.error('FAIL: set BASE_URL, e.g. BASE_URL=http://127.0.0.1:8080 node home.test.mjs');
+  process.exit(2);
+}
+
+class TestFailure extends Error {}
+
+function check(cond, message) {
+  if (!cond) throw new TestFailure(message);
+}
+
+let current = 'setup';
+const passed = [];
+async function step(name, fn) {
+  current = name;
+  const t0 = Date.now();
+  await fn();
+  passed.push(name);
+  console.log(`ok   ${name} (${Date.now() - t0} ms)`);
+}
+
+async function shot(page, file) {
+  const path = join(SHOTS, file);
+  await page.screenshot({ path, fullPage: true });
+  console.log(`     screenshot ${path}`);
+}
+
+/** Fails if the page is wider than its viewport (sideways scrolling on phones). */
+async function noHorizontalOverflow(page, what) {
+  const { scroll, client } = await page.evaluate(() => ({
+    scroll: document.documentElement.scrollWidth,
+    client: document.documentElement.clientWidth,
+  }));
+  check(scroll <= client + 1, `${what}: page is ${scroll}px wide in a ${client}px viewport (horizontal scrolling)`);
+}
+
+/** Waits until #joke holds non-empty text different from `previous`; returns it. */
+async function waitForJoke(page, previous, what) {
+  try {
+    await page.waitForFunction(
+      (prev) => {
+        const t = (document.querySelector('#joke')?.textContent || '').trim();
+        return t.length > 0 && t !== prev;
+      },
+      previous,
+      { timeout: TIMEOUT_MS },
+    );
+  } catch {
+    const err = await page.locator('#joke-error').textContent().catch(() => '');
+    throw new TestFailure(`${what}: no joke appeared in #joke within ${TIMEOUT_MS} ms` +
+      (err && err.trim() ? ` (error shown: ${err.trim()})` : ''));
+  }
+  const errorHidden = await page.locator('#joke-error').isHidden();
+  check(errorHidden, `${what}: the error box is visible: ${await page.locator('#joke-error').textContent()}`);
+  return (await page.locator('#joke').textContent()).trim();
+}
+
+async function main() {
+  mkdirSync(SHOTS, { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  const pageErrors = [];
+  const consoleErrors = [];
+  try {
+    const context = await browser.newContext({ viewport: LAPTOP });
+    context.setDefaultTimeout(TIMEOUT_MS);
+    const page = await context.newPage();
+    page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
+    page.on('console', (m) => {
+      if (m.type() === 'error') consoleErrors.push(`${page.url()}: ${m.text()} [${m.location().url || '?'}]`);
+    });
+
+    await step('home page', async () => {
+      const res = await page.goto(`${BASE_URL}/`, { waitUntil: 'load' });
+      check(res && res.status() === 200, `GET / answered ${res && res.status()}`);
+      const title = await page.title();
+      check(/Agora/.test(title), `home title is ${JSON.stringify(title)}, expected it to mention Agora`);
+      const h1 = (await page.locator('h1').first().textContent()).trim();
+      check(h1 === 'Welcome to Agora', `home heading is ${JSON.stringify(h1)}, expected "Welcome to Agora"`);
+      const cards = await page.locator('.card').count();
+      check(cards >= 1, 'home page shows no application cards');
+      const badge = page.locator('.card:has(a[href="/jokes"]) .badge');
+      check((await badge.count()) === 1, 'the jokes card has no status badge');
+      const text = (await badge.textContent()).trim();
+      check(['up', 'down', 'degraded', 'unknown'].includes(text), `jokes badge says ${JSON.stringify(text)}`);
+      // The badge is polled live (app.js); the service is running, so it must become "up".
+      await page.waitForFunction(
+        () => document.querySelector('.card:has(a[href="/jokes"]) .badge')?.textContent.trim() === 'up',
+        null, { timeout: TIMEOUT_MS },
+      ).catch(async () => {
+        throw new TestFailure(`jokes badge never became "up" (it says ${JSON.stringify((await badge.textContent()).trim())})`);
+      });
+      check(await badge.evaluate((el) => el.classList.contains('badge-up')), 'jokes badge says up but lacks the badge-up class');
+      await noHorizontalOverflow(page, 'home at 1280px');
+      await shot(page, 'home.png');
+      await page.setViewportSize(PHONE);
+      await noHorizontalOverflow(page, 'home at 375px');
+      await shot(page, 'home-phone.png');
+      await page.setViewportSize(LAPTOP);
+      // The site follows prefers-color-scheme; keep a picture of the dark theme too.
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await page.waitForTimeout(500); // let the 150 ms colour transitions finish
+      await shot(page, 'home-dark.png');
+      await page.emulateMedia({ colorScheme: 'light' });
+    });
+
+    let joke = '';
+    await step('jokes page: first joke', async () => {
+      await Promise.all([page.waitForURL(`${BASE_URL}/jokes`), page.click('.card a[href="/jokes"]')]);
+      check(/Jokes/.test(await page.title()), `jokes page title is ${JSON.stringify(await page.title())}`);
+      joke = await waitForJoke(page, '', 'first joke');
+      console.log(`     joke: ${joke}`);
+    });
+
+    await step('jokes page: "Tell me another"', async () => {
+      const answered = page.waitForResponse((r) => new URL(r.url()).pathname === '/joke');
+      await page.click('#new-joke');
+      const res = await answered;
+      check(res.status() === 200, `GET /joke answered ${res.status()}`);
+      const body = await res.json();
+      check(typeof body.joke === 'string' && body.joke.trim(), `GET /joke gave no joke: ${JSON.stringify(body)}`);
+      // Jokes are random, so the new one may equal the old: wait for the one just fetched.
+      await page.waitForFunction((want) => document.querySelector('#joke')?.textContent.trim() === want, body.joke.trim())
+        .catch(() => { throw new TestFailure('the joke fetched by "Tell me another" never appeared in #joke'); });
+      check(await page.locator('#joke-error').isHidden(), 'the error box is visible after "Tell me another"');
+      joke = body.joke.trim();
+      console.log(`     joke: ${joke}`);
+    });
+
+    await step('jokes page: category', async () => {
+      const options = await page.locator('#category option').evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
+      check(options.length > 0, 'the #category select offers no categories (page could not ask the jokes service?)');
+      const category = options[0];
+      const answered = page.waitForResponse((r) => {
+        const u = new URL(r.url());
+        return u.pathname === '/joke' && u.searchParams.get('category') === category;
+      });
+      // Choosing a category fetches a joke from it straight away (app.js listens to "change").
+      await page.selectOption('#category', category);
+      const res = await answered.catch(() => {
+        throw new TestFailure(`choosing category ${JSON.stringify(category)} did not fetch /joke?category=${category}`);
+      });
+      check(res.status() === 200, `GET /joke?category=${category} answered ${res.status()}`);
+      const body = await res.json();
+      check(typeof body.joke === 'string' && body.joke.trim(), `GET /joke?category=${category} gave no joke: ${JSON.stringify(body)}`);
+      await page.waitForFunction((want) => document.querySelector('#joke')?.textContent.trim() === want, body.joke.trim())
+        .catch(() => { throw new TestFailure(`the ${category} joke from the service never appeared in #joke`); });
+      console.log(`     ${category} joke: ${body.joke.trim()}`);
+      await noHorizontalOverflow(page, 'jokes at 1280px');
+      await shot(page, 'jokes.png');
+      await page.setViewportSize(PHONE);
+      await noHorizontalOverflow(page, 'jokes at 375px');
+      await shot(page, 'jokes-phone.png');
+      await page.setViewportSize(LAPTOP);
+    });
+
+    await step('status page', async () => {
+      const res = await page.goto(`${BASE_URL}/status`);
+      check(res && res.status() === 200, `GET /status answered ${res && res.status()}`);
+      const section = page.locator('section.panel', { has: page.locator('h2', { hasText: /^jokes$/ }) });
+      check((await section.count()) === 1, '/status does not list the jokes service');
+      const badge = (await section.locator('[data-service-status="jokes"]').textContent()).trim();
+      check(badge === 'up', `/status shows jokes as ${JSON.stringify(badge)}, expected "up"`);
+      const rows = await section.locator('tbody tr').count();
+      check(rows >= 1, '/status lists no instance of jokes');
+      const addr = (await section.locator('tbody tr td[data-label="Address"]').first().textContent()).trim();
+      check(/^127\.0\.0\.1:\d+$/.test(addr), `jokes instance address is ${JSON.stringify(addr)}`);
+      await noHorizontalOverflow(page, 'status at 1280px');
+      await shot(page, 'status.png');
+      await page.setViewportSize(PHONE);
+      await noHorizontalOverflow(page, 'status at 375px');
+      await shot(page, 'status-phone.png');
+      await page.setViewportSize(LAPTOP);
+    });
+
+    await step('API docs (Swagger UI)', async () => {
+      const res = await page.goto(`${BASE_URL}/docs/`);
+      check(res && res.status() === 200, `GET /docs/ answered ${res && res.status()}`);
+      await page.waitForSelector('.swagger-ui', { timeout: TIMEOUT_MS })
+        .catch(() => { throw new TestFailure('/docs/ never rendered a .swagger-ui element'); });
+      // Wait until the spec is loaded and at least one operation is listed.
+      await page.waitForSelector('.swagger-ui .opblock', { timeout: TIMEOUT_MS })
+        .catch(async () => {
+          const err = await page.locator('.swagger-ui .errors-wrapper, .swagger-ui .loading-container').first().textContent().catch(() => '');
+          throw new TestFailure(`Swagger UI listed no API operation${err ? `: ${err.trim()}` : ''}`);
+        });
+      await shot(page, 'docs.png');
+    });
+
+    const real = pageErrors;
+    check(real.length === 0, `uncaught JavaScript errors:\n  ${real.join('\n  ')}`);
+    const consoleReal = consoleErrors.filter((e) => !/favicon/i.test(e));
+    if (consoleReal.length) {
+      console.log(`note: console errors seen (not failing):\n  ${consoleReal.join('\n  ')}`);
+    }
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+}
+
+main().then(
+  () => {
+    console.log(`PASS: ${passed.length} browser checks against ${BASE_URL}`);
+  },
+  (err) => {
+    const msg = err instanceof TestFailure ? err.message : (err && err.stack) || String(err);
+    console.error(`FAIL [${current}]: ${msg}`);
+    process.exitCode = 1;
+  },
+);
