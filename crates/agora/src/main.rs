@@ -8,6 +8,11 @@ mod up;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the proxy's hot path allocates small buffers per request, where
+/// glibc's allocator showed up as ~15% of the gateway's CPU under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "agora", version, about = "Agora: microservices in Rust")]
 struct Cli {

@@ -36,7 +36,10 @@ impl RequestContext {
             .and_then(parse_traceparent);
         let (trace_id, flags) = match parent {
             Some((trace, flags)) => (trace, flags),
-            None => (random_hex(16), "01".to_string()),
+            None => (
+                format!("{:032x}", rand::random::<u128>() | 1),
+                "01".to_string(),
+            ),
         };
         let request_id = headers
             .get(&REQUEST_ID)
@@ -47,7 +50,7 @@ impl RequestContext {
         Self {
             request_id: request_id.into(),
             trace_id: trace_id.into(),
-            span_id: random_hex(8),
+            span_id: format!("{:016x}", rand::random::<u64>() | 1),
             flags,
         }
     }
@@ -101,15 +104,6 @@ fn parse_traceparent(v: &str) -> Option<(String, String)> {
         return None;
     }
     Some((trace.to_string(), flags.to_string()))
-}
-
-fn random_hex(bytes: usize) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(bytes * 2);
-    for _ in 0..bytes {
-        let _ = write!(out, "{:02x}", rand::random::<u8>());
-    }
-    out
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub enum Limiter {
     /// In this process (one replica).
     Memory(MemoryBuckets),
     /// In Redis (shared by replicas).
-    Redis(RedisBuckets),
+    Redis(Box<RedisBuckets>),
 }
 
 impl std::fmt::Debug for Limiter {
@@ -55,11 +55,11 @@ impl Limiter {
     pub async fn redis(url: &str, prefix: &str) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let conn = redis::aio::ConnectionManager::new(client).await?;
-        Ok(Self::Redis(RedisBuckets {
+        Ok(Self::Redis(Box::new(RedisBuckets {
             conn,
             prefix: prefix.to_string(),
             script: redis::Script::new(BUCKET_LUA),
-        }))
+        })))
     }
 
     /// Takes one token from `key`'s bucket.

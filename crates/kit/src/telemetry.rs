@@ -49,7 +49,12 @@ pub fn init(service: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,tower=warn,h2=warn"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stdout());
+        // Buffered: the background writer flushes whenever its queue runs dry, so
+        // under load many lines share one write instead of one syscall each.
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let base = tracing_subscriber::fmt::layer().with_writer(writer);
     let result = match LogFormat::from_env() {
         LogFormat::Json => tracing_subscriber::registry()
