@@ -32,12 +32,19 @@ pub async fn run(service: ServiceName) -> anyhow::Result<()> {
     kit::metrics::install();
     let env = Env::process();
     let shutdown = kit::shutdown::on_signal();
+    let name = service.as_str();
     let started = match service {
-        ServiceName::Registry => registry::start(registry::Config::from_env(&env)?, shutdown).await,
-        ServiceName::Gateway => gateway::start(gateway::Config::from_env(&env)?, shutdown).await,
-        ServiceName::Jokes => jokes::start(jokes::Config::from_env(&env)?, shutdown).await,
+        ServiceName::Registry => registry::start(registry::Config::from_env(&env)?, shutdown)
+            .await
+            .map_err(anyhow::Error::from),
+        ServiceName::Gateway => gateway::start(gateway::Config::from_env(&env)?, shutdown)
+            .await
+            .map_err(anyhow::Error::from),
+        ServiceName::Jokes => jokes::start(jokes::Config::from_env(&env)?, shutdown)
+            .await
+            .map_err(anyhow::Error::from),
     }
-    .with_context(|| format!("{} failed to start", service.as_str()))?;
+    .with_context(|| format!("{name} failed to start"))?;
     started
         .wait()
         .await

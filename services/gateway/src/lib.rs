@@ -3,7 +3,9 @@
 //! the services it finds in the registry — with a circuit breaker per
 //! upstream, per-route timeouts, a body limit and an access log line per request.
 
+pub mod account;
 pub mod docs;
+pub mod edge;
 pub mod pages;
 pub mod proxy;
 pub mod routes;
@@ -13,13 +15,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
+use kit::auth::{AuthConfig, KeySource, Verifier};
 use kit::backoff::Backoff;
 use kit::circuit_breaker::BreakerConfig;
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
 use kit::discovery::Discovery;
 use kit::http::{service_router, Observe, RouterOptions};
+use kit::ratelimit::{Limiter, Quota};
 use kit::service::Started;
 use kit::Shutdown;
 
@@ -37,6 +41,39 @@ pub struct Config {
     pub breaker: BreakerConfig,
     /// How often instances and readiness are refreshed (`DISCOVERY_REFRESH_SECS`).
     pub refresh: Duration,
+    /// The route table (the standard one outside tests).
+    pub routes: &'static [routes::Route],
+    /// Token bucket per anonymous client IP (`RATE_LIMIT_ANON_BURST`, `RATE_LIMIT_ANON_PER_SEC`).
+    pub anon_quota: Quota,
+    /// Token bucket per authenticated user (`RATE_LIMIT_USER_BURST`, `RATE_LIMIT_USER_PER_SEC`).
+    pub user_quota: Quota,
+    /// Where rate-limit buckets live: Redis (`REDIS_URL`, or `QUEUE_URL` when it is Redis) or this process.
+    pub redis_url: Option<String>,
+    /// Mark cookies `Secure` (`COOKIE_SECURE`; set it whenever the site is served over HTTPS).
+    pub secure_cookies: bool,
+    /// What tokens must say (`AUTH_ISSUER`, `AUTH_AUDIENCE`).
+    pub auth: AuthConfig,
+    /// A fixed JWKS URL (`AUTH_JWKS_URL`) instead of the discovered auth service.
+    pub jwks_url: Option<String>,
+}
+
+fn quota<S: Source>(
+    env: &Env<S>,
+    prefix: &str,
+    burst: u32,
+    per_second: f64,
+) -> Result<Quota, ConfigError> {
+    let burst = env.parse_or(&format!("{prefix}_BURST"), burst)?;
+    let rate_var = format!("{prefix}_PER_SEC");
+    let per_second: f64 = env.parse_or(&rate_var, per_second)?;
+    if !(per_second > 0.0 && per_second.is_finite()) || burst == 0 {
+        return Err(ConfigError::Invalid {
+            name: rate_var,
+            value: per_second.to_string(),
+            reason: "rate and burst must be positive".into(),
+        });
+    }
+    Ok(Quota { burst, per_second })
 }
 
 impl Config {
@@ -52,6 +89,20 @@ impl Config {
                 open_backoff: Backoff::new(cooldown, Duration::from_secs(30).max(cooldown)),
             },
             refresh: env.secs_or("DISCOVERY_REFRESH_SECS", Duration::from_secs(1))?,
+            routes: routes::ROUTES,
+            anon_quota: quota(env, "RATE_LIMIT_ANON", 120, 20.0)?,
+            user_quota: quota(env, "RATE_LIMIT_USER", 300, 50.0)?,
+            redis_url: env
+                .url_opt("REDIS_URL", &["redis", "rediss"])?
+                .or(env
+                    .url_opt("QUEUE_URL", &[])?
+                    .filter(|u| u.scheme().starts_with("redis")))
+                .map(|u| u.to_string()),
+            secure_cookies: env.bool_or("COOKIE_SECURE", false)?,
+            auth: AuthConfig::from_env(env)?,
+            jwks_url: env
+                .url_opt("AUTH_JWKS_URL", &["http", "https"])?
+                .map(|u| u.to_string()),
         })
     }
 
@@ -66,6 +117,19 @@ impl Config {
                     .without_jitter(),
             },
             refresh: Duration::from_millis(100),
+            routes: routes::ROUTES,
+            anon_quota: Quota {
+                burst: 10_000,
+                per_second: 10_000.0,
+            },
+            user_quota: Quota {
+                burst: 10_000,
+                per_second: 10_000.0,
+            },
+            redis_url: None,
+            secure_cookies: false,
+            auth: AuthConfig::default(),
+            jwks_url: None,
         }
     }
 }
@@ -80,6 +144,10 @@ pub struct Gateway {
     pub client: proxy::UpstreamClient,
     /// Client for the gateway's own small calls (docs, page data, probes).
     pub side: reqwest::Client,
+    /// Verifies bearer tokens and session cookies.
+    pub verifier: Arc<Verifier>,
+    /// Token buckets, shared by every connection of this gateway (and by replicas, in Redis).
+    pub limiter: Limiter,
     ready: AtomicBool,
 }
 
@@ -103,26 +171,58 @@ impl Gateway {
     }
 }
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The rate limiter's Redis could not be reached.
+    #[error("cannot connect to Redis at {url} for rate limiting: {source}")]
+    Redis {
+        /// The URL, password removed.
+        url: String,
+        /// What went wrong.
+        source: redis::RedisError,
+    },
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] kit::http::ServeError),
+}
+
 /// Starts the gateway; it stops when `shutdown` trips.
-pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, kit::http::ServeError> {
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
+    let limiter = match &config.redis_url {
+        Some(url) => Limiter::redis(url, "agora:ratelimit")
+            .await
+            .map_err(|source| StartError::Redis {
+                url: kit::db::redact_url(url),
+                source,
+            })?,
+        None => Limiter::memory(),
+    };
     let side = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .connect_timeout(Duration::from_millis(500))
         .build()
         .unwrap_or_default();
     let upstreams = Arc::new(upstreams::Upstreams::new(
-        &routes::services(),
+        &routes::services_in(config.routes),
         config.breaker,
     ));
+    let discovery = Discovery::from_config(&config.service);
+    let keys = match &config.jwks_url {
+        Some(url) => KeySource::Url(url.clone()),
+        None => KeySource::Discovery(discovery.clone()),
+    };
+    let verifier = Arc::new(Verifier::new(config.auth.clone(), keys));
     let gw = Arc::new(Gateway {
         config: config.clone(),
         upstreams: upstreams.clone(),
         client: proxy::client(),
         side: side.clone(),
+        verifier,
+        limiter,
         ready: AtomicBool::new(false),
     });
 
-    let discovery = Discovery::from_config(&config.service);
     let refresher = gw.clone();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -160,7 +260,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, kit::h
         .route("/docs/", get(docs::docs_file))
         .route("/docs/{*path}", get(docs::docs_file))
         .route("/openapi/{file}", get(docs::openapi))
+        .route(
+            "/account/login",
+            get(account::login_page).post(account::login),
+        )
+        .route(
+            "/account/signup",
+            get(account::signup_page).post(account::signup),
+        )
+        .route("/account/logout", post(account::logout))
         .fallback(proxy::proxy)
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), edge::edge))
         .with_state(gw);
     let app = service_router(
         app,
@@ -171,5 +281,5 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, kit::h
             own_fallback: true,
         },
     );
-    kit::service::start_http(&config.service, app, shutdown).await
+    Ok(kit::service::start_http(&config.service, app, shutdown).await?)
 }

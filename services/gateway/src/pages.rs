@@ -7,10 +7,11 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use minijinja::{context, Environment};
 use serde::Serialize;
 
+use crate::edge::Session;
 use crate::upstreams::ServiceStatus;
 use crate::Gateway;
 
@@ -49,6 +50,8 @@ fn templates() -> &'static Environment<'static> {
             ("jokes.html", include_str!("../templates/jokes.html")),
             ("status.html", include_str!("../templates/status.html")),
             ("error.html", include_str!("../templates/error.html")),
+            ("login.html", include_str!("../templates/login.html")),
+            ("signup.html", include_str!("../templates/signup.html")),
         ] {
             if let Err(err) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %err, "template does not compile");
@@ -72,6 +75,17 @@ fn render(name: &str, ctx: minijinja::Value) -> Response {
     }
 }
 
+/// The logged-in user's name, if any.
+pub fn user_name(session: &Session) -> Option<String> {
+    session.user.as_ref().map(|u| u.claims.name.clone())
+}
+
+/// Renders a page with the session facts every page shows (user, CSRF token for forms).
+pub fn render_page(name: &str, session: &Session, ctx: minijinja::Value) -> Response {
+    let base = context! { user => user_name(session), csrf => session.csrf.clone() };
+    render(name, context! { ..base, ..ctx })
+}
+
 /// An HTML error page (for browsers; APIs get problem+json).
 pub fn error_page(status: StatusCode, detail: &str) -> Response {
     let mut page = render(
@@ -90,7 +104,10 @@ struct AppCard {
 }
 
 /// `GET /`: the home page.
-pub async fn home(State(gw): State<Arc<Gateway>>) -> Response {
+pub async fn home(
+    State(gw): State<Arc<Gateway>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let apps: Vec<AppCard> = APPS
         .iter()
         .map(|&app| {
@@ -105,11 +122,18 @@ pub async fn home(State(gw): State<Arc<Gateway>>) -> Response {
             AppCard { app, status }
         })
         .collect();
-    render("home.html", context! { active => "home", apps => apps })
+    render_page(
+        "home.html",
+        &session,
+        context! { active => "home", apps => apps },
+    )
 }
 
 /// `GET /jokes`: the jokes page (categories asked of the jokes service).
-pub async fn jokes(State(gw): State<Arc<Gateway>>) -> Response {
+pub async fn jokes(
+    State(gw): State<Arc<Gateway>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let categories: Vec<String> = match gw.side_get("jokes", "/joke/categories").await {
         Some(v) => v
             .get("categories")
@@ -117,8 +141,9 @@ pub async fn jokes(State(gw): State<Arc<Gateway>>) -> Response {
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    render(
+    render_page(
         "jokes.html",
+        &session,
         context! { active => "jokes", categories => categories },
     )
 }
@@ -145,10 +170,14 @@ pub async fn api_status(State(gw): State<Arc<Gateway>>) -> Json<StatusReport> {
 }
 
 /// `GET /status`: the same, as a page.
-pub async fn status(State(gw): State<Arc<Gateway>>) -> Response {
+pub async fn status(
+    State(gw): State<Arc<Gateway>>,
+    Extension(session): Extension<Session>,
+) -> Response {
     let r = report(&gw);
-    render(
+    render_page(
         "status.html",
+        &session,
         context! { active => "status", services => r.services, generated_at => r.generated_at },
     )
 }

@@ -72,7 +72,7 @@ pub async fn proxy(
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    let Some(route) = routes::find(req.uri().path()) else {
+    let Some(route) = routes::find_in(gw.config.routes, req.uri().path()) else {
         return Problem::not_found(format!(
             "no route for {} {}",
             req.method(),

@@ -13,6 +13,8 @@ pub struct Route {
     pub service: &'static str,
     /// How long the upstream gets to answer.
     pub timeout: Duration,
+    /// Whether mutating requests (POST, PUT, PATCH, DELETE) need an authenticated user.
+    pub protected: bool,
 }
 
 const fn route(prefix: &'static str, service: &'static str, timeout_secs: u64) -> Route {
@@ -20,29 +22,64 @@ const fn route(prefix: &'static str, service: &'static str, timeout_secs: u64) -
         prefix,
         service,
         timeout: Duration::from_secs(timeout_secs),
+        protected: false,
+    }
+}
+
+/// A route whose writes need a logged-in user.
+pub const fn protected(prefix: &'static str, service: &'static str, timeout_secs: u64) -> Route {
+    Route {
+        prefix,
+        service,
+        timeout: Duration::from_secs(timeout_secs),
+        protected: true,
     }
 }
 
 /// Every upstream route, most specific first.
-pub const ROUTES: &[Route] = &[route("/joke", "jokes", 5)];
+pub const ROUTES: &[Route] = &[
+    route("/joke", "jokes", 5),
+    route("/signup", "auth", 10),
+    route("/login", "auth", 10),
+    route("/validate", "auth", 5),
+    route("/.well-known/jwks.json", "auth", 5),
+];
 
-/// The route serving `path`, if any.
-pub fn find(path: &str) -> Option<&'static Route> {
-    ROUTES.iter().find(|r| {
+/// Whether a method changes state (and so needs a user on protected routes).
+pub fn is_mutating(method: &http::Method) -> bool {
+    !matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    )
+}
+
+/// The route serving `path` in `table`, if any.
+pub fn find_in(table: &'static [Route], path: &str) -> Option<&'static Route> {
+    table.iter().find(|r| {
         path.strip_prefix(r.prefix)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     })
 }
 
-/// Every service that has at least one route, once each, in table order.
-pub fn services() -> Vec<&'static str> {
+/// The route serving `path` in the standard table, if any.
+pub fn find(path: &str) -> Option<&'static Route> {
+    find_in(ROUTES, path)
+}
+
+/// Every service that has at least one route in `table`, once each, in table order.
+pub fn services_in(table: &[Route]) -> Vec<&'static str> {
     let mut seen: Vec<&'static str> = Vec::new();
-    for r in ROUTES {
+    for r in table {
         if !seen.contains(&r.service) {
             seen.push(r.service);
         }
     }
     seen
+}
+
+/// Every service of the standard table.
+pub fn services() -> Vec<&'static str> {
+    services_in(ROUTES)
 }
 
 #[cfg(test)]

@@ -3,5 +3,6 @@
 
 mod gateway;
 mod resilience;
+mod security;
 mod support;
 mod up;

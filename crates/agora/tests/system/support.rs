@@ -177,3 +177,69 @@ pub async fn expect_problem(resp: reqwest::Response, status: u16) -> serde_json:
     );
     body
 }
+
+/// A test upstream named `echo`: `/echo/*` answers with the headers it
+/// received (what the gateway forwarded), and it publishes `keys` as a JWKS.
+pub async fn spawn_echo(registry: &url::Url, keys: Vec<serde_json::Value>) -> Running {
+    use axum::routing::{any, get};
+    let jwks = serde_json::json!({ "keys": keys });
+    let app = axum::Router::new()
+        .route(
+            "/echo/{*rest}",
+            any(|headers: axum::http::HeaderMap| async move {
+                let seen: serde_json::Map<String, serde_json::Value> = headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            serde_json::Value::from(v.to_str().unwrap_or_default()),
+                        )
+                    })
+                    .collect();
+                axum::Json(seen)
+            }),
+        )
+        .route(
+            "/.well-known/jwks.json",
+            get(move || async move { axum::Json(jwks) }),
+        );
+    let app = kit::http::service_router(app, kit::http::RouterOptions::default());
+    let shutdown = Shutdown::new();
+    let mut config = ServiceConfig::for_tests("echo", Some(registry.clone()));
+    config.heartbeat = Duration::from_millis(200);
+    let started = kit::service::start_http(&config, app, shutdown.clone())
+        .await
+        .expect("echo starts");
+    Running::new(started, shutdown)
+}
+
+/// A gateway that also routes `/echo` (writes protected) to the echo service,
+/// trusts the echo service's JWKS, and lets the test adjust its configuration.
+pub async fn spawn_gateway_with(
+    registry: &url::Url,
+    echo: &Running,
+    adjust: impl FnOnce(&mut gateway::Config),
+) -> Running {
+    let mut config = gateway::Config::for_tests(registry.clone());
+    let mut table = vec![gateway::routes::protected("/echo", "echo", 5)];
+    table.extend_from_slice(gateway::routes::ROUTES);
+    config.routes = Box::leak(table.into_boxed_slice());
+    config.jwks_url = Some(format!("{}/.well-known/jwks.json", echo.url));
+    adjust(&mut config);
+    let shutdown = Shutdown::new();
+    let started = gateway::start(config, shutdown.clone())
+        .await
+        .expect("gateway starts");
+    let gw = Running::new(started, shutdown);
+    let url = format!("{}/echo/ready", gw.url);
+    kit::test_support::eventually(
+        "the gateway to route /echo",
+        Duration::from_secs(10),
+        || {
+            let url = url.clone();
+            async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200) }
+        },
+    )
+    .await;
+    gw
+}

@@ -1,0 +1,261 @@
+//! Security at the edge: every way of presenting a bad token to a protected
+//! route is refused with 401; identity headers from clients are never trusted;
+//! session-cookie mutations need the CSRF token; rate limits hold under
+//! concurrent connections. The upstream is an echo service that shows what
+//! the gateway forwarded; tokens are signed by keys made here.
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use kit::ratelimit::Quota;
+use ring::signature::KeyPair;
+
+use crate::support::{expect_problem, spawn_echo, spawn_gateway_with, spawn_registry};
+
+/// An Ed25519 key pair with its `kid`, as the auth service would have.
+struct TestKey {
+    kid: String,
+    pkcs8: Vec<u8>,
+    public: Vec<u8>,
+}
+
+impl TestKey {
+    fn new(kid: &str) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        let public = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
+            .unwrap()
+            .public_key()
+            .as_ref()
+            .to_vec();
+        Self {
+            kid: kid.into(),
+            pkcs8,
+            public,
+        }
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.public);
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": x})
+    }
+
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&self.pkcs8)).unwrap()
+    }
+}
+
+fn claims(exp_in_secs: i64) -> serde_json::Value {
+    let now = chrono::Utc::now().timestamp();
+    serde_json::json!({"sub": "42", "name": "ada", "iss": "agora-auth", "aud": "agora", "iat": now, "exp": now + exp_in_secs, "jti": uuid::Uuid::new_v4().to_string()})
+}
+
+fn b64(v: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
+}
+
+/// Every kind of bad token we refuse, by name.
+fn bad_tokens(key: &TestKey) -> Vec<(&'static str, String)> {
+    let good = key.sign(&claims(600));
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut tampered_claims = claims(600);
+    tampered_claims["sub"] = "1".into();
+    tampered_claims["name"] = "admin".into();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(tampered_claims.to_string().as_bytes()),
+        parts[2]
+    );
+    let other = TestKey::new(&key.kid); // same kid, different key
+    let none_header = b64(
+        serde_json::json!({"alg": "none", "typ": "JWT", "kid": key.kid})
+            .to_string()
+            .as_bytes(),
+    );
+    let alg_none = format!("{none_header}.{}.", b64(claims(600).to_string().as_bytes()));
+    let mut hs = Header::new(Algorithm::HS256);
+    hs.kid = Some(key.kid.clone());
+    let hs256 =
+        jsonwebtoken::encode(&hs, &claims(600), &EncodingKey::from_secret(&key.public)).unwrap();
+    let mut wrong_aud = claims(600);
+    wrong_aud["aud"] = "someone-else".into();
+    vec![
+        ("garbage", "not-a-token".to_string()),
+        ("expired", key.sign(&claims(-3600))),
+        ("tampered claims", tampered),
+        ("signed by another key", other.sign(&claims(600))),
+        ("alg none", alg_none),
+        ("HS256 with the public key as secret", hs256),
+        ("wrong audience", key.sign(&wrong_aud)),
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_token_on_a_protected_route_is_a_401() {
+    let key = TestKey::new("k1");
+    let registry = spawn_registry().await;
+    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
+    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |_| {}).await;
+    let c = reqwest::Client::new();
+    let url = format!("{}/echo/things", gateway.url);
+
+    let resp = c.post(&url).send().await.unwrap();
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    expect_problem(resp, 401).await;
+    for (what, token) in bad_tokens(&key) {
+        let resp = c.post(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{what} must be refused");
+        assert!(resp.headers().contains_key("www-authenticate"), "{what}");
+    }
+    let ok = c
+        .post(&url)
+        .bearer_auth(key.sign(&claims(600)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "a good token passes");
+    // Reads of a protected route need no token.
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn identity_headers_from_clients_are_replaced_by_the_verified_identity() {
+    let key = TestKey::new("k1");
+    let registry = spawn_registry().await;
+    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
+    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |_| {}).await;
+    let c = reqwest::Client::new();
+    let url = format!("{}/echo/whoami", gateway.url);
+    let seen: serde_json::Value = c
+        .get(&url)
+        .header("x-user-id", "1")
+        .header("x-user-name", "admin")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        seen["x-user-id"].is_null() && seen["x-user-name"].is_null(),
+        "spoofed identity reached the service: {seen}"
+    );
+    let seen: serde_json::Value = c
+        .post(&url)
+        .bearer_auth(key.sign(&claims(600)))
+        .header("x-user-id", "1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["x-user-id"], "42");
+    assert_eq!(seen["x-user-name"], "ada");
+}
+
+#[tokio::test]
+async fn a_session_cookie_works_only_with_the_csrf_token() {
+    let key = TestKey::new("k1");
+    let registry = spawn_registry().await;
+    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
+    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |_| {}).await;
+    let c = reqwest::Client::new();
+    let url = format!("{}/echo/things", gateway.url);
+    let token = key.sign(&claims(600));
+    let cookie = format!("agora_session={token}; agora_csrf=abc123");
+    let resp = c.post(&url).header("cookie", &cookie).send().await.unwrap();
+    expect_problem(resp, 403).await;
+    let resp = c
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", "wrong")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 403).await;
+    let seen: serde_json::Value = c
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", "abc123")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["x-user-id"], "42");
+    assert_eq!(
+        seen["authorization"],
+        format!("Bearer {token}"),
+        "the service can verify the token itself"
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_with_413() {
+    let key = TestKey::new("k1");
+    let registry = spawn_registry().await;
+    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
+    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |_| {}).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{}/echo/things", gateway.url))
+        .bearer_auth(key.sign(&claims(600)))
+        .body(vec![b'x'; 200 * 1024])
+        .send()
+        .await
+        .unwrap();
+    expect_problem(resp, 413).await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_under_concurrent_connections() {
+    let key = TestKey::new("k1");
+    let registry = spawn_registry().await;
+    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
+    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |config| {
+        config.user_quota = Quota {
+            burst: 20,
+            per_second: 0.01,
+        };
+    })
+    .await;
+    let url = format!("{}/echo/x", gateway.url);
+    let token = key.sign(&claims(600));
+    // One user, one client per request: 100 separate connections, all at once.
+    let requests = (0..100).map(|_| {
+        let (url, token) = (url.clone(), token.clone());
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap();
+            let resp = client.get(&url).bearer_auth(token).send().await.unwrap();
+            (
+                resp.status().as_u16(),
+                resp.headers().get("retry-after").is_some(),
+            )
+        })
+    });
+    let results: Vec<(u16, bool)> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let allowed = results.iter().filter(|(s, _)| *s == 200).count();
+    let limited: Vec<_> = results.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(allowed, 20, "{results:?}");
+    assert_eq!(limited.len(), 80);
+    assert!(
+        limited.iter().all(|(_, retry_after)| *retry_after),
+        "every 429 says when to retry"
+    );
+}

@@ -1,0 +1,196 @@
+//! Security at the edge, run before every request: identity headers sent by
+//! clients are stripped; the user is identified by a bearer token or the web
+//! UI's session cookie (cookie-authenticated mutations must carry the CSRF
+//! token); every client gets a token bucket (per IP when anonymous, per user
+//! when authenticated); mutating requests to protected routes need a user.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use kit::auth::{bearer, AuthError, Claims};
+use kit::ratelimit::Decision;
+use kit::Problem;
+
+use crate::routes;
+use crate::Gateway;
+
+/// Cookie holding the session's access token (HttpOnly).
+pub const SESSION_COOKIE: &str = "agora_session";
+/// Cookie holding the CSRF token (readable by our scripts, double-submitted).
+pub const CSRF_COOKIE: &str = "agora_csrf";
+/// Header carrying the CSRF token on script-made mutations.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Identity headers the gateway sets after verifying a token (never trusted from clients).
+pub const USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+/// See [`USER_ID`].
+pub const USER_NAME: HeaderName = HeaderName::from_static("x-user-name");
+
+/// Who is calling, as established at the edge.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Verified claims.
+    pub claims: Claims,
+    /// The token itself (forwarded as a bearer token for services to verify again).
+    pub token: String,
+    /// Whether it came from the session cookie (then CSRF rules apply).
+    pub via_cookie: bool,
+}
+
+/// The per-request session facts pages need: the user (if any) and the CSRF token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The logged-in user.
+    pub user: Option<Identity>,
+    /// This browser's CSRF token.
+    pub csrf: String,
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn strip_identity_headers(headers: &mut HeaderMap) {
+    let spoofable: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            k.as_str().starts_with("x-user-")
+                || k.as_str().starts_with("x-auth-")
+                || *k == "x-forwarded-user"
+        })
+        .cloned()
+        .collect();
+    for name in spoofable {
+        headers.remove(name);
+    }
+}
+
+async fn identify(gw: &Gateway, headers: &HeaderMap) -> Result<Option<Identity>, AuthError> {
+    let (token, via_cookie) = match bearer(headers) {
+        Some(token) => (token.to_string(), false),
+        None => match cookie(headers, SESSION_COOKIE) {
+            Some(token) => (token.to_string(), true),
+            None => return Ok(None),
+        },
+    };
+    let claims = gw.verifier.verify(&token).await?;
+    Ok(Some(Identity {
+        claims,
+        token,
+        via_cookie,
+    }))
+}
+
+fn exempt_from_limits(path: &str) -> bool {
+    path.starts_with("/static/") || matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// A fresh random CSRF token.
+pub fn new_csrf_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The middleware.
+pub async fn edge(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    strip_identity_headers(req.headers_mut());
+    let identity = identify(&gw, req.headers()).await;
+    let path = req.uri().path().to_string();
+
+    if !exempt_from_limits(&path) {
+        let (key, quota) = match &identity {
+            Ok(Some(id)) => (format!("user:{}", id.claims.sub), gw.config.user_quota),
+            _ => (format!("ip:{}", peer.ip()), gw.config.anon_quota),
+        };
+        if let Decision::Deny { retry_after } = gw.limiter.check(&key, quota).await {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            metrics::counter!("gateway_rate_limited_total").increment(1);
+            return Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!("too many requests; retry in {secs} s"),
+            )
+            .titled("Too Many Requests")
+            .header(header::RETRY_AFTER, &secs.to_string())
+            .into_response();
+        }
+    }
+
+    let route = routes::find_in(gw.config.routes, &path);
+    let mutating = routes::is_mutating(req.method());
+    if let Some(route) = route.filter(|r| r.protected && mutating) {
+        match &identity {
+            Ok(Some(_)) => {}
+            Ok(None) => return AuthError::Missing.into_response(),
+            Err(err) => return err.clone().into_response(),
+        }
+        tracing::debug!(route = route.prefix, "authenticated mutation");
+    }
+    let identity = identity.ok().flatten();
+    if let Some(id) = identity.as_ref().filter(|id| id.via_cookie && mutating) {
+        let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        let expected = cookie(req.headers(), CSRF_COOKIE);
+        // Page forms check their own form field; API calls made with the cookie must send the header.
+        if route.is_some() && (sent.is_none() || sent != expected) {
+            tracing::warn!(user = %id.claims.name, "cookie-authenticated mutation without a valid CSRF token");
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "missing or wrong CSRF token: send the agora_csrf cookie's value in X-CSRF-Token",
+            )
+            .titled("Forbidden")
+            .into_response();
+        }
+    }
+    if let Some(id) = &identity {
+        let headers = req.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&id.claims.sub) {
+            headers.insert(USER_ID, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&id.claims.name) {
+            headers.insert(USER_NAME, v);
+        }
+        if id.via_cookie {
+            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", id.token)) {
+                headers.insert(header::AUTHORIZATION, v);
+            }
+        }
+    }
+
+    let existing_csrf = cookie(req.headers(), CSRF_COOKIE).map(str::to_string);
+    let csrf = existing_csrf.clone().unwrap_or_else(new_csrf_token);
+    req.extensions_mut().insert(Session {
+        user: identity,
+        csrf: csrf.clone(),
+    });
+    let mut response = next.run(req).await;
+    if existing_csrf.is_none() && route.is_none() {
+        let secure = if gw.config.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict{secure}"
+        )) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
