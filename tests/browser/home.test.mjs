@@ -223,6 +223,33 @@ async function main() {
       await shot(page, 'docs.png');
     });
 
+    await step('sign up, see who is logged in, log out', async () => {
+      const username = `ada-${Date.now()}`;
+      await page.goto(`${BASE_URL}/account/signup`);
+      await page.fill('#username', username);
+      await page.fill('#password', 'a long and unusual passphrase');
+      await Promise.all([page.waitForURL(`${BASE_URL}/`), page.click('#signup-submit')]);
+      const who = (await page.locator('#current-user').textContent({ timeout: TIMEOUT_MS })) || '';
+      check(who.trim() === username, `header shows ${JSON.stringify(who)}, expected ${username}`);
+      const cookies = await context.cookies(BASE_URL);
+      const session = cookies.find((c) => c.name === 'agora_session');
+      check(session && session.httpOnly, 'the session cookie is missing or readable by scripts');
+      check(session.sameSite === 'Lax', `the session cookie is SameSite=${session.sameSite}`);
+      await shot(page, 'logged-in.png');
+      await Promise.all([page.waitForURL(`${BASE_URL}/`), page.click('#logout')]);
+      check(await page.locator('#current-user').count() === 0, 'still logged in after logging out');
+      await page.goto(`${BASE_URL}/account/login`);
+      await page.fill('#username', username);
+      await page.fill('#password', 'not the password');
+      await page.click('#login-submit');
+      await page.waitForSelector('#form-error', { timeout: TIMEOUT_MS });
+      const error = (await page.locator('#form-error').textContent()) || '';
+      check(/wrong username or password/i.test(error), `login error says ${JSON.stringify(error)}`);
+      await page.fill('#password', 'a long and unusual passphrase');
+      await Promise.all([page.waitForURL(`${BASE_URL}/`), page.click('#login-submit')]);
+      check(((await page.locator('#current-user').textContent()) || '').trim() === username, 'log-in did not log in');
+    });
+
     const real = pageErrors;
     check(real.length === 0, `uncaught JavaScript errors:\n  ${real.join('\n  ')}`);
     const consoleReal = consoleErrors.filter((e) => !/favicon/i.test(e));

@@ -13,6 +13,8 @@ pub enum ServiceName {
     Gateway,
     /// Jokes API.
     Jokes,
+    /// Accounts and tokens.
+    Auth,
 }
 
 impl ServiceName {
@@ -22,6 +24,7 @@ impl ServiceName {
             Self::Registry => "registry",
             Self::Gateway => "gateway",
             Self::Jokes => "jokes",
+            Self::Auth => "auth",
         }
     }
 }
@@ -41,6 +44,9 @@ pub async fn run(service: ServiceName) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::from),
         ServiceName::Jokes => jokes::start(jokes::Config::from_env(&env)?, shutdown)
+            .await
+            .map_err(anyhow::Error::from),
+        ServiceName::Auth => auth::start(auth::Config::from_env(&env)?, shutdown)
             .await
             .map_err(anyhow::Error::from),
     }

@@ -55,7 +55,7 @@ fn parse_replicas(raw: &str) -> Result<(String, usize), String> {
 }
 
 /// Services started behind the gateway (each registers itself).
-const SERVICES: &[&str] = &["jokes"];
+const SERVICES: &[&str] = &["auth", "jokes"];
 
 /// The order in which children are stopped: first the entry point, last the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -73,6 +73,18 @@ pub async fn proxy(
     req: Request,
 ) -> Response {
     let Some(route) = routes::find_in(gw.config.routes, req.uri().path()) else {
+        let wants_html = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"));
+        if wants_html {
+            // A person in a browser gets a page; API clients get problem+json.
+            return crate::pages::error_page(
+                StatusCode::NOT_FOUND,
+                "There is no page at this address.",
+            );
+        }
         return Problem::not_found(format!(
             "no route for {} {}",
             req.method(),

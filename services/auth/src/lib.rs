@@ -1,0 +1,328 @@
+//! The auth service (SPEC §3.4, seed 001): users sign up and log in (HTTP
+//! Basic or JSON) for an EdDSA-signed JWT, which any service verifies against
+//! `GET /.well-known/jwks.json`, or asks `POST /validate` about. Passwords are
+//! argon2id hashes; failed logins are throttled per username and per client
+//! address, with the counts in the database so that every replica shares them.
+
+pub mod api;
+pub mod domain;
+pub mod passwords;
+pub mod store;
+pub mod tokens;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kit::config::{ConfigError, Env, ServiceConfig, Source};
+use kit::db::{ConnectPolicy, DbError};
+use kit::http::{service_router, Readiness, RouterOptions, ServeError};
+use kit::service::Started;
+use kit::Shutdown;
+
+use crate::domain::ThrottleConfig;
+use crate::passwords::{HashError, Hasher, PasswordConfig};
+use crate::store::Store;
+use crate::tokens::{KeyConfig, KeyError, SigningKeySource, TokenConfig, Tokens};
+
+/// Default port of `agora serve auth`.
+pub const DEFAULT_PORT: u16 = 8102;
+
+/// The auth service's configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Common service settings.
+    pub service: ServiceConfig,
+    /// Where embedded data lives (`DATA_DIR`, default `./data`).
+    pub data_dir: PathBuf,
+    /// The database (`DATABASE_URL`, default SQLite `auth.db` under `data_dir`).
+    pub database_url: String,
+    /// How hard to try reaching the database at start (`DB_CONNECT_RETRIES`, …).
+    pub connect: ConnectPolicy,
+    /// Signing and previous keys (`AUTH_SIGNING_KEY[_FILE]`, `AUTH_PREVIOUS_KEYS_FILES`).
+    pub keys: KeyConfig,
+    /// Issuer, audience and lifetime of tokens (`AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_TOKEN_TTL_SECS`).
+    pub tokens: TokenConfig,
+    /// Argon2id cost (`AUTH_ARGON2_MEMORY_KIB`, `AUTH_ARGON2_ITERATIONS`, `AUTH_MAX_CONCURRENT_HASHES`).
+    pub passwords: PasswordConfig,
+    /// Failed-login throttling (`AUTH_MAX_FAILURES_PER_USER`, `AUTH_MAX_FAILURES_PER_IP`, `AUTH_FAILURE_WINDOW_SECS`).
+    pub throttle: ThrottleConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("service", &self.service)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &kit::db::redact_url(&self.database_url))
+            .field("connect", &self.connect)
+            .field("keys", &self.keys)
+            .field("tokens", &self.tokens)
+            .field("passwords", &self.passwords)
+            .field("throttle", &self.throttle)
+            .finish()
+    }
+}
+
+fn at_least_one(name: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::Invalid {
+            name: name.into(),
+            value: "0".into(),
+            reason: "expected at least 1".into(),
+        });
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads the environment.
+    pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
+        let database_url = env
+            .string("DATABASE_URL")
+            .unwrap_or_else(|| kit::db::sqlite_url_in(&data_dir, "auth"));
+        let d = ThrottleConfig::default();
+        let throttle = ThrottleConfig {
+            max_failures_per_user: env
+                .parse_or("AUTH_MAX_FAILURES_PER_USER", d.max_failures_per_user)?,
+            max_failures_per_ip: env.parse_or("AUTH_MAX_FAILURES_PER_IP", d.max_failures_per_ip)?,
+            window: Duration::from_secs(
+                env.parse_or("AUTH_FAILURE_WINDOW_SECS", d.window.as_secs())?,
+            ),
+        };
+        at_least_one(
+            "AUTH_MAX_FAILURES_PER_USER",
+            throttle.max_failures_per_user.into(),
+        )?;
+        at_least_one(
+            "AUTH_MAX_FAILURES_PER_IP",
+            throttle.max_failures_per_ip.into(),
+        )?;
+        at_least_one("AUTH_FAILURE_WINDOW_SECS", throttle.window.as_secs())?;
+        Ok(Self {
+            service: ServiceConfig::from_env(env, "auth", DEFAULT_PORT)?,
+            keys: KeyConfig::from_env(env, &data_dir)?,
+            data_dir,
+            database_url,
+            connect: ConnectPolicy::from_env(env)?,
+            tokens: TokenConfig::from_env(env)?,
+            passwords: PasswordConfig::from_env(env)?,
+            throttle,
+        })
+    }
+
+    /// Port 0 on loopback, no registry, cheap argon2, a key generated in
+    /// memory, default throttling: for tests, against `database_url`.
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        Self {
+            service: ServiceConfig::for_tests("auth", None),
+            data_dir: std::env::temp_dir(),
+            database_url: database_url.into(),
+            connect: ConnectPolicy {
+                max_retries: 2,
+                ..ConnectPolicy::default()
+            },
+            keys: KeyConfig {
+                signing: SigningKeySource::Ephemeral,
+                previous: Vec::new(),
+            },
+            tokens: TokenConfig::default(),
+            passwords: PasswordConfig::cheap(),
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database is unreachable or its migrations failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The signing keys could not be loaded or generated.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The password hasher could not be set up.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server could not listen.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// The directory a SQLite URL's file lives in, if it names a file.
+fn sqlite_dir(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+}
+
+/// Starts the service; it stops when `shutdown` trips.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
+    if let Some(dir) = sqlite_dir(&config.database_url) {
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| StartError::DataDir { path: dir, source })?;
+    }
+    let keys = config.keys.clone();
+    let token_config = config.tokens.clone();
+    let tokens = tokio::task::spawn_blocking(move || Tokens::load(&keys, token_config))
+        .await
+        .map_err(|e| KeyError::Interrupted(e.to_string()))??;
+    tracing::info!(
+        kid = tokens.current_kid(),
+        published = tokens.jwks().keys.len(),
+        "signing keys loaded"
+    );
+    let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
+    let store = store::for_database(db.clone());
+    let hasher = Hasher::new(config.passwords).await?;
+    let state = api::AppState {
+        store: store.clone(),
+        tokens: Arc::new(tokens),
+        hasher: Arc::new(hasher),
+        throttle: config.throttle,
+    };
+    let probe = store.clone();
+    let readiness: Readiness = Arc::new(move || {
+        let store = probe.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    });
+    let app = service_router(
+        api::router(state),
+        RouterOptions {
+            body_limit: 16 * 1024,
+            readiness,
+            ..Default::default()
+        },
+    );
+    let started = match kit::service::start_http(&config.service, app, shutdown.clone()).await {
+        Ok(started) => started,
+        Err(e) => {
+            db.close().await;
+            return Err(e.into());
+        }
+    };
+    tokio::spawn(prune_forever(store, config.throttle.window, shutdown));
+    // The pool closes once the server has drained, not before.
+    let serving = started.task;
+    let task = tokio::spawn(async move {
+        let result = match serving.await {
+            Ok(result) => result,
+            Err(join) => Err(ServeError::Io(std::io::Error::other(join.to_string()))),
+        };
+        db.close().await;
+        result
+    });
+    Ok(Started {
+        addr: started.addr,
+        task,
+    })
+}
+
+/// Deletes failures that have left the throttling window, once a minute.
+async fn prune_forever(store: Arc<dyn Store>, window: Duration, shutdown: Shutdown) {
+    let every = Duration::from_secs(60).min(window);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = chrono::Utc::now()
+            .timestamp_millis()
+            .saturating_sub(window_ms);
+        match store.prune_failures(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(pruned = n, "old login failures pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning login failures failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let env = Env::new([("DATA_DIR", "/var/lib/agora")]);
+        let config = Config::from_env(&env).unwrap();
+        assert_eq!(config.service.listen.port(), DEFAULT_PORT);
+        assert_eq!(
+            config.database_url,
+            "sqlite:///var/lib/agora/auth.db?mode=rwc"
+        );
+        assert!(matches!(
+            &config.keys.signing,
+            SigningKeySource::Generated(p) if p == Path::new("/var/lib/agora/auth-signing-key.pem")
+        ));
+        assert_eq!(config.tokens.issuer, "agora-auth");
+        assert_eq!(config.tokens.audience, "agora");
+        assert_eq!(config.tokens.ttl, Duration::from_secs(3600));
+        assert_eq!(config.passwords.memory_kib, 19_456);
+        assert_eq!(config.passwords.iterations, 2);
+        assert_eq!(config.throttle, ThrottleConfig::default());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_the_debug_output() {
+        let env = Env::new([
+            (
+                "AUTH_SIGNING_KEY",
+                "-----BEGIN PRIVATE KEY-----\nTOPSECRET\n-----END PRIVATE KEY-----",
+            ),
+            ("DATABASE_URL", "postgres://auth:hunter2@db/auth"),
+        ]);
+        let shown = format!("{:?}", Config::from_env(&env).unwrap());
+        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("AUTH_MAX_FAILURES_PER_USER", "0"),
+            ("AUTH_FAILURE_WINDOW_SECS", "soon"),
+            ("AUTH_TOKEN_TTL_SECS", "0"),
+            ("AUTH_ARGON2_ITERATIONS", "0"),
+        ] {
+            let err = Config::from_env(&Env::new([(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        let both = Env::new([
+            ("AUTH_SIGNING_KEY", "x"),
+            ("AUTH_SIGNING_KEY_FILE", "/k.pem"),
+        ]);
+        let err = Config::from_env(&both).unwrap_err().to_string();
+        assert!(err.contains("AUTH_SIGNING_KEY_FILE"), "{err}");
+    }
+
+    #[test]
+    fn the_sqlite_directory_is_found_in_the_url() {
+        assert_eq!(
+            sqlite_dir("sqlite:///tmp/x/auth.db?mode=rwc"),
+            Some(PathBuf::from("/tmp/x"))
+        );
+        assert_eq!(sqlite_dir("sqlite://auth.db"), None);
+        assert_eq!(sqlite_dir("postgres://db/auth"), None);
+    }
+}
