@@ -156,12 +156,14 @@ pub async fn problem_for_rejections(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_json = response
+    // Only bare rejections are rewritten: no body type, or axum's plain text.
+    // JSON (already a problem or an upstream's answer) and HTML pages are left alone.
+    let bare = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("json"));
-    if is_json {
+        .is_none_or(|ct| ct.starts_with("text/plain"));
+    if !bare {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -31,7 +31,16 @@ fn app() -> Router {
             }),
         )
         .route("/greet", post(|Json(_g): Json<Greeting>| async { "hi" }))
-        .route("/panic", get(boom));
+        .route("/panic", get(boom))
+        .route(
+            "/page",
+            get(|| async {
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    axum::response::Html("<p>log in</p>"),
+                )
+            }),
+        );
     service_router(
         routes,
         RouterOptions {
@@ -128,6 +137,13 @@ async fn axum_rejections_come_out_as_problem_json() {
         413,
     )
     .await;
+    let page = c.get(format!("{base}/page")).send().await.unwrap();
+    assert_eq!(page.status(), 401);
+    assert_eq!(
+        page.text().await.unwrap(),
+        "<p>log in</p>",
+        "an HTML error page is a page, not a rejection"
+    );
     let body = problem(c.get(format!("{base}/panic")).send().await.unwrap(), 500).await;
     assert!(
         !body["detail"].as_str().unwrap().contains("boom"),

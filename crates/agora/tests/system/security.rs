@@ -259,3 +259,111 @@ async fn the_rate_limit_holds_under_concurrent_connections() {
         "every 429 says when to retry"
     );
 }
+
+#[tokio::test]
+async fn a_user_signed_up_through_the_gateway_can_write_to_a_protected_route() {
+    let registry = spawn_registry().await;
+    let (_auth, _db) = crate::support::spawn_auth(&registry.as_url()).await;
+    let echo = spawn_echo(&registry.as_url(), vec![]).await;
+    // The gateway finds the auth service's JWKS through the registry.
+    let gateway =
+        spawn_gateway_with(&registry.as_url(), &echo, |config| config.jwks_url = None).await;
+    let c = reqwest::Client::new();
+    let gw = &gateway.url;
+    let name = "robert'); DROP TABLE users;--";
+    let signup = kit::test_support::eventually(
+        "auth to be routed",
+        std::time::Duration::from_secs(10),
+        || async {
+            let resp = c
+                .post(format!("{gw}/signup"))
+                .json(&serde_json::json!({"username": name, "password": "a long passphrase"}))
+                .send()
+                .await
+                .ok()?;
+            (resp.status() != 503).then_some(resp)
+        },
+    )
+    .await;
+    assert_eq!(signup.status(), 201);
+    let body: serde_json::Value = signup.json().await.unwrap();
+    assert_eq!(body["username"], name, "stored literally");
+    let login: serde_json::Value = c
+        .post(format!("{gw}/login"))
+        .basic_auth(name, Some("a long passphrase"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    assert_eq!(login["token_type"], "Bearer");
+    let seen: serde_json::Value = c
+        .post(format!("{gw}/echo/things"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["x-user-name"], name);
+    let claims: serde_json::Value = c
+        .post(format!("{gw}/validate"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claims["name"], name);
+}
+
+#[tokio::test]
+async fn two_gateway_replicas_sharing_redis_enforce_one_limit() {
+    let Some(redis) = kit::test_support::redis_url() else {
+        return;
+    };
+    let key = TestKey::new("k1");
+    let registry = spawn_registry().await;
+    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
+    let shared = |config: &mut gateway::Config| {
+        config.redis_url = Some(redis.clone());
+        config.user_quota = Quota {
+            burst: 20,
+            per_second: 0.01,
+        };
+    };
+    let a = spawn_gateway_with(&registry.as_url(), &echo, shared).await;
+    let b = spawn_gateway_with(&registry.as_url(), &echo, shared).await;
+    let mut user = claims(600);
+    user["sub"] = uuid::Uuid::new_v4().to_string().into(); // a user no earlier run has drained
+    let token = key.sign(&user);
+    let requests = (0..60).map(|i| {
+        let url = format!("{}/echo/x", if i % 2 == 0 { &a.url } else { &b.url });
+        let token = token.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    });
+    let statuses: Vec<u16> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        20,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 40);
+}

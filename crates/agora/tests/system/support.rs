@@ -243,3 +243,15 @@ pub async fn spawn_gateway_with(
     .await;
     gw
 }
+
+/// An auth service with a fresh SQLite database and cheap password hashing, registered with `registry`.
+pub async fn spawn_auth(registry: &url::Url) -> (Running, tempfile::TempDir) {
+    let (dir, url) = kit::test_support::temp_sqlite_url("auth");
+    let mut config = auth::Config::for_tests(url);
+    config.service = ServiceConfig::for_tests("auth", Some(registry.clone()));
+    let shutdown = Shutdown::new();
+    let started = auth::start(config, shutdown.clone())
+        .await
+        .expect("auth starts");
+    (Running::new(started, shutdown), dir)
+}
