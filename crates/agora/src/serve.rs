@@ -37,22 +37,15 @@ pub async fn run(service: ServiceName) -> anyhow::Result<()> {
     let shutdown = kit::shutdown::on_signal();
     let name = service.as_str();
     let started = match service {
-        ServiceName::Registry => registry::start(registry::Config::from_env(&env)?, shutdown)
-            .await
-            .map_err(anyhow::Error::from),
-        ServiceName::Gateway => gateway::start(gateway::Config::from_env(&env)?, shutdown)
-            .await
-            .map_err(anyhow::Error::from),
-        ServiceName::Jokes => jokes::start(jokes::Config::from_env(&env)?, shutdown)
-            .await
-            .map_err(anyhow::Error::from),
-        ServiceName::Auth => auth::start(auth::Config::from_env(&env)?, shutdown)
-            .await
-            .map_err(anyhow::Error::from),
+        ServiceName::Registry => {
+            registry::start(registry::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from)
+        }
+        ServiceName::Gateway => {
+            gateway::start(gateway::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from)
+        }
+        ServiceName::Jokes => jokes::start(jokes::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from),
+        ServiceName::Auth => auth::start(auth::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from),
     }
     .with_context(|| format!("{name} failed to start"))?;
-    started
-        .wait()
-        .await
-        .with_context(|| format!("{} stopped with an error", service.as_str()))
+    started.wait().await.with_context(|| format!("{} stopped with an error", service.as_str()))
 }

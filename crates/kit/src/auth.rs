@@ -57,16 +57,10 @@ impl AuthError {
     pub fn problem(&self) -> Problem {
         match self {
             AuthError::KeysUnavailable(_) => Problem::unavailable(self.to_string()),
-            AuthError::Missing => {
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", self.to_string())
-                    .header(header::WWW_AUTHENTICATE, "Bearer realm=\"agora\"")
-            }
-            AuthError::Invalid(_) => {
-                Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()).header(
-                    header::WWW_AUTHENTICATE,
-                    "Bearer realm=\"agora\", error=\"invalid_token\"",
-                )
-            }
+            AuthError::Missing => Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", self.to_string())
+                .header(header::WWW_AUTHENTICATE, "Bearer realm=\"agora\""),
+            AuthError::Invalid(_) => Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", self.to_string())
+                .header(header::WWW_AUTHENTICATE, "Bearer realm=\"agora\", error=\"invalid_token\""),
         }
     }
 }
@@ -109,10 +103,7 @@ impl AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            issuer: "agora-auth".into(),
-            audience: "agora".into(),
-        }
+        Self { issuer: "agora-auth".into(), audience: "agora".into() }
     }
 }
 
@@ -156,17 +147,8 @@ impl Verifier {
             KeySource::Static(set) => decoding_keys(set),
             _ => HashMap::new(),
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(3))
-            .build()
-            .unwrap_or_default();
-        Self {
-            config,
-            source,
-            keys: RwLock::new(keys),
-            last_fetch: tokio::sync::Mutex::new(None),
-            http,
-        }
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap_or_default();
+        Self { config, source, keys: RwLock::new(keys), last_fetch: tokio::sync::Mutex::new(None), http }
     }
 
     /// The verifier a service configures from its environment: `AUTH_JWKS_URL`
@@ -181,11 +163,7 @@ impl Verifier {
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {
-        self.keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(kid)
-            .cloned()
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).get(kid).cloned()
     }
 
     async fn fetch(&self) -> Result<(), AuthError> {
@@ -207,13 +185,7 @@ impl Verifier {
         };
         let mut last_error = "no instance of the auth service is available".to_string();
         for url in urls {
-            match self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .and_then(|r| r.error_for_status())
-            {
+            match self.http.get(&url).send().await.and_then(|r| r.error_for_status()) {
                 Ok(resp) => match resp.json::<JwkSet>().await {
                     Ok(set) => {
                         let fresh = decoding_keys(&set);
@@ -231,23 +203,16 @@ impl Verifier {
 
     /// Checks a token and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, AuthError> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| AuthError::Invalid("malformed token".into()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed token".into()))?;
         if header.alg != Algorithm::EdDSA {
-            return Err(AuthError::Invalid(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
+            return Err(AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| AuthError::Invalid("the token names no key (kid)".into()))?;
+        let kid = header.kid.ok_or_else(|| AuthError::Invalid("the token names no key (kid)".into()))?;
         let key = match self.key(&kid) {
             Some(key) => key,
             None => {
                 self.fetch().await?;
-                self.key(&kid)
-                    .ok_or_else(|| AuthError::Invalid("signed by an unknown key".into()))?
+                self.key(&kid).ok_or_else(|| AuthError::Invalid("signed by an unknown key".into()))?
             }
         };
         let mut validation = Validation::new(Algorithm::EdDSA);
@@ -256,20 +221,18 @@ impl Verifier {
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, &key, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                let why = match e.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired",
-                    ErrorKind::InvalidIssuer => "wrong issuer",
-                    ErrorKind::InvalidAudience => "wrong audience",
-                    ErrorKind::InvalidSignature => "bad signature",
-                    ErrorKind::InvalidAlgorithm => "algorithm not accepted",
-                    _ => "malformed token",
-                };
-                AuthError::Invalid(why.into())
-            })
+        jsonwebtoken::decode::<Claims>(token, &key, &validation).map(|data| data.claims).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            let why = match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::InvalidIssuer => "wrong issuer",
+                ErrorKind::InvalidAudience => "wrong audience",
+                ErrorKind::InvalidSignature => "bad signature",
+                ErrorKind::InvalidAlgorithm => "algorithm not accepted",
+                _ => "malformed token",
+            };
+            AuthError::Invalid(why.into())
+        })
     }
 }
 
@@ -277,10 +240,7 @@ impl Verifier {
 pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
 /// The authenticated user of a request; add `Extension(Arc<Verifier>)` to the router.
@@ -296,21 +256,12 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let verifier = parts
-            .extensions
-            .get::<Arc<Verifier>>()
-            .cloned()
-            .ok_or_else(|| {
-                tracing::error!("CurrentUser used on a router without a Verifier extension");
-                Problem::internal()
-            })?;
-        let token = bearer(&parts.headers)
-            .ok_or(AuthError::Missing)
-            .map_err(|e| e.problem())?;
+        let verifier = parts.extensions.get::<Arc<Verifier>>().cloned().ok_or_else(|| {
+            tracing::error!("CurrentUser used on a router without a Verifier extension");
+            Problem::internal()
+        })?;
+        let token = bearer(&parts.headers).ok_or(AuthError::Missing).map_err(|e| e.problem())?;
         let claims = verifier.verify(token).await.map_err(|e| e.problem())?;
-        Ok(CurrentUser {
-            id: claims.sub,
-            name: claims.name,
-        })
+        Ok(CurrentUser { id: claims.sub, name: claims.name })
     }
 }

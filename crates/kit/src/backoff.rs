@@ -19,12 +19,7 @@ pub struct Backoff {
 impl Backoff {
     /// A backoff from `base` doubling up to `max`, jittered.
     pub const fn new(base: Duration, max: Duration) -> Self {
-        Self {
-            base,
-            max,
-            factor: 2.0,
-            jitter: true,
-        }
+        Self { base, max, factor: 2.0, jitter: true }
     }
 
     /// The same backoff without jitter (for deterministic logs and tests).
@@ -69,11 +64,7 @@ mod tests {
             let ceiling = b.ceiling(attempt);
             for _ in 0..50 {
                 let d = b.delay(attempt);
-                assert!(
-                    d <= ceiling && d >= ceiling / 2,
-                    "{d:?} outside [{:?}, {ceiling:?}]",
-                    ceiling / 2
-                );
+                assert!(d <= ceiling && d >= ceiling / 2, "{d:?} outside [{:?}, {ceiling:?}]", ceiling / 2);
             }
         }
     }

@@ -42,10 +42,7 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        Self {
-            failure_threshold: 5,
-            open_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
-        }
+        Self { failure_threshold: 5, open_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)) }
     }
 }
 
@@ -139,23 +136,13 @@ impl CircuitBreaker {
     pub fn try_acquire_at(&self, now: Instant) -> Result<Permit<'_>, Rejected> {
         let mut inner = self.lock();
         match inner.state {
-            CircuitState::Closed => Ok(Permit {
-                breaker: self,
-                probe: false,
-            }),
+            CircuitState::Closed => Ok(Permit { breaker: self, probe: false }),
             CircuitState::Open if now >= inner.open_until => {
                 inner.state = CircuitState::HalfOpen;
-                Ok(Permit {
-                    breaker: self,
-                    probe: true,
-                })
+                Ok(Permit { breaker: self, probe: true })
             }
-            CircuitState::Open => Err(Rejected {
-                retry_in: inner.open_until - now,
-            }),
-            CircuitState::HalfOpen => Err(Rejected {
-                retry_in: Duration::ZERO,
-            }),
+            CircuitState::Open => Err(Rejected { retry_in: inner.open_until - now }),
+            CircuitState::HalfOpen => Err(Rejected { retry_in: Duration::ZERO }),
         }
     }
 
@@ -201,8 +188,7 @@ mod tests {
     fn breaker() -> CircuitBreaker {
         CircuitBreaker::new(BreakerConfig {
             failure_threshold: 3,
-            open_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(8))
-                .without_jitter(),
+            open_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(8)).without_jitter(),
         })
     }
 
@@ -249,16 +235,10 @@ mod tests {
         let t1 = t + Duration::from_secs(1);
         fail(&b, t1); // the probe fails
         assert_eq!(b.state_at(t1), CircuitState::Open);
-        assert_eq!(
-            b.try_acquire_at(t1).unwrap_err().retry_in,
-            Duration::from_secs(1)
-        );
+        assert_eq!(b.try_acquire_at(t1).unwrap_err().retry_in, Duration::from_secs(1));
         let t2 = t1 + Duration::from_secs(1);
         fail(&b, t2); // second failed probe: cool-down doubles
-        assert_eq!(
-            b.try_acquire_at(t2).unwrap_err().retry_in,
-            Duration::from_secs(2)
-        );
+        assert_eq!(b.try_acquire_at(t2).unwrap_err().retry_in, Duration::from_secs(2));
     }
 
     #[test]

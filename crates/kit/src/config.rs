@@ -49,19 +49,13 @@ impl Source for ProcessEnv {
 
 impl<const N: usize> Source for [(&str, &str); N] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-            .filter(|v| !v.trim().is_empty())
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()).filter(|v| !v.trim().is_empty())
     }
 }
 
 impl Source for Vec<(String, String)> {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .filter(|v| !v.trim().is_empty())
+        self.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).filter(|v| !v.trim().is_empty())
     }
 }
 
@@ -95,10 +89,7 @@ impl<S: Source> Env<S> {
 
     /// A required raw string.
     pub fn required(&self, name: &str, hint: &str) -> Result<String, ConfigError> {
-        self.string(name).ok_or_else(|| ConfigError::Missing {
-            name: name.to_string(),
-            hint: hint.to_string(),
-        })
+        self.string(name).ok_or_else(|| ConfigError::Missing { name: name.to_string(), hint: hint.to_string() })
     }
 
     /// Any `FromStr` value, or `default` when unset.
@@ -109,14 +100,11 @@ impl<S: Source> Env<S> {
     {
         match self.string(name) {
             None => Ok(default),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map_err(|e: T::Err| ConfigError::Invalid {
-                    name: name.to_string(),
-                    value: raw.clone(),
-                    reason: e.to_string(),
-                }),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                name: name.to_string(),
+                value: raw.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -128,15 +116,11 @@ impl<S: Source> Env<S> {
     {
         match self.string(name) {
             None => Ok(None),
-            Some(raw) => raw
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|e: T::Err| ConfigError::Invalid {
-                    name: name.to_string(),
-                    value: raw.clone(),
-                    reason: e.to_string(),
-                }),
+            Some(raw) => raw.trim().parse().map(Some).map_err(|e: T::Err| ConfigError::Invalid {
+                name: name.to_string(),
+                value: raw.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -195,10 +179,7 @@ impl<S: Source> Env<S> {
         };
         let parsed = url::Url::parse(raw.trim()).map_err(|e| invalid(e.to_string()))?;
         if !schemes.is_empty() && !schemes.contains(&parsed.scheme()) {
-            return Err(invalid(format!(
-                "expected a URL starting with {}",
-                schemes.join(":// or ") + "://"
-            )));
+            return Err(invalid(format!("expected a URL starting with {}", schemes.join(":// or ") + "://")));
         }
         Ok(Some(parsed))
     }
@@ -227,11 +208,7 @@ pub struct ServiceConfig {
 
 impl ServiceConfig {
     /// Reads the common variables; `default_port` applies when `PORT` is unset.
-    pub fn from_env<S: Source>(
-        env: &Env<S>,
-        name: &str,
-        default_port: u16,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_env<S: Source>(env: &Env<S>, name: &str, default_port: u16) -> Result<Self, ConfigError> {
         let host: IpAddr = env.parse_or("HOST", IpAddr::from([127, 0, 0, 1]))?;
         let port = env.port_or("PORT", default_port)?;
         let registry_url = env.url_opt("REGISTRY_URL", &["http", "https"])?;
@@ -243,9 +220,9 @@ impl ServiceConfig {
                 reason,
             })?,
         };
-        let instance_id = env.string("INSTANCE_ID").unwrap_or_else(|| {
-            format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
-        });
+        let instance_id = env
+            .string("INSTANCE_ID")
+            .unwrap_or_else(|| format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]));
         Ok(Self {
             name: name.to_string(),
             listen: SocketAddr::new(host, port),
@@ -277,14 +254,10 @@ fn parse_peers(raw: &str) -> Result<Vec<(String, String)>, String> {
     raw.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|pair| {
-            let (name, url) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("{pair:?} is not of the form service=http://host:port"))?;
+            let (name, url) =
+                pair.split_once('=').ok_or_else(|| format!("{pair:?} is not of the form service=http://host:port"))?;
             url::Url::parse(url.trim()).map_err(|e| format!("{url:?}: {e}"))?;
-            Ok((
-                name.trim().to_string(),
-                url.trim().trim_end_matches('/').to_string(),
-            ))
+            Ok((name.trim().to_string(), url.trim().trim_end_matches('/').to_string()))
         })
         .collect()
 }
@@ -306,18 +279,14 @@ mod tests {
     #[test]
     fn a_missing_required_variable_names_it_and_says_what_is_expected() {
         let env = Env::new([("OTHER", "x")]);
-        let err = env
-            .required("DATABASE_URL", "e.g. postgres://user@host/db")
-            .unwrap_err();
+        let err = env.required("DATABASE_URL", "e.g. postgres://user@host/db").unwrap_err();
         assert!(err.to_string().contains("DATABASE_URL is not set"), "{err}");
     }
 
     #[test]
     fn a_url_with_the_wrong_scheme_is_rejected_without_leaking_its_password() {
         let env = Env::new([("REGISTRY_URL", "ftp://user:hunter2@registry")]);
-        let err = ServiceConfig::from_env(&env, "jokes", 0)
-            .unwrap_err()
-            .to_string();
+        let err = ServiceConfig::from_env(&env, "jokes", 0).unwrap_err().to_string();
         assert!(err.contains("REGISTRY_URL"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
@@ -325,10 +294,7 @@ mod tests {
     #[test]
     fn durations_booleans_and_defaults_parse() {
         let env = Env::new([("T", "0.25"), ("B", "yes"), ("BAD", "-1")]);
-        assert_eq!(
-            env.secs_or("T", Duration::ZERO).unwrap(),
-            Duration::from_millis(250)
-        );
+        assert_eq!(env.secs_or("T", Duration::ZERO).unwrap(), Duration::from_millis(250));
         assert!(env.bool_or("B", false).unwrap());
         assert!(env.secs_or("BAD", Duration::ZERO).is_err());
         assert_eq!(env.port_or("UNSET", 8080).unwrap(), 8080);
@@ -338,14 +304,9 @@ mod tests {
     fn static_peers_parse_and_bad_ones_are_named() {
         let env = Env::new([("PEERS", "jokes=http://jokes:8080/, auth=http://auth:80")]);
         let cfg = ServiceConfig::from_env(&env, "gateway", 0).unwrap();
-        assert_eq!(
-            cfg.static_peers[0],
-            ("jokes".into(), "http://jokes:8080".into())
-        );
+        assert_eq!(cfg.static_peers[0], ("jokes".into(), "http://jokes:8080".into()));
         let env = Env::new([("PEERS", "jokes")]);
-        let err = ServiceConfig::from_env(&env, "gateway", 0)
-            .unwrap_err()
-            .to_string();
+        let err = ServiceConfig::from_env(&env, "gateway", 0).unwrap_err().to_string();
         assert!(err.contains("PEERS"), "{err}");
     }
 }

@@ -30,16 +30,10 @@ tokio::task_local! {
 impl RequestContext {
     /// Continues the caller's trace (or starts one) from incoming headers.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let parent = headers
-            .get(&TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_traceparent);
+        let parent = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
         let (trace_id, flags) = match parent {
             Some((trace, flags)) => (trace, flags),
-            None => (
-                format!("{:032x}", rand::random::<u128>() | 1),
-                "01".to_string(),
-            ),
+            None => (format!("{:032x}", rand::random::<u128>() | 1), "01".to_string()),
         };
         let request_id = headers
             .get(&REQUEST_ID)
@@ -90,13 +84,8 @@ pub fn inject_current(headers: &mut HeaderMap) {
 
 fn parse_traceparent(v: &str) -> Option<(String, String)> {
     let mut parts = v.trim().split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    };
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     if version != "00" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
         return None;
     }
@@ -113,25 +102,18 @@ mod tests {
     #[test]
     fn an_incoming_traceparent_is_continued_with_a_new_span() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            TRACEPARENT,
-            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-        );
+        headers
+            .insert(TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
         let ctx = RequestContext::from_headers(&headers);
         assert_eq!(&*ctx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_ne!(ctx.span_id, "00f067aa0ba902b7");
-        assert!(ctx
-            .traceparent()
-            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(ctx.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
     }
 
     #[test]
     fn a_malformed_traceparent_starts_a_new_trace() {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            TRACEPARENT,
-            HeaderValue::from_static("00-xyz-00f067aa0ba902b7-01"),
-        );
+        headers.insert(TRACEPARENT, HeaderValue::from_static("00-xyz-00f067aa0ba902b7-01"));
         let ctx = RequestContext::from_headers(&headers);
         assert_eq!(ctx.trace_id.len(), 32);
         assert_eq!(&ctx.request_id[..], &ctx.trace_id[..16]);
@@ -141,14 +123,8 @@ mod tests {
     fn a_client_request_id_is_kept_unless_it_is_unprintable() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(
-            &*RequestContext::from_headers(&headers).request_id,
-            "abc-123"
-        );
+        assert_eq!(&*RequestContext::from_headers(&headers).request_id, "abc-123");
         headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_ne!(
-            &*RequestContext::from_headers(&headers).request_id,
-            "has space"
-        );
+        assert_ne!(&*RequestContext::from_headers(&headers).request_id, "has space");
     }
 }

@@ -122,11 +122,7 @@ pub fn redact_url(raw: &str) -> String {
 }
 
 /// Connects with retries, then applies migrations.
-pub async fn connect(
-    url: &str,
-    migrations: Migrations,
-    policy: ConnectPolicy,
-) -> Result<Database, DbError> {
+pub async fn connect(url: &str, migrations: Migrations, policy: ConnectPolicy) -> Result<Database, DbError> {
     let shown = redact_url(url);
     let mut attempt = 0u32;
     let db = loop {
@@ -146,11 +142,7 @@ pub async fn connect(
                 tokio::time::sleep(delay).await;
             }
             Err(DbError::Unreachable { source, .. }) => {
-                return Err(DbError::Unreachable {
-                    url: shown,
-                    attempts: attempt + 1,
-                    source,
-                });
+                return Err(DbError::Unreachable { url: shown, attempts: attempt + 1, source });
             }
             Err(other) => return Err(other),
         }
@@ -159,24 +151,14 @@ pub async fn connect(
         Database::Sqlite(pool) => migrations.sqlite.run(pool).await,
         Database::Postgres(pool) => migrations.postgres.run(pool).await,
     };
-    migrated.map_err(|source| DbError::Migrate {
-        url: shown.clone(),
-        source,
-    })?;
+    migrated.map_err(|source| DbError::Migrate { url: shown.clone(), source })?;
     tracing::info!(database = %shown, "database connected and migrated");
     Ok(db)
 }
 
 async fn try_connect(url: &str, shown: &str, policy: ConnectPolicy) -> Result<Database, DbError> {
-    let invalid = |source| DbError::InvalidUrl {
-        url: shown.to_string(),
-        source,
-    };
-    let unreachable = |source| DbError::Unreachable {
-        url: shown.to_string(),
-        attempts: 1,
-        source,
-    };
+    let invalid = |source| DbError::InvalidUrl { url: shown.to_string(), source };
+    let unreachable = |source| DbError::Unreachable { url: shown.to_string(), attempts: 1, source };
     if url.starts_with("sqlite:") {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(invalid)?
@@ -202,9 +184,7 @@ async fn try_connect(url: &str, shown: &str, policy: ConnectPolicy) -> Result<Da
             .map_err(unreachable)?;
         Ok(Database::Postgres(pool))
     } else {
-        Err(DbError::Unsupported {
-            url: shown.to_string(),
-        })
+        Err(DbError::Unsupported { url: shown.to_string() })
     }
 }
 
@@ -261,10 +241,7 @@ where
 
 /// The default SQLite URL for a service under a data directory.
 pub fn sqlite_url_in(data_dir: &std::path::Path, service: &str) -> String {
-    format!(
-        "sqlite://{}?mode=rwc",
-        data_dir.join(format!("{service}.db")).display()
-    )
+    format!("sqlite://{}?mode=rwc", data_dir.join(format!("{service}.db")).display())
 }
 
 #[cfg(test)]
@@ -273,30 +250,18 @@ mod tests {
 
     #[test]
     fn passwords_never_appear_in_shown_urls() {
-        assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/projects"),
-            "postgres://app:***@db:5432/projects"
-        );
-        assert_eq!(
-            redact_url("postgres://db/projects"),
-            "postgres://db/projects"
-        );
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/projects"), "postgres://app:***@db:5432/projects");
+        assert_eq!(redact_url("postgres://db/projects"), "postgres://db/projects");
         assert!(!redact_url("postgres://app:s3cret@[bad").contains("s3cret"));
     }
 
     #[tokio::test]
     async fn an_unsupported_scheme_is_refused_at_once() {
         static M: Migrator = Migrator::DEFAULT;
-        let err = connect(
-            "mysql://root@localhost/x",
-            Migrations {
-                sqlite: &M,
-                postgres: &M,
-            },
-            ConnectPolicy::default(),
-        )
-        .await
-        .unwrap_err();
+        let err =
+            connect("mysql://root@localhost/x", Migrations { sqlite: &M, postgres: &M }, ConnectPolicy::default())
+                .await
+                .unwrap_err();
         assert!(matches!(err, DbError::Unsupported { .. }), "{err}");
     }
 }

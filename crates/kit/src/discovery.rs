@@ -23,10 +23,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// `host:port`, without the scheme.
     pub fn address(&self) -> &str {
-        self.base_url
-            .split_once("://")
-            .map_or(self.base_url.as_str(), |(_, rest)| rest)
-            .trim_end_matches('/')
+        self.base_url.split_once("://").map_or(self.base_url.as_str(), |(_, rest)| rest).trim_end_matches('/')
     }
 }
 

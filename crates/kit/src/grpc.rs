@@ -31,8 +31,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -62,19 +61,9 @@ pub fn propagate_context(mut req: tonic::Request<()>) -> Result<tonic::Request<(
 /// Binds a listener for a gRPC server; returns it with its incoming stream adapter.
 pub async fn bind(
     addr: std::net::SocketAddr,
-) -> Result<
-    (
-        tokio_stream::wrappers::TcpListenerStream,
-        std::net::SocketAddr,
-    ),
-    crate::http::ServeError,
-> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| crate::http::ServeError::Bind { addr, source })?;
+) -> Result<(tokio_stream::wrappers::TcpListenerStream, std::net::SocketAddr), crate::http::ServeError> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| crate::http::ServeError::Bind { addr, source })?;
     let local = listener.local_addr()?;
-    Ok((
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        local,
-    ))
+    Ok((tokio_stream::wrappers::TcpListenerStream::new(listener), local))
 }

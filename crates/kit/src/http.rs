@@ -23,8 +23,7 @@ use crate::problem::{self, Problem};
 use crate::shutdown::Shutdown;
 
 /// A readiness check: `Ok` when the service can do useful work, else why not.
-pub type Readiness =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type Readiness = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 /// Readiness for services that depend on nothing.
 pub fn always_ready() -> Readiness {
@@ -70,36 +69,25 @@ impl Default for RouterOptions {
 /// Wraps a service's routes with everything every service serves the same way.
 pub fn service_router(app: Router, options: RouterOptions) -> Router {
     let readiness = options.readiness.clone();
-    let app = if options.own_fallback {
-        app
-    } else {
-        app.fallback(problem::not_found)
-    };
-    app.route(
-        "/healthz",
-        get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-    )
-    .route(
-        "/readyz",
-        get(move || {
-            let readiness = readiness.clone();
-            async move {
-                match readiness().await {
-                    Ok(()) => (
-                        StatusCode::OK,
-                        Json(serde_json::json!({ "status": "ready" })),
-                    )
-                        .into_response(),
-                    Err(why) => Problem::unavailable(format!("not ready: {why}")).into_response(),
+    let app = if options.own_fallback { app } else { app.fallback(problem::not_found) };
+    app.route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    match readiness().await {
+                        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response(),
+                        Err(why) => Problem::unavailable(format!("not ready: {why}")).into_response(),
+                    }
                 }
-            }
-        }),
-    )
-    .route("/metrics", get(crate::metrics::render))
-    .layer(DefaultBodyLimit::max(options.body_limit))
-    .layer(middleware::from_fn(problem::problem_for_rejections))
-    .layer(CatchPanicLayer::custom(problem::panic_response))
-    .layer(middleware::from_fn_with_state(options.observe, observe))
+            }),
+        )
+        .route("/metrics", get(crate::metrics::render))
+        .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(middleware::from_fn(problem::problem_for_rejections))
+        .layer(CatchPanicLayer::custom(problem::panic_response))
+        .layer(middleware::from_fn_with_state(options.observe, observe))
 }
 
 /// Middleware: sets up the request context, then records metrics and the access log.
@@ -107,34 +95,21 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
     let start = Instant::now();
     let ctx = RequestContext::from_headers(req.headers());
     let method = req.method().clone();
-    let matched = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
+    let matched = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
     let path = req.uri().path().to_string();
-    let span =
-        tracing::info_span!("request", request_id = %ctx.request_id, trace_id = %ctx.trace_id);
+    let span = tracing::info_span!("request", request_id = %ctx.request_id, trace_id = %ctx.trace_id);
     let request_id = ctx.request_id.clone();
     let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let route = matched
-        .or_else(|| {
-            response
-                .extensions()
-                .get::<RouteLabel>()
-                .map(|l| l.0.to_string())
-        })
+        .or_else(|| response.extensions().get::<RouteLabel>().map(|l| l.0.to_string()))
         .unwrap_or_else(|| "unmatched".to_string());
     let status = response.status().as_u16();
     record(&method, &route, status, elapsed);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
-    let upstream = response
-        .extensions()
-        .get::<Upstream>()
-        .map(|u| u.0.as_str())
-        .unwrap_or("-");
+    let upstream = response.extensions().get::<Upstream>().map(|u| u.0.as_str()).unwrap_or("-");
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if opts.access_log {
@@ -151,11 +126,8 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
 pub struct Upstream(pub String);
 
 fn record(method: &http::Method, route: &str, status: u16, elapsed: Duration) {
-    let labels = [
-        ("method", method.as_str().to_string()),
-        ("route", route.to_string()),
-        ("status", status.to_string()),
-    ];
+    let labels =
+        [("method", method.as_str().to_string()), ("route", route.to_string()), ("status", status.to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
     if status >= 500 {
@@ -188,9 +160,7 @@ pub struct Server {
 impl Server {
     /// Binds `addr` (port 0 picks a free port).
     pub async fn bind(addr: SocketAddr) -> Result<Self, ServeError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
         let addr = listener.local_addr()?;
         Ok(Self { listener, addr })
     }
@@ -201,15 +171,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` trips, then lets in-flight requests finish for up to `grace`.
-    pub async fn serve(
-        self,
-        app: Router,
-        shutdown: Shutdown,
-        grace: Duration,
-    ) -> Result<(), ServeError> {
+    pub async fn serve(self, app: Router, shutdown: Shutdown, grace: Duration) -> Result<(), ServeError> {
         let make = app.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(self.listener, make)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let server = axum::serve(self.listener, make).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let deadline = async {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;

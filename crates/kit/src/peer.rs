@@ -105,9 +105,7 @@ pub struct Peer {
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer")
-            .field("service", &self.service)
-            .finish()
+        f.debug_struct("Peer").field("service", &self.service).finish()
     }
 }
 
@@ -132,10 +130,7 @@ impl Peer {
     /// The breaker state of every instance seen so far.
     pub fn circuit_states(&self) -> Vec<(String, CircuitState)> {
         let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        breakers
-            .iter()
-            .map(|(id, b)| (id.clone(), b.state()))
-            .collect()
+        breakers.iter().map(|(id, b)| (id.clone(), b.state())).collect()
     }
 
     fn breaker(&self, endpoint: &Endpoint) -> Arc<CircuitBreaker> {
@@ -179,11 +174,7 @@ impl Peer {
         E: std::fmt::Display,
     {
         let deadline = tokio::time::Instant::now() + self.policy.deadline;
-        let attempts = if idempotent {
-            self.policy.max_attempts.max(1)
-        } else {
-            1
-        };
+        let attempts = if idempotent { self.policy.max_attempts.max(1) } else { 1 };
         let mut last: Option<PeerError<E>> = None;
         for n in 0..attempts {
             if n > 0 {
@@ -196,15 +187,9 @@ impl Peer {
             let endpoints = self
                 .endpoints()
                 .await
-                .map_err(|reason| PeerError::NoInstance {
-                    service: self.service.clone(),
-                    reason,
-                })?;
+                .map_err(|reason| PeerError::NoInstance { service: self.service.clone(), reason })?;
             if endpoints.is_empty() {
-                return Err(PeerError::NoInstance {
-                    service: self.service.clone(),
-                    reason: "none registered".into(),
-                });
+                return Err(PeerError::NoInstance { service: self.service.clone(), reason: "none registered".into() });
             }
             // Round-robin, skipping instances whose breaker refuses.
             let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -215,21 +200,14 @@ impl Peer {
                     (endpoint, breaker)
                 })
                 .collect();
-            let chosen = candidates.iter().find_map(|(endpoint, breaker)| {
-                breaker
-                    .try_acquire()
-                    .ok()
-                    .map(|permit| (endpoint.clone(), permit))
-            });
+            let chosen = candidates
+                .iter()
+                .find_map(|(endpoint, breaker)| breaker.try_acquire().ok().map(|permit| (endpoint.clone(), permit)));
             let Some((endpoint, permit)) = chosen else {
-                last = Some(PeerError::CircuitOpen {
-                    service: self.service.clone(),
-                });
+                last = Some(PeerError::CircuitOpen { service: self.service.clone() });
                 continue;
             };
-            let budget = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .min(self.policy.per_try);
+            let budget = deadline.saturating_duration_since(tokio::time::Instant::now()).min(self.policy.per_try);
             match tokio::time::timeout(budget, attempt(endpoint)).await {
                 Ok(Ok(value)) => {
                     permit.success();
@@ -242,23 +220,14 @@ impl Peer {
                 Ok(Err(AttemptError::Unhealthy(error))) => {
                     permit.failure();
                     self.refresh().await;
-                    last = Some(PeerError::Failed {
-                        service: self.service.clone(),
-                        error,
-                    });
+                    last = Some(PeerError::Failed { service: self.service.clone(), error });
                 }
                 Err(_) => {
                     permit.failure();
-                    last = Some(PeerError::Timeout {
-                        service: self.service.clone(),
-                        deadline: budget,
-                    });
+                    last = Some(PeerError::Timeout { service: self.service.clone(), deadline: budget });
                 }
             }
         }
-        Err(last.unwrap_or(PeerError::Timeout {
-            service: self.service.clone(),
-            deadline: self.policy.deadline,
-        }))
+        Err(last.unwrap_or(PeerError::Timeout { service: self.service.clone(), deadline: self.policy.deadline }))
     }
 }

@@ -64,16 +64,9 @@ impl Problem {
     /// 422 naming the field at fault.
     pub fn invalid_field(field: &str, detail: impl Into<String>) -> Self {
         let detail = detail.into();
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation",
-            format!("{field}: {detail}"),
-        )
-        .with("field", field)
-        .with(
-            "errors",
-            serde_json::json!([{ "field": field, "detail": detail }]),
-        )
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", format!("{field}: {detail}"))
+            .with("field", field)
+            .with("errors", serde_json::json!([{ "field": field, "detail": detail }]))
     }
 
     /// 500 that says nothing about internals (log the cause where you build it).
@@ -137,12 +130,7 @@ impl IntoResponse for Problem {
 
 /// Fallback for routes that do not exist: a 404 problem naming the path.
 pub async fn not_found(req: Request) -> Problem {
-    Problem::not_found(format!(
-        "no route for {} {}",
-        req.method(),
-        req.uri().path()
-    ))
-    .titled("Not Found")
+    Problem::not_found(format!("no route for {} {}", req.method(), req.uri().path())).titled("Not Found")
 }
 
 /// Middleware: any error response that is not JSON already (axum's text
@@ -173,32 +161,18 @@ pub async fn problem_for_rejections(req: Request, next: Next) -> Response {
     };
     let (slug, default_detail) = match status {
         StatusCode::NOT_FOUND => ("not-found", format!("no route for {method} {path}")),
-        StatusCode::METHOD_NOT_ALLOWED => (
-            "method-not-allowed",
-            format!("{method} is not allowed on {path}"),
-        ),
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload-too-large",
-            "the request body is too large".to_string(),
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported-media-type",
-            "expected a request with Content-Type: application/json".to_string(),
-        ),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", format!("{method} is not allowed on {path}")),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "the request body is too large".to_string()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ("unsupported-media-type", "expected a request with Content-Type: application/json".to_string())
+        }
         StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
             ("bad-request", "the request is malformed".to_string())
         }
         s if s.is_server_error() => ("internal", "something went wrong on our side".to_string()),
-        _ => (
-            "error",
-            status.canonical_reason().unwrap_or("error").to_string(),
-        ),
+        _ => ("error", status.canonical_reason().unwrap_or("error").to_string()),
     };
-    let detail = if text.is_empty() || status.is_server_error() {
-        default_detail
-    } else {
-        text
-    };
+    let detail = if text.is_empty() || status.is_server_error() { default_detail } else { text };
     let mut problem = Problem::new(status, slug, detail);
     for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
         if let Some(v) = parts.headers.get(&name) {

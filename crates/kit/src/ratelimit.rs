@@ -86,9 +86,7 @@ pub struct MemoryBuckets {
 
 impl Default for MemoryBuckets {
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+        Self { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
     }
 }
 
@@ -99,14 +97,14 @@ impl MemoryBuckets {
         let mut map = self.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 50_000 {
             // Forget buckets that have refilled completely: they hold no information.
-            let full_after =
-                Duration::from_secs_f64(quota.burst as f64 / quota.per_second.max(1e-9));
+            let full_after = Duration::from_secs_f64(quota.burst as f64 / quota.per_second.max(1e-9));
             map.retain(|_, b| now.saturating_duration_since(b.at) < full_after);
         }
-        let bucket = map.entry(key.to_string()).or_insert(Bucket {
-            tokens: quota.burst as f64,
-            at: now,
-        });
+        // Look up before inserting: the common case (a known client) allocates nothing.
+        if !map.contains_key(key) {
+            map.insert(key.to_string(), Bucket { tokens: quota.burst as f64, at: now });
+        }
+        let Some(bucket) = map.get_mut(key) else { return Decision::Allow };
         let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * quota.per_second;
         bucket.tokens = (bucket.tokens + refill).min(quota.burst as f64);
         bucket.at = now;
@@ -115,9 +113,7 @@ impl MemoryBuckets {
             Decision::Allow
         } else {
             let wait = (1.0 - bucket.tokens) / quota.per_second.max(1e-9);
-            Decision::Deny {
-                retry_after: Duration::from_secs_f64(wait.min(86_400.0)),
-            }
+            Decision::Deny { retry_after: Duration::from_secs_f64(wait.min(86_400.0)) }
         }
     }
 }
@@ -173,9 +169,7 @@ impl RedisBuckets {
             .await;
         match result {
             Ok((1, _)) => Decision::Allow,
-            Ok((_, wait_ms)) => Decision::Deny {
-                retry_after: Duration::from_millis(wait_ms.max(1) as u64),
-            },
+            Ok((_, wait_ms)) => Decision::Deny { retry_after: Duration::from_millis(wait_ms.max(1) as u64) },
             Err(err) => {
                 // Failing open: an outage of the limiter's store must not take the site down.
                 tracing::warn!(error = %err, "rate limiter store unavailable; allowing the request");
@@ -193,30 +187,15 @@ mod tests {
     #[test]
     fn a_bucket_allows_its_burst_then_refills_at_its_rate() {
         let buckets = MemoryBuckets::default();
-        let quota = Quota {
-            burst: 3,
-            per_second: 2.0,
-        };
+        let quota = Quota { burst: 3, per_second: 2.0 };
         let t = Instant::now();
         for _ in 0..3 {
             assert_eq!(buckets.check("ip:1", quota, t), Decision::Allow);
         }
-        let Decision::Deny { retry_after } = buckets.check("ip:1", quota, t) else {
-            panic!("burst exceeded")
-        };
+        let Decision::Deny { retry_after } = buckets.check("ip:1", quota, t) else { panic!("burst exceeded") };
         assert_eq!(retry_after, Duration::from_millis(500));
-        assert_eq!(
-            buckets.check("ip:2", quota, t),
-            Decision::Allow,
-            "keys are independent"
-        );
-        assert_eq!(
-            buckets.check("ip:1", quota, t + Duration::from_millis(500)),
-            Decision::Allow
-        );
-        assert!(matches!(
-            buckets.check("ip:1", quota, t + Duration::from_millis(500)),
-            Decision::Deny { .. }
-        ));
+        assert_eq!(buckets.check("ip:2", quota, t), Decision::Allow, "keys are independent");
+        assert_eq!(buckets.check("ip:1", quota, t + Duration::from_millis(500)), Decision::Allow);
+        assert!(matches!(buckets.check("ip:1", quota, t + Duration::from_millis(500)), Decision::Deny { .. }));
     }
 }

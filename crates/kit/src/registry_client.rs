@@ -115,10 +115,7 @@ impl RegistryClient {
             .connect_timeout(Duration::from_secs(1))
             .build()
             .unwrap_or_default();
-        Self {
-            base: base.as_str().trim_end_matches('/').to_string(),
-            http,
-        }
+        Self { base: base.as_str().trim_end_matches('/').to_string(), http }
     }
 
     /// The registry's base URL.
@@ -128,83 +125,47 @@ impl RegistryClient {
 
     /// Registers (or re-registers) an instance.
     pub async fn register(&self, req: &RegisterRequest) -> Result<Instance, RegistryError> {
-        let resp = self
-            .http
-            .post(format!("{}/v1/instances", self.base))
-            .json(req)
-            .send()
-            .await?;
+        let resp = self.http.post(format!("{}/v1/instances", self.base)).json(req).send().await?;
         Self::json(resp).await
     }
 
     /// Renews an instance's lease.
     pub async fn heartbeat(&self, instance_id: &str) -> Result<Heartbeat, RegistryError> {
-        let resp = self
-            .http
-            .put(format!(
-                "{}/v1/instances/{instance_id}/heartbeat",
-                self.base
-            ))
-            .send()
-            .await?;
+        let resp = self.http.put(format!("{}/v1/instances/{instance_id}/heartbeat", self.base)).send().await?;
         match resp.status().as_u16() {
             200..=299 => Ok(Heartbeat::Renewed),
             404 => Ok(Heartbeat::Forgotten),
-            status => Err(RegistryError::Status {
-                status,
-                body: resp.text().await.unwrap_or_default(),
-            }),
+            status => Err(RegistryError::Status { status, body: resp.text().await.unwrap_or_default() }),
         }
     }
 
     /// Removes an instance (at shutdown).
     pub async fn deregister(&self, instance_id: &str) -> Result<(), RegistryError> {
-        let resp = self
-            .http
-            .delete(format!("{}/v1/instances/{instance_id}", self.base))
-            .send()
-            .await?;
+        let resp = self.http.delete(format!("{}/v1/instances/{instance_id}", self.base)).send().await?;
         match resp.status().as_u16() {
             200..=299 | 404 => Ok(()),
-            status => Err(RegistryError::Status {
-                status,
-                body: resp.text().await.unwrap_or_default(),
-            }),
+            status => Err(RegistryError::Status { status, body: resp.text().await.unwrap_or_default() }),
         }
     }
 
     /// The healthy instances of a service (empty when none).
     pub async fn instances(&self, service: &str) -> Result<Vec<Instance>, RegistryError> {
-        let resp = self
-            .http
-            .get(format!("{}/v1/services/{service}", self.base))
-            .send()
-            .await?;
+        let resp = self.http.get(format!("{}/v1/services/{service}", self.base)).send().await?;
         let found: ServiceInstances = Self::json(resp).await?;
         Ok(found.instances)
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(
-        resp: reqwest::Response,
-    ) -> Result<T, RegistryError> {
+    async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, RegistryError> {
         let status = resp.status();
         if !status.is_success() {
-            return Err(RegistryError::Status {
-                status: status.as_u16(),
-                body: resp.text().await.unwrap_or_default(),
-            });
+            return Err(RegistryError::Status { status: status.as_u16(), body: resp.text().await.unwrap_or_default() });
         }
         Ok(resp.json().await?)
     }
 
     /// Keeps `registration` registered until `shutdown`, then deregisters it.
     /// Registry outages are logged and retried with backoff; they never stop the service.
-    pub async fn keep_registered(
-        self,
-        registration: RegisterRequest,
-        period: Duration,
-        shutdown: Shutdown,
-    ) {
+    pub async fn keep_registered(self, registration: RegisterRequest, period: Duration, shutdown: Shutdown) {
         let id = registration.instance_id.clone().unwrap_or_default();
         let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut registered = false;
@@ -216,9 +177,7 @@ impl RegistryClient {
                     Ok(Heartbeat::Forgotten) => {
                         tracing::warn!(instance_id = %id, "registry forgot this instance; registering again");
                         registered = false;
-                        self.register(&registration)
-                            .await
-                            .map(|_| registered = true)
+                        self.register(&registration).await.map(|_| registered = true)
                     }
                     Err(e) => Err(e),
                 }

@@ -35,11 +35,7 @@ impl Started {
 }
 
 /// What to register for an instance listening on `addr`.
-pub fn registration(
-    config: &ServiceConfig,
-    addr: SocketAddr,
-    protocol: Protocol,
-) -> RegisterRequest {
+pub fn registration(config: &ServiceConfig, addr: SocketAddr, protocol: Protocol) -> RegisterRequest {
     let address = config.advertise.clone().unwrap_or_else(|| addr.to_string());
     RegisterRequest {
         service: config.name.clone(),
@@ -52,11 +48,7 @@ pub fn registration(
 }
 
 /// Binds, registers (when a registry is configured) and serves `app` until `shutdown`.
-pub async fn start_http(
-    config: &ServiceConfig,
-    app: Router,
-    shutdown: Shutdown,
-) -> Result<Started, ServeError> {
+pub async fn start_http(config: &ServiceConfig, app: Router, shutdown: Shutdown) -> Result<Started, ServeError> {
     let server = Server::bind(config.listen).await?;
     let addr = server.local_addr();
     let serving = shutdown.child_token();
@@ -93,9 +85,5 @@ pub fn spawn_registration(
     let url = config.registry_url.as_ref()?;
     let client = RegistryClient::new(url);
     let reg = registration(config, addr, protocol);
-    Some(tokio::spawn(client.keep_registered(
-        reg,
-        config.heartbeat,
-        shutdown,
-    )))
+    Some(tokio::spawn(client.keep_registered(reg, config.heartbeat, shutdown)))
 }

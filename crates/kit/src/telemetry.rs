@@ -25,11 +25,7 @@ pub enum LogFormat {
 impl LogFormat {
     /// `LOG_FORMAT` if set (json|pretty|compact), else JSON unless stdout is a terminal.
     pub fn from_env() -> Self {
-        match std::env::var("LOG_FORMAT")
-            .unwrap_or_default()
-            .to_ascii_lowercase()
-            .as_str()
-        {
+        match std::env::var("LOG_FORMAT").unwrap_or_default().to_ascii_lowercase().as_str() {
             "json" => Self::Json,
             "pretty" => Self::Pretty,
             "compact" => Self::Compact,
@@ -51,29 +47,17 @@ pub fn init(service: &str) {
         .lossy(false)
         // Buffered: the background writer flushes whenever its queue runs dry, so
         // under load many lines share one write instead of one syscall each.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ));
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
     let base = tracing_subscriber::fmt::layer().with_writer(writer);
     let result = match LogFormat::from_env() {
         LogFormat::Json => tracing_subscriber::registry()
             .with(filter)
-            .with(
-                base.json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
+            .with(base.json().flatten_event(true).with_current_span(true).with_span_list(false))
             .try_init(),
-        LogFormat::Pretty => tracing_subscriber::registry()
-            .with(filter)
-            .with(base.pretty())
-            .try_init(),
-        LogFormat::Compact => tracing_subscriber::registry()
-            .with(filter)
-            .with(base.compact().with_target(false))
-            .try_init(),
+        LogFormat::Pretty => tracing_subscriber::registry().with(filter).with(base.pretty()).try_init(),
+        LogFormat::Compact => {
+            tracing_subscriber::registry().with(filter).with(base.compact().with_target(false)).try_init()
+        }
     };
     if result.is_ok() {
         let _ = GUARD.set(guard);

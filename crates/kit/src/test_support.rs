@@ -37,18 +37,12 @@ pub async fn fresh_postgres_database(server_url: &str) -> String {
     let name = format!("agora_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(server_url)
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot reach PostgreSQL at {}: {e}",
-                crate::db::redact_url(server_url)
-            )
-        });
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", crate::db::redact_url(server_url)));
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(&mut admin)
         .await
         .unwrap_or_else(|e| panic!("cannot create test database: {e}"));
-    let mut url =
-        url::Url::parse(server_url).unwrap_or_else(|e| panic!("bad AGORA_TEST_POSTGRES_URL: {e}"));
+    let mut url = url::Url::parse(server_url).unwrap_or_else(|e| panic!("bad AGORA_TEST_POSTGRES_URL: {e}"));
     url.set_path(&name);
     url.to_string()
 }

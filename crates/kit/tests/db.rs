@@ -10,10 +10,7 @@ use sqlx::migrate::Migrator;
 
 static SQLITE: Migrator = sqlx::migrate!("tests/migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("tests/migrations/postgres");
-const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
 fn quick_policy(retries: u32) -> ConnectPolicy {
     ConnectPolicy {
@@ -34,14 +31,8 @@ impl From<sqlx::Error> for Failed {
 
 async fn count(db: &Database) -> i64 {
     match db {
-        Database::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM notes")
-            .fetch_one(p)
-            .await
-            .unwrap(),
-        Database::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM notes")
-            .fetch_one(p)
-            .await
-            .unwrap(),
+        Database::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM notes").fetch_one(p).await.unwrap(),
+        Database::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM notes").fetch_one(p).await.unwrap(),
     }
 }
 
@@ -52,13 +43,8 @@ async fn insert_two(db: &Database, fail: bool) -> Result<(), Failed> {
         Database::Sqlite(pool) => {
             transaction(pool, |tx| {
                 Box::pin(async move {
-                    sqlx::query("INSERT INTO notes (body) VALUES ('first')")
-                        .execute(&mut **tx)
-                        .await?;
-                    sqlx::query("INSERT INTO notes (body) VALUES ($1)")
-                        .bind(second)
-                        .execute(&mut **tx)
-                        .await?;
+                    sqlx::query("INSERT INTO notes (body) VALUES ('first')").execute(&mut **tx).await?;
+                    sqlx::query("INSERT INTO notes (body) VALUES ($1)").bind(second).execute(&mut **tx).await?;
                     Ok(())
                 })
             })
@@ -67,13 +53,8 @@ async fn insert_two(db: &Database, fail: bool) -> Result<(), Failed> {
         Database::Postgres(pool) => {
             transaction(pool, |tx| {
                 Box::pin(async move {
-                    sqlx::query("INSERT INTO notes (body) VALUES ('first')")
-                        .execute(&mut **tx)
-                        .await?;
-                    sqlx::query("INSERT INTO notes (body) VALUES ($1)")
-                        .bind(second)
-                        .execute(&mut **tx)
-                        .await?;
+                    sqlx::query("INSERT INTO notes (body) VALUES ('first')").execute(&mut **tx).await?;
+                    sqlx::query("INSERT INTO notes (body) VALUES ($1)").bind(second).execute(&mut **tx).await?;
                     Ok(())
                 })
             })
@@ -83,28 +64,15 @@ async fn insert_two(db: &Database, fail: bool) -> Result<(), Failed> {
 }
 
 async fn migrations_and_transactions_hold(url: &str) {
-    let db = connect(url, MIGRATIONS, quick_policy(0))
-        .await
-        .expect("connects and migrates");
+    let db = connect(url, MIGRATIONS, quick_policy(0)).await.expect("connects and migrates");
     db.ping().await.expect("answers");
-    assert!(
-        insert_two(&db, true).await.is_err(),
-        "a duplicate fails the transaction"
-    );
-    assert_eq!(
-        count(&db).await,
-        0,
-        "a failed transaction leaves nothing behind"
-    );
-    insert_two(&db, false)
-        .await
-        .expect("a good transaction commits");
+    assert!(insert_two(&db, true).await.is_err(), "a duplicate fails the transaction");
+    assert_eq!(count(&db).await, 0, "a failed transaction leaves nothing behind");
+    insert_two(&db, false).await.expect("a good transaction commits");
     assert_eq!(count(&db).await, 2);
     db.close().await;
     // Connecting again re-runs nothing and keeps the data.
-    let again = connect(url, MIGRATIONS, quick_policy(0))
-        .await
-        .expect("reconnects");
+    let again = connect(url, MIGRATIONS, quick_policy(0)).await.expect("reconnects");
     assert_eq!(count(&again).await, 2, "data survives a restart");
 }
 
@@ -124,22 +92,12 @@ async fn postgres_is_migrated_at_start_and_transactions_are_all_or_nothing() {
 #[tokio::test]
 async fn an_unreachable_database_is_retried_then_reported_without_its_password() {
     // Nothing listens on port 1.
-    let err = connect(
-        "postgres://agora:hunter2@127.0.0.1:1/agora",
-        MIGRATIONS,
-        quick_policy(2),
-    )
-    .await
-    .expect_err("cannot connect");
+    let err = connect("postgres://agora:hunter2@127.0.0.1:1/agora", MIGRATIONS, quick_policy(2))
+        .await
+        .expect_err("cannot connect");
     let message = err.to_string();
-    assert!(
-        matches!(err, DbError::Unreachable { attempts: 3, .. }),
-        "{message}"
-    );
-    assert!(
-        message.contains("postgres://agora:***@127.0.0.1:1/agora"),
-        "{message}"
-    );
+    assert!(matches!(err, DbError::Unreachable { attempts: 3, .. }), "{message}");
+    assert!(message.contains("postgres://agora:***@127.0.0.1:1/agora"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
 }
 
@@ -152,16 +110,10 @@ async fn a_database_that_appears_while_retrying_is_used() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     let target = url::Url::parse(&url).unwrap();
-    let pg_addr = format!(
-        "{}:{}",
-        target.host_str().unwrap_or("127.0.0.1"),
-        target.port().unwrap_or(5432)
-    );
+    let pg_addr = format!("{}:{}", target.host_str().unwrap_or("127.0.0.1"), target.port().unwrap_or(5432));
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         loop {
             let Ok((mut inbound, _)) = listener.accept().await else {
                 return;
@@ -177,8 +129,6 @@ async fn a_database_that_appears_while_retrying_is_used() {
     let mut late = target.clone();
     late.set_host(Some("127.0.0.1")).unwrap();
     late.set_port(Some(port)).unwrap();
-    let db = connect(late.as_str(), MIGRATIONS, quick_policy(30))
-        .await
-        .expect("connects once the database appears");
+    let db = connect(late.as_str(), MIGRATIONS, quick_policy(30)).await.expect("connects once the database appears");
     assert_eq!(count(&db).await, 0);
 }

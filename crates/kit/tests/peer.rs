@@ -22,11 +22,7 @@ use kit::Shutdown;
 async fn echo_trace_server() -> String {
     let app = Router::new().route(
         "/trace",
-        get(|| async {
-            RequestContext::current()
-                .map(|c| c.trace_id.to_string())
-                .unwrap_or_default()
-        }),
+        get(|| async { RequestContext::current().map(|c| c.trace_id.to_string()).unwrap_or_default() }),
     );
     let started = start_http(
         &ServiceConfig::for_tests("echo", None),
@@ -59,10 +55,7 @@ fn peer(urls: Vec<String>) -> Peer {
     Peer::new("echo", discovery, policy)
 }
 
-async fn get_trace(
-    endpoint: Endpoint,
-    attempts: &AtomicUsize,
-) -> Result<String, AttemptError<String>> {
+async fn get_trace(endpoint: Endpoint, attempts: &AtomicUsize) -> Result<String, AttemptError<String>> {
     attempts.fetch_add(1, Ordering::SeqCst);
     let mut headers = reqwest::header::HeaderMap::new();
     kit::context::inject_current(&mut headers);
@@ -72,9 +65,7 @@ async fn get_trace(
         .send()
         .await
         .map_err(|e| AttemptError::Unhealthy(e.to_string()))?;
-    resp.text()
-        .await
-        .map_err(|e| AttemptError::Unhealthy(e.to_string()))
+    resp.text().await.map_err(|e| AttemptError::Unhealthy(e.to_string()))
 }
 
 #[tokio::test]
@@ -85,36 +76,23 @@ async fn idempotent_calls_are_retried_on_another_instance_and_the_trace_follows(
     let trace = ctx.trace_id.to_string();
     let attempts = AtomicUsize::new(0);
     for _ in 0..4 {
-        let seen = ctx
-            .clone()
-            .scope(peer.call(true, |e| get_trace(e, &attempts)))
-            .await
-            .expect("a live instance answers");
+        let seen =
+            ctx.clone().scope(peer.call(true, |e| get_trace(e, &attempts))).await.expect("a live instance answers");
         assert_eq!(seen, trace, "the peer continues our trace");
     }
     // The dead instance failed twice, which opened its breaker: it is skipped now.
     let states: HashMap<String, CircuitState> = peer.circuit_states().into_iter().collect();
-    assert!(
-        states.values().any(|s| *s == CircuitState::Open),
-        "{states:?}"
-    );
+    assert!(states.values().any(|s| *s == CircuitState::Open), "{states:?}");
     let before = attempts.load(Ordering::SeqCst);
     peer.call(true, |e| get_trace(e, &attempts)).await.unwrap();
-    assert_eq!(
-        attempts.load(Ordering::SeqCst),
-        before + 1,
-        "no attempt is wasted on an open circuit"
-    );
+    assert_eq!(attempts.load(Ordering::SeqCst), before + 1, "no attempt is wasted on an open circuit");
 }
 
 #[tokio::test]
 async fn non_idempotent_calls_are_tried_once() {
     let peer = peer(vec![dead_url()]);
     let attempts = AtomicUsize::new(0);
-    let err = peer
-        .call(false, |e| get_trace(e, &attempts))
-        .await
-        .unwrap_err();
+    let err = peer.call(false, |e| get_trace(e, &attempts)).await.unwrap_err();
     assert!(matches!(err, PeerError::Failed { .. }), "{err}");
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
 }
@@ -131,19 +109,13 @@ async fn an_application_error_is_returned_as_is_and_not_retried() {
         })
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, PeerError::Answered(ref m) if m.contains("404")),
-        "{err}"
-    );
+    assert!(matches!(err, PeerError::Answered(ref m) if m.contains("404")), "{err}");
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
 async fn a_peer_with_no_instances_is_reported_by_name() {
     let peer = peer(vec![]);
-    let err = peer
-        .call(true, |e| async move { Ok::<_, AttemptError<String>>(e) })
-        .await
-        .unwrap_err();
+    let err = peer.call(true, |e| async move { Ok::<_, AttemptError<String>>(e) }).await.unwrap_err();
     assert!(err.to_string().contains("no instance of echo"), "{err}");
 }

@@ -65,11 +65,7 @@ pub struct UserResponse {
 
 impl From<&User> for UserResponse {
     fn from(user: &User) -> Self {
-        Self {
-            id: user.id,
-            username: user.username.clone(),
-            created_at: user.created_at,
-        }
+        Self { id: user.id, username: user.username.clone(), created_at: user.created_at }
     }
 }
 
@@ -142,8 +138,7 @@ impl IntoResponse for ApiError {
         let problem = match &self {
             ApiError::Invalid(e) => Problem::invalid_field(e.field, e.reason.clone()),
             ApiError::Taken => {
-                Problem::new(StatusCode::CONFLICT, "username-taken", self.to_string())
-                    .with("field", "username")
+                Problem::new(StatusCode::CONFLICT, "username-taken", self.to_string()).with("field", "username")
             }
             ApiError::MissingCredentials | ApiError::BadCredentials => {
                 Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", self.to_string())
@@ -152,13 +147,9 @@ impl IntoResponse for ApiError {
             ApiError::MalformedBody(_) => Problem::bad_request(self.to_string()),
             ApiError::Throttled(wait) => {
                 let secs = wait.as_secs().to_string();
-                Problem::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too-many-failed-logins",
-                    self.to_string(),
-                )
-                .with("retry_after", wait.as_secs())
-                .header(header::RETRY_AFTER, &secs)
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "too-many-failed-logins", self.to_string())
+                    .with("retry_after", wait.as_secs())
+                    .header(header::RETRY_AFTER, &secs)
             }
             ApiError::Token(e) => e.problem(),
             ApiError::UnknownUser(_) => Problem::not_found(self.to_string()),
@@ -193,17 +184,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .map(str::trim)
             .rfind(|v| !v.is_empty())
             .and_then(parse_ip);
-        let peer = || {
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string())
-        };
-        Ok(ClientIp(
-            forwarded
-                .or_else(peer)
-                .unwrap_or_else(|| "unknown".to_string()),
-        ))
+        let peer = || parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip().to_string());
+        Ok(ClientIp(forwarded.or_else(peer).unwrap_or_else(|| "unknown".to_string())))
     }
 }
 
@@ -221,10 +203,7 @@ fn parse_ip(raw: &str) -> Option<String> {
         (status = 201, body = UserResponse, headers(("Location" = String, description = "the new user"))),
         (status = 409, description = "the name is taken (case-insensitively)", body = Problem),
         (status = 422, description = "a bad username or a weak password; `field` names which", body = Problem)))]
-async fn signup(
-    State(state): State<AppState>,
-    Json(creds): Json<Credentials>,
-) -> Result<Response, ApiError> {
+async fn signup(State(state): State<AppState>, Json(creds): Json<Credentials>) -> Result<Response, ApiError> {
     let username = Username::parse(&creds.username)?;
     domain::check_password(creds.password.expose(), &username)?;
     let key = username.key();
@@ -232,11 +211,7 @@ async fn signup(
     if state.store.user_by_key(&key).await?.is_some() {
         return Err(ApiError::Taken);
     }
-    let password_hash = state
-        .hasher
-        .hash(creds.password)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let password_hash = state.hasher.hash(creds.password).await.map_err(anyhow::Error::from)?;
     let user = User {
         id: uuid::Uuid::now_v7(),
         username: username.as_str().to_string(),
@@ -246,19 +221,12 @@ async fn signup(
     };
     state.store.create_user(&user, &key).await?;
     tracing::info!(user_id = %user.id, "user signed up");
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, format!("/users/{}", user.id))],
-        Json(UserResponse::from(&user)),
-    )
+    Ok((StatusCode::CREATED, [(header::LOCATION, format!("/users/{}", user.id))], Json(UserResponse::from(&user)))
         .into_response())
 }
 
 /// The credentials of a login: HTTP Basic first, else a JSON body.
-fn login_credentials(
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<(String, Secret<String>), ApiError> {
+fn login_credentials(headers: &HeaderMap, body: &Bytes) -> Result<(String, Secret<String>), ApiError> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -271,9 +239,7 @@ fn login_credentials(
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
             .ok_or(ApiError::MissingCredentials)?;
-        let (user, password) = decoded
-            .split_once(':')
-            .ok_or(ApiError::MissingCredentials)?;
+        let (user, password) = decoded.split_once(':').ok_or(ApiError::MissingCredentials)?;
         return Ok((user.to_string(), Secret::new(password.to_string())));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -324,22 +290,8 @@ async fn login(
     let now = now_ms();
     // Throttle before any password is checked: a throttled guess proves nothing.
     let waits = [
-        throttled(
-            &*state.store,
-            &user_subject,
-            t.max_failures_per_user,
-            t.window,
-            now,
-        )
-        .await?,
-        throttled(
-            &*state.store,
-            &ip_subject,
-            t.max_failures_per_ip,
-            t.window,
-            now,
-        )
-        .await?,
+        throttled(&*state.store, &user_subject, t.max_failures_per_user, t.window, now).await?,
+        throttled(&*state.store, &ip_subject, t.max_failures_per_ip, t.window, now).await?,
     ];
     if let Some(wait) = waits.into_iter().flatten().max() {
         tracing::warn!(%ip, retry_after_secs = wait.as_secs(), "login throttled");
@@ -350,16 +302,9 @@ async fn login(
         Err(_) => None,
     };
     let stored = user.as_ref().map(|u| u.password_hash.clone());
-    let ok = state
-        .hasher
-        .verify(password, stored)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let ok = state.hasher.verify(password, stored).await.map_err(anyhow::Error::from)?;
     let Some(user) = user.filter(|_| ok) else {
-        state
-            .store
-            .record_failure(&[user_subject, ip_subject], now_ms())
-            .await?;
+        state.store.record_failure(&[user_subject, ip_subject], now_ms()).await?;
         tracing::info!(%ip, "login failed");
         return Err(ApiError::BadCredentials);
     };
@@ -381,10 +326,7 @@ async fn login(
     responses(
         (status = 200, body = Claims),
         (status = 401, description = "missing, malformed, expired, tampered or foreign token", body = Problem)))]
-async fn validate(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Claims>, ApiError> {
+async fn validate(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Claims>, ApiError> {
     let token = kit::auth::bearer(&headers).ok_or(AuthError::Missing)?;
     Ok(Json(state.tokens.verify(token)?))
 }
@@ -392,26 +334,15 @@ async fn validate(
 /// The public keys that verify Agora tokens, current first.
 #[utoipa::path(get, path = "/.well-known/jwks.json", responses((status = 200, body = Jwks)))]
 async fn jwks(State(state): State<AppState>) -> Response {
-    (
-        [(header::CACHE_CONTROL, "public, max-age=300")],
-        Json(state.tokens.jwks().clone()),
-    )
-        .into_response()
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(state.tokens.jwks().clone())).into_response()
 }
 
 /// A user's public profile.
 #[utoipa::path(get, path = "/users/{id}", params(("id" = String, Path, description = "the user's id")),
     responses((status = 200, body = UserResponse), (status = 404, body = Problem)))]
-async fn user(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<UserResponse>, ApiError> {
+async fn user(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<UserResponse>, ApiError> {
     let parsed = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::UnknownUser(id.clone()))?;
-    let user = state
-        .store
-        .user_by_id(parsed)
-        .await?
-        .ok_or(ApiError::UnknownUser(id))?;
+    let user = state.store.user_by_id(parsed).await?.ok_or(ApiError::UnknownUser(id))?;
     Ok(Json(UserResponse::from(&user)))
 }
 
@@ -426,12 +357,7 @@ impl utoipa::Modify for SecuritySchemes {
         );
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
 }
@@ -477,23 +403,14 @@ mod tests {
     fn basic_credentials_win_over_the_body_and_bad_ones_are_missing_ones() {
         let mut headers = HeaderMap::new();
         let encoded = STANDARD.encode("alice:pa:ss");
-        headers.insert(
-            header::AUTHORIZATION,
-            format!("Basic {encoded}").parse().unwrap(),
-        );
+        headers.insert(header::AUTHORIZATION, format!("Basic {encoded}").parse().unwrap());
         let (user, pw) = login_credentials(&headers, &Bytes::from_static(b"{}")).unwrap();
         assert_eq!((user.as_str(), pw.expose().as_str()), ("alice", "pa:ss"));
         headers.insert(header::AUTHORIZATION, "Basic !!!".parse().unwrap());
-        assert!(matches!(
-            login_credentials(&headers, &Bytes::new()),
-            Err(ApiError::MissingCredentials)
-        ));
-        let err = login_credentials(
-            &HeaderMap::new(),
-            &Bytes::from_static(b"{\"password\": \"hunter2\""),
-        )
-        .unwrap_err()
-        .to_string();
+        assert!(matches!(login_credentials(&headers, &Bytes::new()), Err(ApiError::MissingCredentials)));
+        let err = login_credentials(&HeaderMap::new(), &Bytes::from_static(b"{\"password\": \"hunter2\""))
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -52,17 +52,11 @@ pub struct Invalid {
 
 impl Invalid {
     fn username(reason: impl Into<String>) -> Self {
-        Self {
-            field: "username",
-            reason: reason.into(),
-        }
+        Self { field: "username", reason: reason.into() }
     }
 
     fn password(reason: impl Into<String>) -> Self {
-        Self {
-            field: "password",
-            reason: reason.into(),
-        }
+        Self { field: "password", reason: reason.into() }
     }
 }
 
@@ -86,9 +80,7 @@ impl Username {
             return Err(Invalid::username("must not be empty"));
         }
         if name.chars().count() > USERNAME_MAX_CHARS {
-            return Err(Invalid::username(format!(
-                "must be at most {USERNAME_MAX_CHARS} characters"
-            )));
+            return Err(Invalid::username(format!("must be at most {USERNAME_MAX_CHARS} characters")));
         }
         if name.chars().any(char::is_control) {
             return Err(Invalid::username("must not contain control characters"));
@@ -111,11 +103,7 @@ impl Username {
 /// used for lookups and for per-user throttling; bounded in length so an
 /// attacker's megabyte-long name cannot bloat the failures table.
 pub fn username_key(raw: &str) -> String {
-    raw.trim()
-        .to_lowercase()
-        .chars()
-        .take(USERNAME_MAX_CHARS * 2)
-        .collect()
+    raw.trim().to_lowercase().chars().take(USERNAME_MAX_CHARS * 2).collect()
 }
 
 /// The most common passwords of at least eight characters (shorter ones fail
@@ -215,14 +203,10 @@ const COMMON_PASSWORDS: &[&str] = &[
 pub fn check_password(password: &str, username: &Username) -> Result<(), Invalid> {
     let chars = password.chars().count();
     if chars < PASSWORD_MIN_CHARS {
-        return Err(Invalid::password(format!(
-            "must be at least {PASSWORD_MIN_CHARS} characters"
-        )));
+        return Err(Invalid::password(format!("must be at least {PASSWORD_MIN_CHARS} characters")));
     }
     if chars > PASSWORD_MAX_CHARS {
-        return Err(Invalid::password(format!(
-            "must be at most {PASSWORD_MAX_CHARS} characters"
-        )));
+        return Err(Invalid::password(format!("must be at most {PASSWORD_MAX_CHARS} characters")));
     }
     let folded = password.to_lowercase();
     if folded == username.key() || folded.trim() == username.key() {
@@ -235,9 +219,7 @@ pub fn check_password(password: &str, username: &Username) -> Result<(), Invalid
         }
     }
     if COMMON_PASSWORDS.contains(&folded.as_str()) {
-        return Err(Invalid::password(
-            "is one of the most common passwords; choose another",
-        ));
+        return Err(Invalid::password("is one of the most common passwords; choose another"));
     }
     Ok(())
 }
@@ -255,11 +237,7 @@ pub struct ThrottleConfig {
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
-        Self {
-            max_failures_per_user: 5,
-            max_failures_per_ip: 50,
-            window: Duration::from_secs(900),
-        }
+        Self { max_failures_per_user: 5, max_failures_per_ip: 50, window: Duration::from_secs(900) }
     }
 }
 
@@ -301,10 +279,7 @@ mod tests {
     #[test]
     fn usernames_are_trimmed_and_any_printable_unicode_is_kept() {
         assert_eq!(name("  alice ").as_str(), "alice");
-        assert_eq!(
-            name("robert'); DROP TABLE users;--").as_str(),
-            "robert'); DROP TABLE users;--"
-        );
+        assert_eq!(name("robert'); DROP TABLE users;--").as_str(), "robert'); DROP TABLE users;--");
         assert_eq!(name("Zoë 🦀").as_str(), "Zoë 🦀");
         assert_eq!(name("ÉLODIE").key(), "élodie");
     }
@@ -348,15 +323,9 @@ mod tests {
         let now = 1_000_000_000;
         assert_eq!(throttled_for(&[now - 1000; 4], 5, window, now), None);
         let recent = [now - 100_000, now - 1000, now - 500, now - 10, now];
-        assert_eq!(
-            throttled_for(&recent, 5, window, now),
-            Some(Duration::from_secs(800))
-        );
+        assert_eq!(throttled_for(&recent, 5, window, now), Some(Duration::from_secs(800)));
         // A failure just about to leave still means "retry in 1 s", never 0.
-        assert_eq!(
-            throttled_for(&[now - 899_999; 5], 5, window, now),
-            Some(Duration::from_secs(1))
-        );
+        assert_eq!(throttled_for(&[now - 899_999; 5], 5, window, now), Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -79,26 +79,15 @@ impl Config {
     /// Reads the environment.
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
         let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
-        let database_url = env
-            .string("DATABASE_URL")
-            .unwrap_or_else(|| kit::db::sqlite_url_in(&data_dir, "auth"));
+        let database_url = env.string("DATABASE_URL").unwrap_or_else(|| kit::db::sqlite_url_in(&data_dir, "auth"));
         let d = ThrottleConfig::default();
         let throttle = ThrottleConfig {
-            max_failures_per_user: env
-                .parse_or("AUTH_MAX_FAILURES_PER_USER", d.max_failures_per_user)?,
+            max_failures_per_user: env.parse_or("AUTH_MAX_FAILURES_PER_USER", d.max_failures_per_user)?,
             max_failures_per_ip: env.parse_or("AUTH_MAX_FAILURES_PER_IP", d.max_failures_per_ip)?,
-            window: Duration::from_secs(
-                env.parse_or("AUTH_FAILURE_WINDOW_SECS", d.window.as_secs())?,
-            ),
+            window: Duration::from_secs(env.parse_or("AUTH_FAILURE_WINDOW_SECS", d.window.as_secs())?),
         };
-        at_least_one(
-            "AUTH_MAX_FAILURES_PER_USER",
-            throttle.max_failures_per_user.into(),
-        )?;
-        at_least_one(
-            "AUTH_MAX_FAILURES_PER_IP",
-            throttle.max_failures_per_ip.into(),
-        )?;
+        at_least_one("AUTH_MAX_FAILURES_PER_USER", throttle.max_failures_per_user.into())?;
+        at_least_one("AUTH_MAX_FAILURES_PER_IP", throttle.max_failures_per_ip.into())?;
         at_least_one("AUTH_FAILURE_WINDOW_SECS", throttle.window.as_secs())?;
         Ok(Self {
             service: ServiceConfig::from_env(env, "auth", DEFAULT_PORT)?,
@@ -119,14 +108,8 @@ impl Config {
             service: ServiceConfig::for_tests("auth", None),
             data_dir: std::env::temp_dir(),
             database_url: database_url.into(),
-            connect: ConnectPolicy {
-                max_retries: 2,
-                ..ConnectPolicy::default()
-            },
-            keys: KeyConfig {
-                signing: SigningKeySource::Ephemeral,
-                previous: Vec::new(),
-            },
+            connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() },
+            keys: KeyConfig { signing: SigningKeySource::Ephemeral, previous: Vec::new() },
             tokens: TokenConfig::default(),
             passwords: PasswordConfig::cheap(),
             throttle: ThrottleConfig::default(),
@@ -161,35 +144,25 @@ pub enum StartError {
 
 /// The directory a SQLite URL's file lives in, if it names a file.
 fn sqlite_dir(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
         return None;
     }
-    Path::new(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
+    Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf)
 }
 
 /// Starts the service; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     if let Some(dir) = sqlite_dir(&config.database_url) {
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| StartError::DataDir { path: dir, source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir, source })?;
     }
     let keys = config.keys.clone();
     let token_config = config.tokens.clone();
     let tokens = tokio::task::spawn_blocking(move || Tokens::load(&keys, token_config))
         .await
         .map_err(|e| KeyError::Interrupted(e.to_string()))??;
-    tracing::info!(
-        kid = tokens.current_kid(),
-        published = tokens.jwks().keys.len(),
-        "signing keys loaded"
-    );
+    tracing::info!(kid = tokens.current_kid(), published = tokens.jwks().keys.len(), "signing keys loaded");
     let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
     let store = store::for_database(db.clone());
     let hasher = Hasher::new(config.passwords).await?;
@@ -204,14 +177,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         let store = probe.clone();
         Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
     });
-    let app = service_router(
-        api::router(state),
-        RouterOptions {
-            body_limit: 16 * 1024,
-            readiness,
-            ..Default::default()
-        },
-    );
+    let app =
+        service_router(api::router(state), RouterOptions { body_limit: 16 * 1024, readiness, ..Default::default() });
     let started = match kit::service::start_http(&config.service, app, shutdown.clone()).await {
         Ok(started) => started,
         Err(e) => {
@@ -230,10 +197,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         db.close().await;
         result
     });
-    Ok(Started {
-        addr: started.addr,
-        task,
-    })
+    Ok(Started { addr: started.addr, task })
 }
 
 /// Deletes failures that have left the throttling window, once a minute.
@@ -245,9 +209,7 @@ async fn prune_forever(store: Arc<dyn Store>, window: Duration, shutdown: Shutdo
             () = tokio::time::sleep(every) => {}
         }
         let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = chrono::Utc::now()
-            .timestamp_millis()
-            .saturating_sub(window_ms);
+        let cutoff = chrono::Utc::now().timestamp_millis().saturating_sub(window_ms);
         match store.prune_failures(cutoff).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(pruned = n, "old login failures pruned"),
@@ -265,10 +227,7 @@ mod tests {
         let env = Env::new([("DATA_DIR", "/var/lib/agora")]);
         let config = Config::from_env(&env).unwrap();
         assert_eq!(config.service.listen.port(), DEFAULT_PORT);
-        assert_eq!(
-            config.database_url,
-            "sqlite:///var/lib/agora/auth.db?mode=rwc"
-        );
+        assert_eq!(config.database_url, "sqlite:///var/lib/agora/auth.db?mode=rwc");
         assert!(matches!(
             &config.keys.signing,
             SigningKeySource::Generated(p) if p == Path::new("/var/lib/agora/auth-signing-key.pem")
@@ -284,10 +243,7 @@ mod tests {
     #[test]
     fn secrets_stay_out_of_the_debug_output() {
         let env = Env::new([
-            (
-                "AUTH_SIGNING_KEY",
-                "-----BEGIN PRIVATE KEY-----\nTOPSECRET\n-----END PRIVATE KEY-----",
-            ),
+            ("AUTH_SIGNING_KEY", "-----BEGIN PRIVATE KEY-----\nTOPSECRET\n-----END PRIVATE KEY-----"),
             ("DATABASE_URL", "postgres://auth:hunter2@db/auth"),
         ]);
         let shown = format!("{:?}", Config::from_env(&env).unwrap());
@@ -303,25 +259,17 @@ mod tests {
             ("AUTH_TOKEN_TTL_SECS", "0"),
             ("AUTH_ARGON2_ITERATIONS", "0"),
         ] {
-            let err = Config::from_env(&Env::new([(name, value)]))
-                .unwrap_err()
-                .to_string();
+            let err = Config::from_env(&Env::new([(name, value)])).unwrap_err().to_string();
             assert!(err.contains(name), "{err}");
         }
-        let both = Env::new([
-            ("AUTH_SIGNING_KEY", "x"),
-            ("AUTH_SIGNING_KEY_FILE", "/k.pem"),
-        ]);
+        let both = Env::new([("AUTH_SIGNING_KEY", "x"), ("AUTH_SIGNING_KEY_FILE", "/k.pem")]);
         let err = Config::from_env(&both).unwrap_err().to_string();
         assert!(err.contains("AUTH_SIGNING_KEY_FILE"), "{err}");
     }
 
     #[test]
     fn the_sqlite_directory_is_found_in_the_url() {
-        assert_eq!(
-            sqlite_dir("sqlite:///tmp/x/auth.db?mode=rwc"),
-            Some(PathBuf::from("/tmp/x"))
-        );
+        assert_eq!(sqlite_dir("sqlite:///tmp/x/auth.db?mode=rwc"), Some(PathBuf::from("/tmp/x")));
         assert_eq!(sqlite_dir("sqlite://auth.db"), None);
         assert_eq!(sqlite_dir("postgres://db/auth"), None);
     }

@@ -37,11 +37,7 @@ impl Default for PasswordConfig {
 impl PasswordConfig {
     /// Cheap parameters, for tests only.
     pub fn cheap() -> Self {
-        Self {
-            memory_kib: Params::MIN_M_COST.max(64),
-            iterations: 1,
-            max_concurrent: 8,
-        }
+        Self { memory_kib: Params::MIN_M_COST.max(64), iterations: 1, max_concurrent: 8 }
     }
 
     /// Reads `AUTH_ARGON2_MEMORY_KIB`, `AUTH_ARGON2_ITERATIONS`, `AUTH_MAX_CONCURRENT_HASHES`.
@@ -72,11 +68,7 @@ impl PasswordConfig {
             ));
         }
         if config.max_concurrent == 0 {
-            return Err(invalid(
-                "AUTH_MAX_CONCURRENT_HASHES",
-                0,
-                "expected at least 1".into(),
-            ));
+            return Err(invalid("AUTH_MAX_CONCURRENT_HASHES", 0, "expected at least 1".into()));
         }
         Ok(config)
     }
@@ -113,11 +105,7 @@ impl Hasher {
     pub async fn new(config: PasswordConfig) -> Result<Self, HashError> {
         let argon2 = config.argon2()?;
         let permits = Arc::new(Semaphore::new(config.max_concurrent.max(1)));
-        let mut hasher = Self {
-            argon2,
-            permits,
-            dummy: String::new(),
-        };
+        let mut hasher = Self { argon2, permits, dummy: String::new() };
         let mut noise = [0u8; 24];
         ring::rand::SystemRandom::new()
             .fill(&mut noise)
@@ -146,21 +134,15 @@ impl Hasher {
 
     /// Whether `password` matches the stored hash; with no stored hash (unknown
     /// user) it checks against the dummy hash and answers `false`, taking as long.
-    pub async fn verify(
-        &self,
-        password: Secret<String>,
-        stored: Option<String>,
-    ) -> Result<bool, HashError> {
+    pub async fn verify(&self, password: Secret<String>, stored: Option<String>) -> Result<bool, HashError> {
         let known = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy.clone());
         let argon2 = self.argon2.clone();
         let matches = self
             .blocking(move || {
-                let parsed = PasswordHash::new(&phc)
-                    .map_err(|e| HashError(format!("stored hash is unreadable: {e}")))?;
-                Ok(argon2
-                    .verify_password(password.expose().as_bytes(), &parsed)
-                    .is_ok())
+                let parsed =
+                    PasswordHash::new(&phc).map_err(|e| HashError(format!("stored hash is unreadable: {e}")))?;
+                Ok(argon2.verify_password(password.expose().as_bytes(), &parsed).is_ok())
             })
             .await?;
         Ok(known && matches)
@@ -171,14 +153,8 @@ impl Hasher {
         T: Send + 'static,
         F: FnOnce() -> Result<T, HashError> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| HashError("the hasher is shut down".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| HashError(format!("hashing task failed: {e}")))?
+        let _permit = self.permits.acquire().await.map_err(|_| HashError("the hasher is shut down".into()))?;
+        tokio::task::spawn_blocking(work).await.map_err(|e| HashError(format!("hashing task failed: {e}")))?
     }
 }
 
@@ -189,20 +165,11 @@ mod tests {
     #[tokio::test]
     async fn a_password_verifies_against_its_own_hash_only() {
         let hasher = Hasher::new(PasswordConfig::cheap()).await.unwrap();
-        let phc = hasher
-            .hash(Secret::new("correct horse".into()))
-            .await
-            .unwrap();
+        let phc = hasher.hash(Secret::new("correct horse".into())).await.unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
         let ok = |pw: &str| Secret::new(pw.to_string());
-        assert!(hasher
-            .verify(ok("correct horse"), Some(phc.clone()))
-            .await
-            .unwrap());
-        assert!(!hasher
-            .verify(ok("wrong horse"), Some(phc.clone()))
-            .await
-            .unwrap());
+        assert!(hasher.verify(ok("correct horse"), Some(phc.clone())).await.unwrap());
+        assert!(!hasher.verify(ok("wrong horse"), Some(phc.clone())).await.unwrap());
         assert!(!hasher.verify(ok("correct horse"), None).await.unwrap());
     }
 

@@ -67,13 +67,7 @@ impl KeyConfig {
         };
         let previous = env
             .string("AUTH_PREVIOUS_KEYS_FILES")
-            .map(|raw| {
-                raw.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from)
-                    .collect()
-            })
+            .map(|raw| raw.split(',').map(str::trim).filter(|p| !p.is_empty()).map(PathBuf::from).collect())
             .unwrap_or_default();
         Ok(Self { signing, previous })
     }
@@ -93,11 +87,7 @@ pub struct TokenConfig {
 impl Default for TokenConfig {
     fn default() -> Self {
         let auth = kit::auth::AuthConfig::default();
-        Self {
-            issuer: auth.issuer,
-            audience: auth.audience,
-            ttl: Duration::from_secs(3600),
-        }
+        Self { issuer: auth.issuer, audience: auth.audience, ttl: Duration::from_secs(3600) }
     }
 }
 
@@ -113,11 +103,7 @@ impl TokenConfig {
                 reason: "a token must live at least one second".into(),
             });
         }
-        Ok(Self {
-            issuer: auth.issuer,
-            audience: auth.audience,
-            ttl: Duration::from_secs(ttl),
-        })
+        Ok(Self { issuer: auth.issuer, audience: auth.audience, ttl: Duration::from_secs(ttl) })
     }
 }
 
@@ -232,17 +218,14 @@ impl Tokens {
     /// Loads (or generates) the keys; blocking file I/O, call it off the async runtime.
     pub fn load(keys: &KeyConfig, config: TokenConfig) -> Result<Self, KeyError> {
         let (der, origin) = match &keys.signing {
-            SigningKeySource::Pem(pem) => (
-                der_from_pem(pem.expose(), "AUTH_SIGNING_KEY")?,
-                "AUTH_SIGNING_KEY".to_string(),
-            ),
+            SigningKeySource::Pem(pem) => {
+                (der_from_pem(pem.expose(), "AUTH_SIGNING_KEY")?, "AUTH_SIGNING_KEY".to_string())
+            }
             SigningKeySource::File(path) => {
                 warn_if_readable_by_others(path);
                 (read_pem_file(path)?, path.display().to_string())
             }
-            SigningKeySource::Generated(path) => {
-                (load_or_generate(path)?, path.display().to_string())
-            }
+            SigningKeySource::Generated(path) => (load_or_generate(path)?, path.display().to_string()),
             SigningKeySource::Ephemeral => (generate_pkcs8()?, "a generated key".to_string()),
         };
         let signing = signing_key(&der, &origin)?;
@@ -272,12 +255,7 @@ impl Tokens {
                 x,
             });
         }
-        Ok(Self {
-            config,
-            signing,
-            jwks,
-            decoding,
-        })
+        Ok(Self { config, signing, jwks, decoding })
     }
 
     /// The id of the key new tokens are signed with.
@@ -316,11 +294,7 @@ impl Tokens {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.signing.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &self.signing.encoding)?;
-        Ok(Issued {
-            token: Secret::new(token),
-            claims,
-            expires_in: ttl,
-        })
+        Ok(Issued { token: Secret::new(token), claims, expires_in: ttl })
     }
 
     /// Checks a token: EdDSA only (`none` and symmetric algorithms are refused
@@ -332,42 +306,31 @@ impl Tokens {
         if header.alg != Algorithm::EdDSA {
             return Err(invalid("algorithm not accepted"));
         }
-        let kid = header
-            .kid
-            .ok_or_else(|| invalid("the token names no key (kid)"))?;
-        let key = self
-            .decoding
-            .get(&kid)
-            .ok_or_else(|| invalid("signed by an unknown key"))?;
+        let kid = header.kid.ok_or_else(|| invalid("the token names no key (kid)"))?;
+        let key = self.decoding.get(&kid).ok_or_else(|| invalid("signed by an unknown key"))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.algorithms = vec![Algorithm::EdDSA];
         validation.set_issuer(&[&self.config.issuer]);
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = 5;
-        jsonwebtoken::decode::<Claims>(token, key, &validation)
-            .map(|data| data.claims)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                invalid(match e.kind() {
-                    ErrorKind::ExpiredSignature => "the token has expired",
-                    ErrorKind::InvalidIssuer => "wrong issuer",
-                    ErrorKind::InvalidAudience => "wrong audience",
-                    ErrorKind::InvalidSignature => "bad signature",
-                    ErrorKind::InvalidAlgorithm => "algorithm not accepted",
-                    _ => "malformed token",
-                })
+        jsonwebtoken::decode::<Claims>(token, key, &validation).map(|data| data.claims).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            invalid(match e.kind() {
+                ErrorKind::ExpiredSignature => "the token has expired",
+                ErrorKind::InvalidIssuer => "wrong issuer",
+                ErrorKind::InvalidAudience => "wrong audience",
+                ErrorKind::InvalidSignature => "bad signature",
+                ErrorKind::InvalidAlgorithm => "algorithm not accepted",
+                _ => "malformed token",
             })
+        })
     }
 }
 
 /// The key id of an Ed25519 public key: the first 16 hex digits of its SHA-256.
 pub fn kid_of(public: &[u8]) -> String {
-    Sha256::digest(public)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(public).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// A new Ed25519 key as PKCS#8 PEM (for operators rotating keys, and tests).
@@ -378,31 +341,20 @@ pub fn generate_pem() -> Result<Secret<String>, KeyError> {
 
 fn generate_pkcs8() -> Result<Secret<Vec<u8>>, KeyError> {
     let rng = ring::rand::SystemRandom::new();
-    Ed25519KeyPair::generate_pkcs8(&rng)
-        .map(|doc| Secret::new(doc.as_ref().to_vec()))
-        .map_err(|_| KeyError::Random)
+    Ed25519KeyPair::generate_pkcs8(&rng).map(|doc| Secret::new(doc.as_ref().to_vec())).map_err(|_| KeyError::Random)
 }
 
 fn signing_key(der: &Secret<Vec<u8>>, origin: &str) -> Result<SigningKey, KeyError> {
-    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.expose()).map_err(|_| {
-        KeyError::Malformed {
-            origin: origin.to_string(),
-            reason: "not an Ed25519 private key in PKCS#8 form",
-        }
+    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der.expose()).map_err(|_| KeyError::Malformed {
+        origin: origin.to_string(),
+        reason: "not an Ed25519 private key in PKCS#8 form",
     })?;
-    let public: [u8; 32] =
-        pair.public_key()
-            .as_ref()
-            .try_into()
-            .map_err(|_| KeyError::Malformed {
-                origin: origin.to_string(),
-                reason: "its public key is not 32 bytes",
-            })?;
-    Ok(SigningKey {
-        kid: kid_of(&public),
-        public,
-        encoding: EncodingKey::from_ed_der(der.expose()),
-    })
+    let public: [u8; 32] = pair
+        .public_key()
+        .as_ref()
+        .try_into()
+        .map_err(|_| KeyError::Malformed { origin: origin.to_string(), reason: "its public key is not 32 bytes" })?;
+    Ok(SigningKey { kid: kid_of(&public), public, encoding: EncodingKey::from_ed_der(der.expose()) })
 }
 
 const PEM_BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
@@ -424,34 +376,17 @@ fn pem_from_der(der: &[u8]) -> String {
 /// The DER inside a `PRIVATE KEY` PEM block; tolerates `\n` written as two
 /// characters, as environment variables often carry it.
 fn der_from_pem(pem: &str, origin: &str) -> Result<Secret<Vec<u8>>, KeyError> {
-    let malformed = |reason| KeyError::Malformed {
-        origin: origin.to_string(),
-        reason,
-    };
-    let start = pem
-        .find(PEM_BEGIN)
-        .ok_or_else(|| malformed("no -----BEGIN PRIVATE KEY----- block (PKCS#8 PEM expected)"))?
-        + PEM_BEGIN.len();
-    let end = pem[start..]
-        .find(PEM_END)
-        .ok_or_else(|| malformed("the PEM block has no END line"))?
-        + start;
-    let body: String = pem[start..end]
-        .replace("\\n", "")
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    STANDARD
-        .decode(body)
-        .map(Secret::new)
-        .map_err(|_| malformed("the PEM body is not valid base64"))
+    let malformed = |reason| KeyError::Malformed { origin: origin.to_string(), reason };
+    let start =
+        pem.find(PEM_BEGIN).ok_or_else(|| malformed("no -----BEGIN PRIVATE KEY----- block (PKCS#8 PEM expected)"))?
+            + PEM_BEGIN.len();
+    let end = pem[start..].find(PEM_END).ok_or_else(|| malformed("the PEM block has no END line"))? + start;
+    let body: String = pem[start..end].replace("\\n", "").chars().filter(|c| !c.is_whitespace()).collect();
+    STANDARD.decode(body).map(Secret::new).map_err(|_| malformed("the PEM body is not valid base64"))
 }
 
 fn read_pem_file(path: &Path) -> Result<Secret<Vec<u8>>, KeyError> {
-    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: path.to_path_buf(), source })?;
     der_from_pem(&pem, &path.display().to_string())
 }
 
@@ -460,10 +395,7 @@ fn mode_of(path: &Path) -> Result<u32, KeyError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o777)
-        .map_err(|source| KeyError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| KeyError::Read { path: path.to_path_buf(), source })
 }
 
 fn warn_if_readable_by_others(path: &Path) {
@@ -489,32 +421,21 @@ fn load_or_generate(path: &Path) -> Result<Secret<Vec<u8>>, KeyError> {
     {
         let mode = mode_of(path)?;
         if mode & 0o077 != 0 {
-            return Err(KeyError::Insecure {
-                path: path.to_path_buf(),
-                mode,
-            });
+            return Err(KeyError::Insecure { path: path.to_path_buf(), mode });
         }
     }
     read_pem_file(path)
 }
 
 fn generate_into(path: &Path) -> Result<(), KeyError> {
-    let write_err = |source| KeyError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+    let write_err = |source| KeyError::Write { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(write_err)?;
     }
     let pem = generate_pem()?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| GENERATED_KEY_FILE.to_string());
-    let tmp = path.with_file_name(format!(
-        ".{file_name}.{}.tmp",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let file_name =
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| GENERATED_KEY_FILE.to_string());
+    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", uuid::Uuid::new_v4().simple()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -561,13 +482,10 @@ mod tests {
 
     #[test]
     fn a_bad_key_is_refused_without_echoing_it() {
-        let err = der_from_pem(
-            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----",
-            "AUTH_SIGNING_KEY",
-        )
-        .and_then(|der| signing_key(&der, "AUTH_SIGNING_KEY").map(|_| der))
-        .unwrap_err()
-        .to_string();
+        let err = der_from_pem("-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----", "AUTH_SIGNING_KEY")
+            .and_then(|der| signing_key(&der, "AUTH_SIGNING_KEY").map(|_| der))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("AUTH_SIGNING_KEY"), "{err}");
         assert!(!err.contains("c2VjcmV0"), "{err}");
         assert!(der_from_pem("hello", "x").is_err());
@@ -575,14 +493,9 @@ mod tests {
 
     #[test]
     fn issued_tokens_verify_and_carry_exactly_the_agreed_claims() {
-        let tokens = Tokens::load(
-            &KeyConfig {
-                signing: SigningKeySource::Ephemeral,
-                previous: vec![],
-            },
-            TokenConfig::default(),
-        )
-        .unwrap();
+        let tokens =
+            Tokens::load(&KeyConfig { signing: SigningKeySource::Ephemeral, previous: vec![] }, TokenConfig::default())
+                .unwrap();
         let issued = tokens.issue("42", "alice", chrono::Utc::now()).unwrap();
         let claims = tokens.verify(issued.token.expose()).unwrap();
         assert_eq!(claims, issued.claims);

@@ -34,15 +34,9 @@ async fn fresh_db(backend: &Backend) -> Db {
     match backend {
         Backend::Sqlite => {
             let (dir, url) = temp_sqlite_url("auth");
-            Db {
-                url,
-                _dir: Some(dir),
-            }
+            Db { url, _dir: Some(dir) }
         }
-        Backend::Postgres(server) => Db {
-            url: fresh_postgres_database(server).await,
-            _dir: None,
-        },
+        Backend::Postgres(server) => Db { url: fresh_postgres_database(server).await, _dir: None },
     }
 }
 
@@ -63,15 +57,8 @@ impl Drop for TestAuth {
 /// Starts the auth service with `config` on port 0.
 async fn spawn_auth(config: auth::Config) -> TestAuth {
     let shutdown = Shutdown::new();
-    let started = auth::start(config, shutdown.clone())
-        .await
-        .expect("auth starts");
-    TestAuth {
-        url: started.url(),
-        http: client(),
-        shutdown,
-        task: Some(started.task),
-    }
+    let started = auth::start(config, shutdown.clone()).await.expect("auth starts");
+    TestAuth { url: started.url(), http: client(), shutdown, task: Some(started.task) }
 }
 
 /// Starts the auth service on a fresh database of `backend`.
@@ -97,12 +84,7 @@ impl TestAuth {
     }
 
     async fn login_basic(&self, username: &str, password: &str) -> reqwest::Response {
-        self.http
-            .post(self.url("/login"))
-            .basic_auth(username, Some(password))
-            .send()
-            .await
-            .unwrap()
+        self.http.post(self.url("/login")).basic_auth(username, Some(password)).send().await.unwrap()
     }
 
     async fn login_json(&self, username: &str, password: &str) -> reqwest::Response {
@@ -114,12 +96,7 @@ impl TestAuth {
             .unwrap()
     }
 
-    async fn login_from(
-        &self,
-        ip_chain: &str,
-        username: &str,
-        password: &str,
-    ) -> reqwest::Response {
+    async fn login_from(&self, ip_chain: &str, username: &str, password: &str) -> reqwest::Response {
         self.http
             .post(self.url("/login"))
             .header("x-forwarded-for", ip_chain)
@@ -130,23 +107,11 @@ impl TestAuth {
     }
 
     async fn validate(&self, token: &str) -> reqwest::Response {
-        self.http
-            .post(self.url("/validate"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
+        self.http.post(self.url("/validate")).bearer_auth(token).send().await.unwrap()
     }
 
     async fn jwks(&self) -> Value {
-        self.http
-            .get(self.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.http.get(self.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap()
     }
 
     /// Logs in (the user must exist) and returns the access token.
@@ -159,10 +124,7 @@ impl TestAuth {
 
     /// Signs up and logs in; returns the access token.
     async fn new_user_token(&self, username: &str) -> String {
-        assert_eq!(
-            self.signup(username, PASSWORD).await.status(),
-            StatusCode::CREATED
-        );
+        assert_eq!(self.signup(username, PASSWORD).await.status(), StatusCode::CREATED);
         self.token(username, PASSWORD).await
     }
 
@@ -176,11 +138,7 @@ impl TestAuth {
 }
 
 async fn problem(resp: reqwest::Response) -> Value {
-    assert_eq!(
-        resp.headers()["content-type"],
-        "application/problem+json",
-        "{resp:?}"
-    );
+    assert_eq!(resp.headers()["content-type"], "application/problem+json", "{resp:?}");
     resp.json().await.unwrap()
 }
 
@@ -235,21 +193,10 @@ async fn a_user_signs_up_logs_in_both_ways_and_the_token_validates(backend: Back
     assert_eq!(location, format!("/users/{id}"));
     assert!(user["created_at"].is_string());
     assert!(user.get("password").is_none() && user.get("password_hash").is_none());
-    let shown: Value = auth
-        .http
-        .get(auth.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = auth.http.get(auth.url(&location)).send().await.unwrap().json().await.unwrap();
     assert_eq!(shown, user);
 
-    for resp in [
-        auth.login_basic("Alice", PASSWORD).await,
-        auth.login_json("alice", PASSWORD).await,
-    ] {
+    for resp in [auth.login_basic("Alice", PASSWORD).await, auth.login_json("alice", PASSWORD).await] {
         assert_eq!(resp.status(), StatusCode::OK);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["token_type"], "Bearer");
@@ -259,37 +206,23 @@ async fn a_user_signs_up_logs_in_both_ways_and_the_token_validates(backend: Back
         let resp = auth.validate(token).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let claims: Value = resp.json().await.unwrap();
-        let mut keys: Vec<&str> = claims
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let mut keys: Vec<&str> = claims.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["aud", "exp", "iat", "iss", "jti", "name", "sub"]);
         assert_eq!(claims["sub"], id.as_str());
         assert_eq!(claims["name"], "Alice");
         assert_eq!(claims["iss"], "agora-auth");
         assert_eq!(claims["aud"], "agora");
-        assert_eq!(
-            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
-            3600
-        );
+        assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
         let header = jsonwebtoken::decode_header(token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
-        assert_eq!(
-            header.kid.as_deref(),
-            auth.jwks().await["keys"][0]["kid"].as_str()
-        );
+        assert_eq!(header.kid.as_deref(), auth.jwks().await["keys"][0]["kid"].as_str());
     }
 }
 
 async fn a_taken_name_is_a_conflict_whatever_its_case(backend: Backend) {
     let (auth, _db) = spawn_auth_on(&backend).await;
-    assert_eq!(
-        auth.signup("Zoë", PASSWORD).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(auth.signup("Zoë", PASSWORD).await.status(), StatusCode::CREATED);
     for again in ["Zoë", "zoë", "ZOË", " zoË "] {
         let resp = auth.signup(again, "another fine passphrase").await;
         assert_eq!(resp.status(), StatusCode::CONFLICT, "{again:?}");
@@ -297,10 +230,7 @@ async fn a_taken_name_is_a_conflict_whatever_its_case(backend: Backend) {
         assert!(body["detail"].as_str().unwrap().contains("taken"), "{body}");
     }
     // The first owner keeps the name and the password.
-    assert_eq!(
-        auth.login_basic("ZOË", PASSWORD).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(auth.login_basic("ZOË", PASSWORD).await.status(), StatusCode::OK);
 }
 
 async fn twenty_concurrent_signups_of_one_name_make_exactly_one_user(backend: Backend) {
@@ -312,14 +242,8 @@ async fn twenty_concurrent_signups_of_one_name_make_exactly_one_user(backend: Ba
         async move { auth.signup(name, &password).await.status() }
     });
     let statuses = futures::future::join_all(attempts).await;
-    let created = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::CREATED)
-        .count();
-    let conflicts = statuses
-        .iter()
-        .filter(|s| **s == StatusCode::CONFLICT)
-        .count();
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let conflicts = statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count();
     assert_eq!((created, conflicts), (1, 19), "{statuses:?}");
 }
 
@@ -339,33 +263,17 @@ async fn weak_passwords_and_bad_usernames_are_refused_naming_the_field() {
         (&"n".repeat(65), PASSWORD, "username"),
     ] {
         let resp = auth.signup(username, password).await;
-        assert_eq!(
-            resp.status(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{username:?}/{password:?}"
-        );
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{username:?}/{password:?}");
         let body = problem(resp).await;
         assert_eq!(body["field"], field, "{body}");
-        assert!(
-            body["detail"].as_str().unwrap().starts_with(field),
-            "{body}"
-        );
+        assert!(body["detail"].as_str().unwrap().starts_with(field), "{body}");
     }
     // A body without the fields names the first missing one, too.
-    let resp = auth
-        .http
-        .post(auth.url("/signup"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let resp = auth.http.post(auth.url("/signup")).json(&json!({})).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(problem(resp).await["field"], "username");
     // Nothing was created along the way.
-    assert_eq!(
-        auth.signup("bob", PASSWORD).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(auth.signup("bob", PASSWORD).await.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -373,34 +281,14 @@ async fn malformed_login_requests_get_problems_not_crashes() {
     let (auth, _db) = spawn_auth_on(&Backend::Sqlite).await;
     let resp = auth.http.post(auth.url("/login")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    assert!(resp.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .starts_with("Basic realm=\"agora\""));
-    let resp = auth
-        .http
-        .post(auth.url("/login"))
-        .header("authorization", "Basic not-base64!")
-        .send()
-        .await
-        .unwrap();
+    assert!(resp.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic realm=\"agora\""));
+    let resp = auth.http.post(auth.url("/login")).header("authorization", "Basic not-base64!").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-    let resp = auth
-        .http
-        .post(auth.url("/login"))
-        .body("{\"username\": ")
-        .send()
-        .await
-        .unwrap();
+    let resp = auth.http.post(auth.url("/login")).body("{\"username\": ").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     problem(resp).await;
-    let resp = auth
-        .http
-        .post(auth.url("/login"))
-        .json(&json!({ "username": 42, "password": ["x"] }))
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        auth.http.post(auth.url("/login")).json(&json!({ "username": 42, "password": ["x"] })).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -425,24 +313,13 @@ async fn an_sql_injection_username_is_stored_literally_and_can_log_in(backend: B
         assert_eq!(claims["name"], name);
     }
     // The LIKE wildcards and quotes matched nobody else.
-    assert_eq!(
-        auth.login_basic("' OR '1'='1", "wrong password!")
-            .await
-            .status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        auth.login_basic("%", PASSWORD).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(auth.login_basic("' OR '1'='1", "wrong password!").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(auth.login_basic("%", PASSWORD).await.status(), StatusCode::UNAUTHORIZED);
 }
 
 async fn bad_credentials_get_the_same_401_whether_or_not_the_user_exists(backend: Backend) {
     let (auth, _db) = spawn_auth_on(&backend).await;
-    assert_eq!(
-        auth.signup("carol", PASSWORD).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(auth.signup("carol", PASSWORD).await.status(), StatusCode::CREATED);
     let attempt = |username: &'static str| {
         auth.http
             .post(auth.url("/login"))
@@ -454,10 +331,7 @@ async fn bad_credentials_get_the_same_401_whether_or_not_the_user_exists(backend
     for username in ["carol", "nobody-by-that-name"] {
         let resp = attempt(username).await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(
-            resp.headers()["www-authenticate"],
-            "Basic realm=\"agora\", charset=\"UTF-8\""
-        );
+        assert_eq!(resp.headers()["www-authenticate"], "Basic realm=\"agora\", charset=\"UTF-8\"");
         seen.push(resp.bytes().await.unwrap());
     }
     assert_eq!(seen[0], seen[1], "the bodies tell the two cases apart");
@@ -466,25 +340,15 @@ async fn bad_credentials_get_the_same_401_whether_or_not_the_user_exists(backend
 }
 
 fn retry_after(resp: &reqwest::Response) -> u64 {
-    resp.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    resp.headers()["retry-after"].to_str().unwrap().parse().unwrap()
 }
 
 async fn repeated_failures_are_throttled_even_for_the_right_password(backend: Backend) {
     let db = fresh_db(&backend).await;
     let auth = spawn_auth(auth::Config::for_tests(&db.url)).await;
-    assert_eq!(
-        auth.signup("dave", PASSWORD).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(auth.signup("dave", PASSWORD).await.status(), StatusCode::CREATED);
     for _ in 0..5 {
-        assert_eq!(
-            auth.login_basic("dave", "guess guess guess").await.status(),
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(auth.login_basic("dave", "guess guess guess").await.status(), StatusCode::UNAUTHORIZED);
     }
     for name in ["dave", "DAVE"] {
         let resp = auth.login_basic(name, PASSWORD).await;
@@ -496,63 +360,32 @@ async fn repeated_failures_are_throttled_even_for_the_right_password(backend: Ba
     }
     // Other users are not affected, and the counts are in the database: a
     // second replica on the same database refuses too.
-    assert_eq!(
-        auth.signup("erin", PASSWORD).await.status(),
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        auth.login_json("erin", PASSWORD).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(auth.signup("erin", PASSWORD).await.status(), StatusCode::CREATED);
+    assert_eq!(auth.login_json("erin", PASSWORD).await.status(), StatusCode::OK);
     let replica = spawn_auth(auth::Config::for_tests(&db.url)).await;
-    assert_eq!(
-        replica.login_json("dave", PASSWORD).await.status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    assert_eq!(replica.login_json("dave", PASSWORD).await.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 async fn failures_from_one_address_are_throttled_across_usernames(backend: Backend) {
     let db = fresh_db(&backend).await;
     let mut config = auth::Config::for_tests(&db.url);
-    config.throttle = ThrottleConfig {
-        max_failures_per_user: 5,
-        max_failures_per_ip: 3,
-        window: Duration::from_secs(60),
-    };
+    config.throttle =
+        ThrottleConfig { max_failures_per_user: 5, max_failures_per_ip: 3, window: Duration::from_secs(60) };
     let auth = spawn_auth(config).await;
-    assert_eq!(
-        auth.signup("frank", PASSWORD).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(auth.signup("frank", PASSWORD).await.status(), StatusCode::CREATED);
     // The gateway appends the peer it saw; what the client put before is ignored.
-    for (i, chain) in [
-        "1.1.1.1, 203.0.113.7",
-        "2.2.2.2, 203.0.113.7",
-        "203.0.113.7",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let resp = auth
-            .login_from(chain, &format!("sprayed-{i}"), "spray spray spray")
-            .await;
+    for (i, chain) in ["1.1.1.1, 203.0.113.7", "2.2.2.2, 203.0.113.7", "203.0.113.7"].iter().enumerate() {
+        let resp = auth.login_from(chain, &format!("sprayed-{i}"), "spray spray spray").await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     }
-    let resp = auth
-        .login_from("9.9.9.9, 203.0.113.7", "frank", PASSWORD)
-        .await;
+    let resp = auth.login_from("9.9.9.9, 203.0.113.7", "frank", PASSWORD).await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!((1..=60).contains(&retry_after(&resp)));
     // Another address is not throttled, even claiming the first one earlier in the chain.
-    let resp = auth
-        .login_from("203.0.113.7, 198.51.100.1", "frank", PASSWORD)
-        .await;
+    let resp = auth.login_from("203.0.113.7, 198.51.100.1", "frank", PASSWORD).await;
     assert_eq!(resp.status(), StatusCode::OK);
     // Without the header, the TCP peer (127.0.0.1 here) is the address.
-    assert_eq!(
-        auth.login_basic("frank", PASSWORD).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(auth.login_basic("frank", PASSWORD).await.status(), StatusCode::OK);
 }
 
 async fn a_successful_login_forgets_the_earlier_failures(backend: Backend) {
@@ -560,10 +393,7 @@ async fn a_successful_login_forgets_the_earlier_failures(backend: Backend) {
     let mut config = auth::Config::for_tests(&db.url);
     config.throttle.max_failures_per_user = 3;
     let auth = spawn_auth(config).await;
-    assert_eq!(
-        auth.signup("grace", PASSWORD).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(auth.signup("grace", PASSWORD).await.status(), StatusCode::CREATED);
     for round in 0..3 {
         for _ in 0..2 {
             assert_eq!(
@@ -572,11 +402,7 @@ async fn a_successful_login_forgets_the_earlier_failures(backend: Backend) {
                 "round {round}"
             );
         }
-        assert_eq!(
-            auth.login_basic("grace", PASSWORD).await.status(),
-            StatusCode::OK,
-            "round {round}"
-        );
+        assert_eq!(auth.login_basic("grace", PASSWORD).await.status(), StatusCode::OK, "round {round}");
     }
 }
 
@@ -596,14 +422,8 @@ async fn users_and_tokens_survive_a_restart(backend: Backend) {
     let second = spawn_auth(config).await;
     assert_eq!(second.jwks().await["keys"][0]["kid"], kid_before);
     assert_eq!(second.validate(&token).await.status(), StatusCode::OK);
-    assert_eq!(
-        second.login_json("heidi", PASSWORD).await.status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        second.signup("HEIDI", PASSWORD).await.status(),
-        StatusCode::CONFLICT
-    );
+    assert_eq!(second.login_json("heidi", PASSWORD).await.status(), StatusCode::OK);
+    assert_eq!(second.signup("HEIDI", PASSWORD).await.status(), StatusCode::CONFLICT);
 }
 
 // ---------------------------------------------------------------------------
@@ -617,10 +437,7 @@ async fn spawn_with_known_key() -> (TestAuth, Db, EncodingKey, String) {
     config.keys.signing = SigningKeySource::Pem(pem.clone());
     let auth = spawn_auth(config).await;
     let key = EncodingKey::from_ed_pem(pem.expose().as_bytes()).unwrap();
-    let kid = auth.jwks().await["keys"][0]["kid"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let kid = auth.jwks().await["keys"][0]["kid"].as_str().unwrap().to_string();
     (auth, db, key, kid)
 }
 
@@ -649,13 +466,7 @@ fn b64(value: &Value) -> String {
 async fn assert_refused(auth: &TestAuth, token: &str, what: &str) {
     let resp = auth.validate(token).await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what}");
-    assert!(
-        resp.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("error=\"invalid_token\""),
-        "{what}"
-    );
+    assert!(resp.headers()["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""), "{what}");
     problem(resp).await;
 }
 
@@ -676,12 +487,7 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
     let mut wrong_aud = claims(now() + 600);
     wrong_aud["aud"] = json!("elsewhere");
     assert_refused(&auth, &sign(&wrong_aud, &key, &kid), "wrong audience").await;
-    assert_refused(
-        &auth,
-        &sign(&claims(now() + 600), &key, "0123456789abcdef"),
-        "unknown kid",
-    )
-    .await;
+    assert_refused(&auth, &sign(&claims(now() + 600), &key, "0123456789abcdef"), "unknown kid").await;
     let mut no_kid = Header::new(Algorithm::EdDSA);
     no_kid.kid = None;
     let token = jsonwebtoken::encode(&no_kid, &claims(now() + 600), &key).unwrap();
@@ -689,8 +495,7 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
 
     // Tampered: the payload re-encoded with more power, the signature kept.
     let parts: Vec<&str> = good.split('.').collect();
-    let mut payload: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     payload["name"] = json!("admin");
     let tampered = format!("{}.{}.{}", parts[0], b64(&payload), parts[2]);
     assert_refused(&auth, &tampered, "tampered claims").await;
@@ -698,45 +503,22 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
     // Signed by another Ed25519 key, claiming ours and its own kid.
     let other = generate_pem().unwrap();
     let other = EncodingKey::from_ed_pem(other.expose().as_bytes()).unwrap();
-    assert_refused(
-        &auth,
-        &sign(&claims(now() + 600), &other, &kid),
-        "another key, our kid",
-    )
-    .await;
-    assert_refused(
-        &auth,
-        &sign(&claims(now() + 600), &other, "fedcba9876543210"),
-        "another key",
-    )
-    .await;
+    assert_refused(&auth, &sign(&claims(now() + 600), &other, &kid), "another key, our kid").await;
+    assert_refused(&auth, &sign(&claims(now() + 600), &other, "fedcba9876543210"), "another key").await;
 
     // alg: none, with and without a signature.
     let none = json!({ "alg": "none", "typ": "JWT", "kid": kid });
     let unsigned = format!("{}.{}.", b64(&none), b64(&claims(now() + 600)));
     assert_refused(&auth, &unsigned, "alg none").await;
-    assert_refused(
-        &auth,
-        &format!("{unsigned}{}", parts[2]),
-        "alg none with a signature",
-    )
-    .await;
+    assert_refused(&auth, &format!("{unsigned}{}", parts[2]), "alg none with a signature").await;
 
     // HS256 keyed with the public key (the classic algorithm confusion).
-    let x = auth.jwks().await["keys"][0]["x"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let x = auth.jwks().await["keys"][0]["x"].as_str().unwrap().to_string();
     let public = URL_SAFE_NO_PAD.decode(&x).unwrap();
     for secret in [public.as_slice(), x.as_bytes()] {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(kid.clone());
-        let token = jsonwebtoken::encode(
-            &header,
-            &claims(now() + 600),
-            &EncodingKey::from_secret(secret),
-        )
-        .unwrap();
+        let token = jsonwebtoken::encode(&header, &claims(now() + 600), &EncodingKey::from_secret(secret)).unwrap();
         assert_refused(&auth, &token, "HS256 with the public key").await;
     }
 
@@ -767,12 +549,7 @@ async fn the_jwks_publishes_current_and_previous_keys_and_old_tokens_still_valid
     after.keys.signing = SigningKeySource::Pem(generate_pem().unwrap());
     after.keys.previous = vec![old_path];
     let service = spawn_auth(after).await;
-    let resp = service
-        .http
-        .get(service.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap();
+    let resp = service.http.get(service.url("/.well-known/jwks.json")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["cache-control"], "public, max-age=300");
     let jwks: Value = resp.json().await.unwrap();
@@ -798,10 +575,7 @@ async fn the_jwks_publishes_current_and_previous_keys_and_old_tokens_still_valid
     assert_eq!(header.kid.as_deref(), published[0]["kid"].as_str());
     // The kit's verifier, as every other service uses it, accepts it from this JWKS.
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
-    let verifier = kit::auth::Verifier::new(
-        kit::auth::AuthConfig::default(),
-        kit::auth::KeySource::Static(set),
-    );
+    let verifier = kit::auth::Verifier::new(kit::auth::AuthConfig::default(), kit::auth::KeySource::Static(set));
     assert_eq!(verifier.verify(&new_token).await.unwrap().name, "ivan");
     assert_eq!(verifier.verify(&old_token).await.unwrap().name, "ivan");
 }
@@ -826,11 +600,7 @@ async fn the_generated_key_is_private_reused_and_refused_once_readable_by_others
     first.stop().await;
 
     let second = spawn_auth(config.clone()).await;
-    assert_eq!(
-        std::fs::read_to_string(&path).unwrap(),
-        pem,
-        "the key was replaced"
-    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), pem, "the key was replaced");
     assert_eq!(second.validate(&token).await.status(), StatusCode::OK);
     second.stop().await;
 
@@ -862,24 +632,11 @@ async fn readiness_and_the_openapi_description_are_served() {
     let (auth, _db) = spawn_auth_on(&Backend::Sqlite).await;
     let ready = auth.http.get(auth.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    let doc: Value = auth
-        .http
-        .get(auth.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = auth.http.get(auth.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     for path in ["/signup", "/login", "/validate", "/.well-known/jwks.json"] {
         assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
     }
-    let resp = auth
-        .http
-        .get(auth.url("/users/not-a-uuid"))
-        .send()
-        .await
-        .unwrap();
+    let resp = auth.http.get(auth.url("/users/not-a-uuid")).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     problem(resp).await;
 }
@@ -892,10 +649,7 @@ async fn postgres_is_used_when_configured() {
         let auth = spawn_auth(auth::Config::for_tests(&url)).await;
         auth.new_user_token("pg-user").await;
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&pool).await.unwrap();
         assert_eq!(count, 1);
     }
 }

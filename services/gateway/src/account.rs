@@ -59,12 +59,7 @@ struct AuthCall {
     retry_after: Option<String>,
 }
 
-async fn call_auth(
-    gw: &Gateway,
-    path: &str,
-    peer: SocketAddr,
-    creds: &Credentials,
-) -> Option<AuthCall> {
+async fn call_auth(gw: &Gateway, path: &str, peer: SocketAddr, creds: &Credentials) -> Option<AuthCall> {
     let target = gw.upstreams.get("auth")?.pick(None)?;
     let mut headers = reqwest::header::HeaderMap::new();
     kit::context::inject_current(&mut headers);
@@ -80,25 +75,13 @@ async fn call_auth(
         .await
         .ok()?;
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let retry_after = resp.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = resp.json().await.unwrap_or_default();
-    Some(AuthCall {
-        status,
-        body,
-        retry_after,
-    })
+    Some(AuthCall { status, body, retry_after })
 }
 
 fn session_cookie(gw: &Gateway, token: &str, max_age: i64) -> Option<HeaderValue> {
-    let secure = if gw.config.secure_cookies {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if gw.config.secure_cookies { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
     ))
@@ -107,46 +90,26 @@ fn session_cookie(gw: &Gateway, token: &str, max_age: i64) -> Option<HeaderValue
 
 fn logged_in(gw: &Gateway, call: &AuthCall) -> Option<Response> {
     let token = call.body.get("access_token")?.as_str()?;
-    let max_age = call
-        .body
-        .get("expires_in")
-        .and_then(|v| v.as_i64())
-        .unwrap_or(3600);
+    let max_age = call.body.get("expires_in").and_then(|v| v.as_i64()).unwrap_or(3600);
     let mut resp = Redirect::to("/").into_response();
-    resp.headers_mut()
-        .append(header::SET_COOKIE, session_cookie(gw, token, max_age)?);
+    resp.headers_mut().append(header::SET_COOKIE, session_cookie(gw, token, max_age)?);
     // A new CSRF token per session: a token seen before log-in is not reused after it.
-    if let Ok(v) = HeaderValue::from_str(&format!(
-        "{CSRF_COOKIE}={}; Path=/; SameSite=Strict",
-        crate::edge::new_csrf_token()
-    )) {
+    if let Ok(v) =
+        HeaderValue::from_str(&format!("{CSRF_COOKIE}={}; Path=/; SameSite=Strict", crate::edge::new_csrf_token()))
+    {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     Some(resp)
 }
 
-fn form_error(
-    template: &str,
-    session: &Session,
-    status: StatusCode,
-    username: &str,
-    message: &str,
-) -> Response {
-    let mut page = render_page(
-        template,
-        session,
-        context! { error => message, username => username },
-    );
+fn form_error(template: &str, session: &Session, status: StatusCode, username: &str, message: &str) -> Response {
+    let mut page = render_page(template, session, context! { error => message, username => username });
     *page.status_mut() = status;
     page
 }
 
 fn detail(call: &AuthCall) -> String {
-    call.body
-        .get("detail")
-        .and_then(|d| d.as_str())
-        .unwrap_or("the request was refused")
-        .to_string()
+    call.body.get("detail").and_then(|d| d.as_str()).unwrap_or("the request was refused").to_string()
 }
 
 /// `POST /account/login`.
@@ -170,10 +133,7 @@ pub async fn login(
     };
     match call.status {
         200 => logged_in(&gw, &call).unwrap_or_else(|| {
-            crate::pages::error_page(
-                StatusCode::BAD_GATEWAY,
-                "The sign-in service answered strangely.",
-            )
+            crate::pages::error_page(StatusCode::BAD_GATEWAY, "The sign-in service answered strangely.")
         }),
         429 => {
             let wait = call.retry_after.clone().unwrap_or_else(|| "a few".into());
@@ -185,20 +145,10 @@ pub async fn login(
                 &format!("Too many failed attempts. Try again in {wait} seconds."),
             )
         }
-        401 | 400 | 422 => form_error(
-            "login.html",
-            &session,
-            StatusCode::UNAUTHORIZED,
-            &creds.username,
-            "Wrong username or password.",
-        ),
-        _ => form_error(
-            "login.html",
-            &session,
-            StatusCode::BAD_GATEWAY,
-            &creds.username,
-            &detail(&call),
-        ),
+        401 | 400 | 422 => {
+            form_error("login.html", &session, StatusCode::UNAUTHORIZED, &creds.username, "Wrong username or password.")
+        }
+        _ => form_error("login.html", &session, StatusCode::BAD_GATEWAY, &creds.username, &detail(&call)),
     }
 }
 
@@ -223,13 +173,7 @@ pub async fn signup(
     };
     if call.status != 201 {
         let status = StatusCode::from_u16(call.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        return form_error(
-            "signup.html",
-            &session,
-            status,
-            &creds.username,
-            &detail(&call),
-        );
+        return form_error("signup.html", &session, status, &creds.username, &detail(&call));
     }
     match call_auth(&gw, "/login", peer, &creds).await {
         Some(call) if call.status == 200 => {

@@ -20,11 +20,7 @@ fn config() -> Arc<Config<'static>> {
                 .into_iter()
                 .map(|s| Url::new(s, Box::leak(format!("/openapi/{s}.json").into_boxed_str())))
                 .collect();
-            Arc::new(
-                Config::new(urls)
-                    .try_it_out_enabled(true)
-                    .display_request_duration(true),
-            )
+            Arc::new(Config::new(urls).try_it_out_enabled(true).display_request_duration(true))
         })
         .clone()
 }
@@ -38,11 +34,7 @@ pub async fn docs_root() -> Redirect {
 pub async fn docs_file(path: Option<Path<String>>) -> Response {
     let tail = path.map(|Path(p)| p).unwrap_or_default();
     match utoipa_swagger_ui::serve(&tail, config()) {
-        Ok(Some(file)) => (
-            [(header::CONTENT_TYPE, file.content_type)],
-            file.bytes.into_owned(),
-        )
-            .into_response(),
+        Ok(Some(file)) => ([(header::CONTENT_TYPE, file.content_type)], file.bytes.into_owned()).into_response(),
         Ok(None) => Problem::not_found(format!("no docs asset named {tail:?}")).into_response(),
         Err(err) => {
             tracing::error!(error = %err, "swagger ui asset failed");
@@ -61,9 +53,7 @@ pub async fn openapi(State(gw): State<Arc<Gateway>>, Path(file): Path<String>) -
     }
     match gw.side_get(service, "/openapi.json").await {
         Some(doc) => Json(doc).into_response(),
-        None => Problem::unavailable(format!(
-            "{service} is not reachable; its API description is unavailable"
-        ))
-        .into_response(),
+        None => Problem::unavailable(format!("{service} is not reachable; its API description is unavailable"))
+            .into_response(),
     }
 }

@@ -65,11 +65,7 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 fn strip_identity_headers(headers: &mut HeaderMap) {
     let spoofable: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| {
-            k.as_str().starts_with("x-user-")
-                || k.as_str().starts_with("x-auth-")
-                || *k == "x-forwarded-user"
-        })
+        .filter(|k| k.as_str().starts_with("x-user-") || k.as_str().starts_with("x-auth-") || *k == "x-forwarded-user")
         .cloned()
         .collect();
     for name in spoofable {
@@ -86,11 +82,7 @@ async fn identify(gw: &Gateway, headers: &HeaderMap) -> Result<Option<Identity>,
         },
     };
     let claims = gw.verifier.verify(&token).await?;
-    Ok(Some(Identity {
-        claims,
-        token,
-        via_cookie,
-    }))
+    Ok(Some(Identity { claims, token, via_cookie }))
 }
 
 fn exempt_from_limits(path: &str) -> bool {
@@ -175,20 +167,11 @@ pub async fn edge(
 
     let existing_csrf = cookie(req.headers(), CSRF_COOKIE).map(str::to_string);
     let csrf = existing_csrf.clone().unwrap_or_else(new_csrf_token);
-    req.extensions_mut().insert(Session {
-        user: identity,
-        csrf: csrf.clone(),
-    });
+    req.extensions_mut().insert(Session { user: identity, csrf: csrf.clone() });
     let mut response = next.run(req).await;
     if existing_csrf.is_none() && route.is_none() {
-        let secure = if gw.config.secure_cookies {
-            "; Secure"
-        } else {
-            ""
-        };
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict{secure}"
-        )) {
+        let secure = if gw.config.secure_cookies { "; Secure" } else { "" };
+        if let Ok(v) = HeaderValue::from_str(&format!("{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict{secure}")) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }

@@ -57,12 +57,7 @@ pub struct Config {
     pub jwks_url: Option<String>,
 }
 
-fn quota<S: Source>(
-    env: &Env<S>,
-    prefix: &str,
-    burst: u32,
-    per_second: f64,
-) -> Result<Quota, ConfigError> {
+fn quota<S: Source>(env: &Env<S>, prefix: &str, burst: u32, per_second: f64) -> Result<Quota, ConfigError> {
     let burst = env.parse_or(&format!("{prefix}_BURST"), burst)?;
     let rate_var = format!("{prefix}_PER_SEC");
     let per_second: f64 = env.parse_or(&rate_var, per_second)?;
@@ -94,15 +89,11 @@ impl Config {
             user_quota: quota(env, "RATE_LIMIT_USER", 300, 50.0)?,
             redis_url: env
                 .url_opt("REDIS_URL", &["redis", "rediss"])?
-                .or(env
-                    .url_opt("QUEUE_URL", &[])?
-                    .filter(|u| u.scheme().starts_with("redis")))
+                .or(env.url_opt("QUEUE_URL", &[])?.filter(|u| u.scheme().starts_with("redis")))
                 .map(|u| u.to_string()),
             secure_cookies: env.bool_or("COOKIE_SECURE", false)?,
             auth: AuthConfig::from_env(env)?,
-            jwks_url: env
-                .url_opt("AUTH_JWKS_URL", &["http", "https"])?
-                .map(|u| u.to_string()),
+            jwks_url: env.url_opt("AUTH_JWKS_URL", &["http", "https"])?.map(|u| u.to_string()),
         })
     }
 
@@ -113,19 +104,12 @@ impl Config {
             body_limit: 64 * 1024,
             breaker: BreakerConfig {
                 failure_threshold: 3,
-                open_backoff: Backoff::new(Duration::from_millis(300), Duration::from_secs(2))
-                    .without_jitter(),
+                open_backoff: Backoff::new(Duration::from_millis(300), Duration::from_secs(2)).without_jitter(),
             },
             refresh: Duration::from_millis(100),
             routes: routes::ROUTES,
-            anon_quota: Quota {
-                burst: 10_000,
-                per_second: 10_000.0,
-            },
-            user_quota: Quota {
-                burst: 10_000,
-                per_second: 10_000.0,
-            },
+            anon_quota: Quota { burst: 10_000, per_second: 10_000.0 },
+            user_quota: Quota { burst: 10_000, per_second: 10_000.0 },
             redis_url: None,
             secure_cookies: false,
             auth: AuthConfig::default(),
@@ -157,13 +141,7 @@ impl Gateway {
         let target = self.upstreams.get(service)?.pick(None)?;
         let mut headers = reqwest::header::HeaderMap::new();
         kit::context::inject_current(&mut headers);
-        let resp = self
-            .side
-            .get(format!("http://{}{path}", target.address))
-            .headers(headers)
-            .send()
-            .await
-            .ok()?;
+        let resp = self.side.get(format!("http://{}{path}", target.address)).headers(headers).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -192,10 +170,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let limiter = match &config.redis_url {
         Some(url) => Limiter::redis(url, "agora:ratelimit")
             .await
-            .map_err(|source| StartError::Redis {
-                url: kit::db::redact_url(url),
-                source,
-            })?,
+            .map_err(|source| StartError::Redis { url: kit::db::redact_url(url), source })?,
         None => Limiter::memory(),
     };
     let side = reqwest::Client::builder()
@@ -203,10 +178,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .connect_timeout(Duration::from_millis(500))
         .build()
         .unwrap_or_default();
-    let upstreams = Arc::new(upstreams::Upstreams::new(
-        &routes::services_in(config.routes),
-        config.breaker,
-    ));
+    let upstreams = Arc::new(upstreams::Upstreams::new(&routes::services_in(config.routes), config.breaker));
     let discovery = Discovery::from_config(&config.service);
     let keys = match &config.jwks_url {
         Some(url) => KeySource::Url(url.clone()),
@@ -227,10 +199,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let stop = shutdown.clone();
     tokio::spawn(async move {
         loop {
-            refresher
-                .upstreams
-                .refresh_once(&discovery, &refresher.side)
-                .await;
+            refresher.upstreams.refresh_once(&discovery, &refresher.side).await;
             refresher.ready.store(true, Ordering::Relaxed);
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -260,14 +229,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .route("/docs/", get(docs::docs_file))
         .route("/docs/{*path}", get(docs::docs_file))
         .route("/openapi/{file}", get(docs::openapi))
-        .route(
-            "/account/login",
-            get(account::login_page).post(account::login),
-        )
-        .route(
-            "/account/signup",
-            get(account::signup_page).post(account::signup),
-        )
+        .route("/account/login", get(account::login_page).post(account::login))
+        .route("/account/signup", get(account::signup_page).post(account::signup))
         .route("/account/logout", post(account::logout))
         .fallback(proxy::proxy)
         .layer(axum::middleware::from_fn_with_state(gw.clone(), edge::edge))

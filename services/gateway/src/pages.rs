@@ -32,12 +32,48 @@ pub struct App {
 
 /// The applications, in the order of the home page.
 pub const APPS: &[App] = &[
-    App { name: "jokes", title: "Jokes", description: "A random joke from our own corpus, by category. The hello-world of Agora.", href: "/jokes", service: "jokes" },
-    App { name: "crowdfunding", title: "Crowdfunding", description: "Propose projects, discuss problems and solutions in threads, vote them up or down.", href: "", service: "" },
-    App { name: "classification", title: "Image classification", description: "Classify an image with EfficientNet through an asynchronous job queue and scalable workers.", href: "", service: "" },
-    App { name: "media", title: "Media conversion", description: "Upload a video and get its soundtrack as an mp3 when the converter is done.", href: "", service: "" },
-    App { name: "shop", title: "Shop", description: "Product pages assembled from pricing, inventory, reviews and recommendations.", href: "", service: "" },
-    App { name: "drones", title: "Drone delivery", description: "Schedule a pickup and follow the drone live with a continuously updated ETA.", href: "", service: "" },
+    App {
+        name: "jokes",
+        title: "Jokes",
+        description: "A random joke from our own corpus, by category. The hello-world of Agora.",
+        href: "/jokes",
+        service: "jokes",
+    },
+    App {
+        name: "crowdfunding",
+        title: "Crowdfunding",
+        description: "Propose projects, discuss problems and solutions in threads, vote them up or down.",
+        href: "",
+        service: "",
+    },
+    App {
+        name: "classification",
+        title: "Image classification",
+        description: "Classify an image with EfficientNet through an asynchronous job queue and scalable workers.",
+        href: "",
+        service: "",
+    },
+    App {
+        name: "media",
+        title: "Media conversion",
+        description: "Upload a video and get its soundtrack as an mp3 when the converter is done.",
+        href: "",
+        service: "",
+    },
+    App {
+        name: "shop",
+        title: "Shop",
+        description: "Product pages assembled from pricing, inventory, reviews and recommendations.",
+        href: "",
+        service: "",
+    },
+    App {
+        name: "drones",
+        title: "Drone delivery",
+        description: "Schedule a pickup and follow the drone live with a continuously updated ETA.",
+        href: "",
+        service: "",
+    },
 ];
 
 fn templates() -> &'static Environment<'static> {
@@ -66,11 +102,7 @@ fn render(name: &str, ctx: minijinja::Value) -> Response {
         Ok(html) => Html(html).into_response(),
         Err(err) => {
             tracing::error!(template = name, error = %err, "page rendering failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Html("<h1>Something went wrong</h1>".to_string()),
-            )
-                .into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, Html("<h1>Something went wrong</h1>".to_string())).into_response()
         }
     }
 }
@@ -104,48 +136,28 @@ struct AppCard {
 }
 
 /// `GET /`: the home page.
-pub async fn home(
-    State(gw): State<Arc<Gateway>>,
-    Extension(session): Extension<Session>,
-) -> Response {
+pub async fn home(State(gw): State<Arc<Gateway>>, Extension(session): Extension<Session>) -> Response {
     let apps: Vec<AppCard> = APPS
         .iter()
         .map(|&app| {
             let status = if app.service.is_empty() {
                 "unknown"
             } else {
-                gw.upstreams
-                    .get(app.service)
-                    .map(|u| u.status().status)
-                    .unwrap_or("unknown")
+                gw.upstreams.get(app.service).map(|u| u.status().status).unwrap_or("unknown")
             };
             AppCard { app, status }
         })
         .collect();
-    render_page(
-        "home.html",
-        &session,
-        context! { active => "home", apps => apps },
-    )
+    render_page("home.html", &session, context! { active => "home", apps => apps })
 }
 
 /// `GET /jokes`: the jokes page (categories asked of the jokes service).
-pub async fn jokes(
-    State(gw): State<Arc<Gateway>>,
-    Extension(session): Extension<Session>,
-) -> Response {
+pub async fn jokes(State(gw): State<Arc<Gateway>>, Extension(session): Extension<Session>) -> Response {
     let categories: Vec<String> = match gw.side_get("jokes", "/joke/categories").await {
-        Some(v) => v
-            .get("categories")
-            .and_then(|c| serde_json::from_value(c.clone()).ok())
-            .unwrap_or_default(),
+        Some(v) => v.get("categories").and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default(),
         None => Vec::new(),
     };
-    render_page(
-        "jokes.html",
-        &session,
-        context! { active => "jokes", categories => categories },
-    )
+    render_page("jokes.html", &session, context! { active => "jokes", categories => categories })
 }
 
 /// The JSON of `/api/status`.
@@ -170,10 +182,7 @@ pub async fn api_status(State(gw): State<Arc<Gateway>>) -> Json<StatusReport> {
 }
 
 /// `GET /status`: the same, as a page.
-pub async fn status(
-    State(gw): State<Arc<Gateway>>,
-    Extension(session): Extension<Session>,
-) -> Response {
+pub async fn status(State(gw): State<Arc<Gateway>>, Extension(session): Extension<Session>) -> Response {
     let r = report(&gw);
     render_page(
         "status.html",
@@ -185,22 +194,9 @@ pub async fn status(
 /// `GET /static/{file}`: CSS and JS compiled into the binary.
 pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, content_type) = match file.as_str() {
-        "style.css" => (
-            include_str!("../assets/style.css"),
-            "text/css; charset=utf-8",
-        ),
-        "app.js" => (
-            include_str!("../assets/app.js"),
-            "text/javascript; charset=utf-8",
-        ),
+        "style.css" => (include_str!("../assets/style.css"), "text/css; charset=utf-8"),
+        "app.js" => (include_str!("../assets/app.js"), "text/javascript; charset=utf-8"),
         _ => return kit::Problem::not_found(format!("no asset named {file:?}")).into_response(),
     };
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
 }

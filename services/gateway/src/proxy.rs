@@ -80,38 +80,23 @@ pub async fn proxy(
             .is_some_and(|accept| accept.contains("text/html"));
         if wants_html {
             // A person in a browser gets a page; API clients get problem+json.
-            return crate::pages::error_page(
-                StatusCode::NOT_FOUND,
-                "There is no page at this address.",
-            );
+            return crate::pages::error_page(StatusCode::NOT_FOUND, "There is no page at this address.");
         }
-        return Problem::not_found(format!(
-            "no route for {} {}",
-            req.method(),
-            req.uri().path()
-        ))
-        .titled("Not Found")
-        .into_response();
+        return Problem::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+            .titled("Not Found")
+            .into_response();
     };
     let mut response = forward(&gw, route, client, req).await;
     response.extensions_mut().insert(RouteLabel(route.prefix));
     response
 }
 
-async fn forward(
-    gw: &Gateway,
-    route: &'static routes::Route,
-    client: SocketAddr,
-    req: Request,
-) -> Response {
+async fn forward(gw: &Gateway, route: &'static routes::Route, client: SocketAddr, req: Request) -> Response {
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response();
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > gw.config.body_limit as u64) {
         upstream.count(false);
         return too_large(gw.config.body_limit);
@@ -135,11 +120,8 @@ async fn forward(
         && declared.unwrap_or(0) == 0
         && !parts.headers.contains_key(header::TRANSFER_ENCODING);
     prepare_headers(&mut parts.headers, client);
-    let body = if retryable {
-        Body::empty()
-    } else {
-        Body::new(http_body_util::Limited::new(body, gw.config.body_limit))
-    };
+    let body =
+        if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, gw.config.body_limit)) };
     let mut body = Some(body);
     let mut avoid: Option<String> = None;
     let attempts = if retryable { 2 } else { 1 };
@@ -156,13 +138,9 @@ async fn forward(
                 .header(header::RETRY_AFTER, "1")
                 .into_response();
         };
-        let Some(outgoing) = build_request(
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            &target,
-            body.take().unwrap_or_default(),
-        ) else {
+        let Some(outgoing) =
+            build_request(&parts.method, &parts.uri, &parts.headers, &target, body.take().unwrap_or_default())
+        else {
             permit.neutral();
             return Problem::bad_request("the request path cannot be forwarded").into_response();
         };
@@ -171,9 +149,7 @@ async fn forward(
                 let status = resp.status();
                 let unhealthy = matches!(
                     status,
-                    StatusCode::BAD_GATEWAY
-                        | StatusCode::SERVICE_UNAVAILABLE
-                        | StatusCode::GATEWAY_TIMEOUT
+                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
                 );
                 if unhealthy {
                     permit.failure();
@@ -214,11 +190,7 @@ async fn forward(
                 return Problem::new(
                     StatusCode::GATEWAY_TIMEOUT,
                     "gateway-timeout",
-                    format!(
-                        "{} did not answer within {} s",
-                        route.service,
-                        route.timeout.as_secs_f64()
-                    ),
+                    format!("{} did not answer within {} s", route.service, route.timeout.as_secs_f64()),
                 )
                 .titled("Gateway Timeout")
                 .into_response();
@@ -228,13 +200,9 @@ async fn forward(
     // Every attempt failed to connect.
     permit.failure();
     upstream.count(true);
-    Problem::new(
-        StatusCode::BAD_GATEWAY,
-        "bad-gateway",
-        format!("{} could not be reached", route.service),
-    )
-    .titled("Bad Gateway")
-    .into_response()
+    Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", format!("{} could not be reached", route.service))
+        .titled("Bad Gateway")
+        .into_response()
 }
 
 fn too_large(limit: usize) -> Response {
@@ -270,10 +238,7 @@ fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr) {
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
     inject_current(headers);
 }
 
@@ -286,9 +251,7 @@ fn build_request(
 ) -> Option<axum::http::Request<Body>> {
     let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let uri: Uri = format!("http://{}{}", target.address, path).parse().ok()?;
-    let mut req = axum::http::Request::builder()
-        .method(method.clone())
-        .uri(uri);
+    let mut req = axum::http::Request::builder().method(method.clone()).uri(uri);
     if let Some(h) = req.headers_mut() {
         h.clone_from(headers);
     }
@@ -299,8 +262,6 @@ fn respond(resp: hyper::Response<hyper::body::Incoming>, target: &Target) -> Res
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
-    response
-        .extensions_mut()
-        .insert(UpstreamLabel(target.address.clone()));
+    response.extensions_mut().insert(UpstreamLabel(target.address.clone()));
     response
 }

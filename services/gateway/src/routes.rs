@@ -18,22 +18,12 @@ pub struct Route {
 }
 
 const fn route(prefix: &'static str, service: &'static str, timeout_secs: u64) -> Route {
-    Route {
-        prefix,
-        service,
-        timeout: Duration::from_secs(timeout_secs),
-        protected: false,
-    }
+    Route { prefix, service, timeout: Duration::from_secs(timeout_secs), protected: false }
 }
 
 /// A route whose writes need a logged-in user.
 pub const fn protected(prefix: &'static str, service: &'static str, timeout_secs: u64) -> Route {
-    Route {
-        prefix,
-        service,
-        timeout: Duration::from_secs(timeout_secs),
-        protected: true,
-    }
+    Route { prefix, service, timeout: Duration::from_secs(timeout_secs), protected: true }
 }
 
 /// Every upstream route, most specific first.
@@ -47,18 +37,12 @@ pub const ROUTES: &[Route] = &[
 
 /// Whether a method changes state (and so needs a user on protected routes).
 pub fn is_mutating(method: &http::Method) -> bool {
-    !matches!(
-        *method,
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
-    )
+    !matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
 }
 
 /// The route serving `path` in `table`, if any.
 pub fn find_in(table: &'static [Route], path: &str) -> Option<&'static Route> {
-    table.iter().find(|r| {
-        path.strip_prefix(r.prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    })
+    table.iter().find(|r| path.strip_prefix(r.prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
 }
 
 /// The route serving `path` in the standard table, if any.

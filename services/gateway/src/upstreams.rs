@@ -74,10 +74,7 @@ impl Upstream {
 
     /// The current instances.
     pub fn targets(&self) -> Arc<Vec<Arc<Target>>> {
-        self.targets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.targets.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Round-robin over ready, non-ejected instances; falls back to any instance
@@ -90,30 +87,18 @@ impl Upstream {
         let now = self.now_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = targets.len();
-        let usable = |t: &Target| {
-            Some(t.id.as_str()) != avoid && t.ejected_until_ms.load(Ordering::Relaxed) <= now
-        };
+        let usable = |t: &Target| Some(t.id.as_str()) != avoid && t.ejected_until_ms.load(Ordering::Relaxed) <= now;
         (0..n)
             .map(|i| &targets[(start + i) % n])
             .find(|t| usable(t) && t.ready.load(Ordering::Relaxed))
-            .or_else(|| {
-                (0..n)
-                    .map(|i| &targets[(start + i) % n])
-                    .find(|t| usable(t))
-            })
-            .or_else(|| {
-                (0..n)
-                    .map(|i| &targets[(start + i) % n])
-                    .find(|t| Some(t.id.as_str()) != avoid)
-            })
+            .or_else(|| (0..n).map(|i| &targets[(start + i) % n]).find(|t| usable(t)))
+            .or_else(|| (0..n).map(|i| &targets[(start + i) % n]).find(|t| Some(t.id.as_str()) != avoid))
             .cloned()
     }
 
     /// Stops picking `target` for a while after it refused a connection.
     pub fn eject(&self, target: &Target, for_: Duration) {
-        target
-            .ejected_until_ms
-            .store(self.now_ms() + for_.as_millis() as u64, Ordering::Relaxed);
+        target.ejected_until_ms.store(self.now_ms() + for_.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Counts one proxied request and whether it failed.
@@ -131,9 +116,7 @@ impl Upstream {
             .into_iter()
             .map(|e| match by_id.get(e.id.as_str()) {
                 Some(existing) if existing.address == e.address() => {
-                    existing
-                        .last_heartbeat_ms_ago
-                        .store(e.last_heartbeat_ms_ago, Ordering::Relaxed);
+                    existing.last_heartbeat_ms_ago.store(e.last_heartbeat_ms_ago, Ordering::Relaxed);
                     Arc::clone(existing)
                 }
                 _ => Arc::new(Target {
@@ -169,12 +152,7 @@ impl Upstream {
                 rates.errors = errors;
             }
         } else {
-            *rates = Rates {
-                at: Some(now),
-                requests,
-                errors,
-                ..*rates
-            };
+            *rates = Rates { at: Some(now), requests, errors, ..*rates };
         }
     }
 
@@ -183,10 +161,7 @@ impl Upstream {
         let targets = self.targets();
         let rates = *self.rates.read().unwrap_or_else(|p| p.into_inner());
         let circuit = self.breaker.state();
-        let ready = targets
-            .iter()
-            .filter(|t| t.ready.load(Ordering::Relaxed))
-            .count();
+        let ready = targets.iter().filter(|t| t.ready.load(Ordering::Relaxed)).count();
         let status = if !self.refreshed.load(Ordering::Relaxed) {
             "unknown"
         } else if ready == 0 || circuit == CircuitState::Open {
@@ -259,14 +234,8 @@ impl Upstreams {
     /// One upstream per service in `names`.
     pub fn new(names: &[&'static str], breaker: BreakerConfig) -> Self {
         let epoch = Instant::now();
-        let by_name = names
-            .iter()
-            .map(|&n| (n, Arc::new(Upstream::new(n, breaker, epoch))))
-            .collect();
-        Self {
-            by_name,
-            order: names.to_vec(),
-        }
+        let by_name = names.iter().map(|&n| (n, Arc::new(Upstream::new(n, breaker, epoch)))).collect();
+        Self { by_name, order: names.to_vec() }
     }
 
     /// The upstream named `name`.

@@ -62,27 +62,19 @@ impl IntoResponse for ApiError {
 async fn joke(Query(q): Query<JokeQuery>) -> Result<Json<JokeResponse>, ApiError> {
     let category = q.category.as_deref().filter(|c| !c.trim().is_empty());
     let joke = Corpus::bundled().random(category)?.ok_or(ApiError::Empty)?;
-    Ok(Json(JokeResponse {
-        joke: joke.joke.clone(),
-        category: joke.category.clone(),
-    }))
+    Ok(Json(JokeResponse { joke: joke.joke.clone(), category: joke.category.clone() }))
 }
 
 /// The categories jokes can be asked for.
 #[utoipa::path(get, path = "/joke/categories", responses((status = 200, body = Categories)))]
 async fn categories() -> Json<Categories> {
-    Json(Categories {
-        categories: Corpus::bundled().categories().map(str::to_string).collect(),
-    })
+    Json(Categories { categories: Corpus::bundled().categories().map(str::to_string).collect() })
 }
 
 /// The jokes service's OpenAPI description.
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "Agora jokes",
-        description = "Random jokes from our own corpus (SPEC §3.3)."
-    ),
+    info(title = "Agora jokes", description = "Random jokes from our own corpus (SPEC §3.3)."),
     paths(joke, categories),
     components(schemas(JokeResponse, Categories, Problem))
 )]

@@ -38,10 +38,7 @@ impl Corpus {
         let all: Vec<Joke> = serde_json::from_str(json)?;
         let mut by_category: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, joke) in all.iter().enumerate() {
-            by_category
-                .entry(joke.category.clone())
-                .or_default()
-                .push(i);
+            by_category.entry(joke.category.clone()).or_default().push(i);
         }
         Ok(Self { all, by_category })
     }
@@ -52,10 +49,7 @@ impl Corpus {
         CORPUS.get_or_init(|| {
             Corpus::parse(include_str!("corpus.json")).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "bundled jokes corpus is malformed");
-                Corpus {
-                    all: Vec::new(),
-                    by_category: BTreeMap::new(),
-                }
+                Corpus { all: Vec::new(), by_category: BTreeMap::new() }
             })
         })
     }
@@ -104,11 +98,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for joke in &corpus.all {
             assert!(!joke.joke.trim().is_empty());
-            assert!(
-                seen.insert(joke.joke.as_str()),
-                "duplicate joke: {}",
-                joke.joke
-            );
+            assert!(seen.insert(joke.joke.as_str()), "duplicate joke: {}", joke.joke);
         }
     }
 
@@ -116,10 +106,7 @@ mod tests {
     fn a_joke_of_a_category_comes_from_that_category() {
         let corpus = Corpus::bundled();
         for _ in 0..50 {
-            assert_eq!(
-                corpus.random(Some("Science")).unwrap().unwrap().category,
-                "science"
-            );
+            assert_eq!(corpus.random(Some("Science")).unwrap().unwrap().category, "science");
         }
     }
 

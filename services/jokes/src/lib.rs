@@ -21,26 +21,14 @@ pub struct Config {
 impl Config {
     /// Reads the environment.
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
-        Ok(Self {
-            service: ServiceConfig::from_env(env, "jokes", DEFAULT_PORT)?,
-        })
+        Ok(Self { service: ServiceConfig::from_env(env, "jokes", DEFAULT_PORT)? })
     }
 }
 
 /// Starts the service; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, kit::http::ServeError> {
     let corpus = domain::Corpus::bundled();
-    tracing::info!(
-        jokes = corpus.len(),
-        categories = corpus.categories().count(),
-        "corpus loaded"
-    );
-    let app = service_router(
-        api::router(),
-        RouterOptions {
-            body_limit: 16 * 1024,
-            ..Default::default()
-        },
-    );
+    tracing::info!(jokes = corpus.len(), categories = corpus.categories().count(), "corpus loaded");
+    let app = service_router(api::router(), RouterOptions { body_limit: 16 * 1024, ..Default::default() });
     kit::service::start_http(&config.service, app, shutdown).await
 }

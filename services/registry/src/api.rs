@@ -54,29 +54,18 @@ fn write(table: &SharedTable) -> std::sync::RwLockWriteGuard<'_, Table> {
 /// Registers an instance (or replaces one with the same id).
 #[utoipa::path(post, path = "/v1/instances", request_body = RegisterRequest,
     responses((status = 201, body = Instance), (status = 422, body = Problem)))]
-async fn register(
-    State(table): State<SharedTable>,
-    Json(req): Json<RegisterRequest>,
-) -> Result<Response, ApiError> {
+async fn register(State(table): State<SharedTable>, Json(req): Json<RegisterRequest>) -> Result<Response, ApiError> {
     let reg = Registration::parse(req)?;
     let instance = write(&table).register(reg, Instant::now());
     tracing::info!(service = %instance.service, instance_id = %instance.instance_id, address = %instance.address, "instance registered");
     let location = format!("/v1/instances/{}", instance.instance_id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(instance),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(instance)).into_response())
 }
 
 /// Renews an instance's lease; 404 tells it to register again.
 #[utoipa::path(put, path = "/v1/instances/{id}/heartbeat", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = Problem)))]
-async fn heartbeat(
-    State(table): State<SharedTable>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+async fn heartbeat(State(table): State<SharedTable>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     if write(&table).heartbeat(&id, Instant::now()) {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -87,10 +76,7 @@ async fn heartbeat(
 /// Removes an instance at once (graceful stop).
 #[utoipa::path(delete, path = "/v1/instances/{id}", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = Problem)))]
-async fn deregister(
-    State(table): State<SharedTable>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+async fn deregister(State(table): State<SharedTable>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     if write(&table).deregister(&id) {
         tracing::info!(instance_id = %id, "instance deregistered");
         Ok(StatusCode::NO_CONTENT)
@@ -143,19 +129,9 @@ async fn service(
 /// The registry's OpenAPI description.
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "Agora registry",
-        description = "Service registry and discovery (SPEC §3.2)."
-    ),
+    info(title = "Agora registry", description = "Service registry and discovery (SPEC §3.2)."),
     paths(register, heartbeat, deregister, services, service),
-    components(schemas(
-        RegisterRequest,
-        Instance,
-        ServiceInstances,
-        ServiceList,
-        ServiceSummary,
-        Problem
-    ))
+    components(schemas(RegisterRequest, Instance, ServiceInstances, ServiceList, ServiceSummary, Problem))
 )]
 pub struct ApiDoc;
 

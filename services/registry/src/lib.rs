@@ -31,36 +31,20 @@ impl Config {
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
         let mut service = ServiceConfig::from_env(env, "registry", DEFAULT_PORT)?;
         service.registry_url = None;
-        Ok(Self {
-            service,
-            eviction_interval: env.secs_or("EVICTION_INTERVAL_SECS", Duration::from_millis(500))?,
-        })
+        Ok(Self { service, eviction_interval: env.secs_or("EVICTION_INTERVAL_SECS", Duration::from_millis(500))? })
     }
 
     /// Port 0 on loopback, fast eviction: for tests.
     pub fn for_tests() -> Self {
-        Self {
-            service: ServiceConfig::for_tests("registry", None),
-            eviction_interval: Duration::from_millis(100),
-        }
+        Self { service: ServiceConfig::for_tests("registry", None), eviction_interval: Duration::from_millis(100) }
     }
 }
 
 /// Starts the registry; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, kit::http::ServeError> {
     let table = Arc::new(RwLock::new(domain::Table::default()));
-    tokio::spawn(evict_forever(
-        table.clone(),
-        config.eviction_interval,
-        shutdown.clone(),
-    ));
-    let app = service_router(
-        api::router(table),
-        RouterOptions {
-            body_limit: 16 * 1024,
-            ..Default::default()
-        },
-    );
+    tokio::spawn(evict_forever(table.clone(), config.eviction_interval, shutdown.clone()));
+    let app = service_router(api::router(table), RouterOptions { body_limit: 16 * 1024, ..Default::default() });
     kit::service::start_http(&config.service, app, shutdown).await
 }
 
@@ -70,10 +54,7 @@ async fn evict_forever(table: api::SharedTable, every: Duration, shutdown: Shutd
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let evicted = table
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .evict_expired(Instant::now());
+        let evicted = table.write().unwrap_or_else(|p| p.into_inner()).evict_expired(Instant::now());
         for gone in evicted {
             tracing::warn!(service = %gone.service, instance_id = %gone.instance_id, silent_ms = gone.last_heartbeat_ms_ago, "instance evicted: missed its heartbeats");
         }

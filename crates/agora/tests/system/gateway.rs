@@ -5,55 +5,28 @@ use crate::support::{expect_problem, spawn_system, status_of};
 #[tokio::test]
 async fn a_joke_comes_through_the_gateway_from_the_service_found_in_the_registry() {
     let sys = spawn_system().await;
-    let resp = reqwest::get(format!("{}/joke", sys.gateway.url))
-        .await
-        .unwrap();
+    let resp = reqwest::get(format!("{}/joke", sys.gateway.url)).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("x-request-id"));
     let body: serde_json::Value = resp.json().await.unwrap();
-    assert!(
-        body["joke"].as_str().is_some_and(|j| !j.is_empty()),
-        "{body}"
-    );
+    assert!(body["joke"].as_str().is_some_and(|j| !j.is_empty()), "{body}");
 
     let body: serde_json::Value =
-        reqwest::get(format!("{}/joke?category=science", sys.gateway.url))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        reqwest::get(format!("{}/joke?category=science", sys.gateway.url)).await.unwrap().json().await.unwrap();
     assert_eq!(body["category"], "science");
 
-    let services: serde_json::Value = reqwest::get(format!("{}/v1/services", sys.registry.url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        services["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s["name"] == "jokes"),
-        "{services}"
-    );
+    let services: serde_json::Value =
+        reqwest::get(format!("{}/v1/services", sys.registry.url)).await.unwrap().json().await.unwrap();
+    assert!(services["services"].as_array().unwrap().iter().any(|s| s["name"] == "jokes"), "{services}");
 }
 
 #[tokio::test]
 async fn an_unknown_category_is_a_404_problem_listing_the_known_ones() {
     let sys = spawn_system().await;
-    let resp = reqwest::get(format!("{}/joke?category=knock-knock", sys.gateway.url))
-        .await
-        .unwrap();
+    let resp = reqwest::get(format!("{}/joke?category=knock-knock", sys.gateway.url)).await.unwrap();
     let body = expect_problem(resp, 404).await;
     assert!(body["detail"].as_str().unwrap().contains("knock-knock"));
-    assert!(body["known_categories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c == "programming"));
+    assert!(body["known_categories"].as_array().unwrap().iter().any(|c| c == "programming"));
 }
 
 #[tokio::test]
@@ -61,24 +34,12 @@ async fn unknown_routes_wrong_methods_and_oversized_bodies_get_problems() {
     let sys = spawn_system().await;
     let c = reqwest::Client::new();
     let gw = &sys.gateway.url;
-    expect_problem(
-        c.get(format!("{gw}/no/such/thing")).send().await.unwrap(),
-        404,
-    )
-    .await;
+    expect_problem(c.get(format!("{gw}/no/such/thing")).send().await.unwrap(), 404).await;
     expect_problem(c.get(format!("{gw}/jokesx")).send().await.unwrap(), 404).await;
     let body = expect_problem(c.post(format!("{gw}/joke")).send().await.unwrap(), 405).await;
     assert!(body["detail"].as_str().unwrap().contains("POST"));
     let huge = vec![b'x'; 100 * 1024];
-    expect_problem(
-        c.post(format!("{gw}/joke"))
-            .body(huge)
-            .send()
-            .await
-            .unwrap(),
-        413,
-    )
-    .await;
+    expect_problem(c.post(format!("{gw}/joke")).body(huge).send().await.unwrap(), 413).await;
 }
 
 #[tokio::test]
@@ -87,38 +48,32 @@ async fn the_registry_refuses_bad_registrations_with_problems() {
     let c = reqwest::Client::new();
     let url = format!("{}/v1/instances", sys.registry.url);
     let body = expect_problem(
-        c.post(&url).json(&serde_json::json!({"service": "Bad Name!", "address": "127.0.0.1:1", "protocol": "http"})).send().await.unwrap(),
+        c.post(&url)
+            .json(&serde_json::json!({"service": "Bad Name!", "address": "127.0.0.1:1", "protocol": "http"}))
+            .send()
+            .await
+            .unwrap(),
         422,
     )
     .await;
     assert_eq!(body["field"], "service");
     expect_problem(
-        c.post(&url)
-            .header("content-type", "application/json")
-            .body("{not json")
-            .send()
-            .await
-            .unwrap(),
+        c.post(&url).header("content-type", "application/json").body("{not json").send().await.unwrap(),
         400,
     )
     .await;
     expect_problem(c.post(&url).body("service=x").send().await.unwrap(), 415).await;
     expect_problem(
-        c.post(&url).json(&serde_json::json!({"service": "jokes", "address": "x".repeat(20_000), "protocol": "http"})).send().await.unwrap(),
+        c.post(&url)
+            .json(&serde_json::json!({"service": "jokes", "address": "x".repeat(20_000), "protocol": "http"}))
+            .send()
+            .await
+            .unwrap(),
         413,
     )
     .await;
-    expect_problem(
-        c.put(format!(
-            "{}/v1/instances/nobody/heartbeat",
-            sys.registry.url
-        ))
-        .send()
-        .await
-        .unwrap(),
-        404,
-    )
-    .await;
+    expect_problem(c.put(format!("{}/v1/instances/nobody/heartbeat", sys.registry.url)).send().await.unwrap(), 404)
+        .await;
 }
 
 #[tokio::test]
@@ -126,60 +81,21 @@ async fn pages_status_and_docs_are_served_by_the_gateway() {
     let sys = spawn_system().await;
     let gw = &sys.gateway.url;
     let home = reqwest::get(format!("{gw}/")).await.unwrap();
-    assert!(home.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
+    assert!(home.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     let html = home.text().await.unwrap();
-    assert!(
-        html.contains("href=\"/jokes\""),
-        "the home page links the jokes app"
-    );
-    assert!(
-        html.contains("data-service-status=\"jokes\""),
-        "with its live status"
-    );
-    let jokes = reqwest::get(format!("{gw}/jokes"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        jokes.contains("value=\"science\""),
-        "categories come from the jokes service"
-    );
+    assert!(html.contains("href=\"/jokes\""), "the home page links the jokes app");
+    assert!(html.contains("data-service-status=\"jokes\""), "with its live status");
+    let jokes = reqwest::get(format!("{gw}/jokes")).await.unwrap().text().await.unwrap();
+    assert!(jokes.contains("value=\"science\""), "categories come from the jokes service");
     assert_eq!(status_of(gw, "jokes").await["status"], "up");
-    let status = reqwest::get(format!("{gw}/status"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = reqwest::get(format!("{gw}/status")).await.unwrap().text().await.unwrap();
     assert!(status.contains("jokes"));
-    let css = reqwest::get(format!("{gw}/static/style.css"))
-        .await
-        .unwrap();
+    let css = reqwest::get(format!("{gw}/static/style.css")).await.unwrap();
     assert_eq!(css.status(), 200);
-    let docs = reqwest::get(format!("{gw}/docs/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let docs = reqwest::get(format!("{gw}/docs/")).await.unwrap().text().await.unwrap();
     assert!(docs.contains("swagger"), "Swagger UI is served");
-    let init = reqwest::get(format!("{gw}/docs/swagger-initializer.js"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let init = reqwest::get(format!("{gw}/docs/swagger-initializer.js")).await.unwrap().text().await.unwrap();
     assert!(init.contains("/openapi/jokes.json"), "{init}");
-    let spec: serde_json::Value = reqwest::get(format!("{gw}/openapi/jokes.json"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: serde_json::Value = reqwest::get(format!("{gw}/openapi/jokes.json")).await.unwrap().json().await.unwrap();
     assert!(spec["paths"]["/joke"].is_object(), "{spec}");
 }

@@ -21,20 +21,9 @@ struct TestKey {
 impl TestKey {
     fn new(kid: &str) -> Self {
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-            .unwrap()
-            .as_ref()
-            .to_vec();
-        let public = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
-            .unwrap()
-            .public_key()
-            .as_ref()
-            .to_vec();
-        Self {
-            kid: kid.into(),
-            pkcs8,
-            public,
-        }
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap().as_ref().to_vec();
+        let public = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap().public_key().as_ref().to_vec();
+        Self { kid: kid.into(), pkcs8, public }
     }
 
     fn jwk(&self) -> serde_json::Value {
@@ -65,23 +54,13 @@ fn bad_tokens(key: &TestKey) -> Vec<(&'static str, String)> {
     let mut tampered_claims = claims(600);
     tampered_claims["sub"] = "1".into();
     tampered_claims["name"] = "admin".into();
-    let tampered = format!(
-        "{}.{}.{}",
-        parts[0],
-        b64(tampered_claims.to_string().as_bytes()),
-        parts[2]
-    );
+    let tampered = format!("{}.{}.{}", parts[0], b64(tampered_claims.to_string().as_bytes()), parts[2]);
     let other = TestKey::new(&key.kid); // same kid, different key
-    let none_header = b64(
-        serde_json::json!({"alg": "none", "typ": "JWT", "kid": key.kid})
-            .to_string()
-            .as_bytes(),
-    );
+    let none_header = b64(serde_json::json!({"alg": "none", "typ": "JWT", "kid": key.kid}).to_string().as_bytes());
     let alg_none = format!("{none_header}.{}.", b64(claims(600).to_string().as_bytes()));
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some(key.kid.clone());
-    let hs256 =
-        jsonwebtoken::encode(&hs, &claims(600), &EncodingKey::from_secret(&key.public)).unwrap();
+    let hs256 = jsonwebtoken::encode(&hs, &claims(600), &EncodingKey::from_secret(&key.public)).unwrap();
     let mut wrong_aud = claims(600);
     wrong_aud["aud"] = "someone-else".into();
     vec![
@@ -105,22 +84,14 @@ async fn every_bad_token_on_a_protected_route_is_a_401() {
     let url = format!("{}/echo/things", gateway.url);
 
     let resp = c.post(&url).send().await.unwrap();
-    assert!(resp.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .starts_with("Bearer"));
+    assert!(resp.headers()["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
     expect_problem(resp, 401).await;
     for (what, token) in bad_tokens(&key) {
         let resp = c.post(&url).bearer_auth(&token).send().await.unwrap();
         assert_eq!(resp.status(), 401, "{what} must be refused");
         assert!(resp.headers().contains_key("www-authenticate"), "{what}");
     }
-    let ok = c
-        .post(&url)
-        .bearer_auth(key.sign(&claims(600)))
-        .send()
-        .await
-        .unwrap();
+    let ok = c.post(&url).bearer_auth(key.sign(&claims(600))).send().await.unwrap();
     assert_eq!(ok.status(), 200, "a good token passes");
     // Reads of a protected route need no token.
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
@@ -134,16 +105,8 @@ async fn identity_headers_from_clients_are_replaced_by_the_verified_identity() {
     let gateway = spawn_gateway_with(&registry.as_url(), &echo, |_| {}).await;
     let c = reqwest::Client::new();
     let url = format!("{}/echo/whoami", gateway.url);
-    let seen: serde_json::Value = c
-        .get(&url)
-        .header("x-user-id", "1")
-        .header("x-user-name", "admin")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: serde_json::Value =
+        c.get(&url).header("x-user-id", "1").header("x-user-name", "admin").send().await.unwrap().json().await.unwrap();
     assert!(
         seen["x-user-id"].is_null() && seen["x-user-name"].is_null(),
         "spoofed identity reached the service: {seen}"
@@ -174,13 +137,7 @@ async fn a_session_cookie_works_only_with_the_csrf_token() {
     let cookie = format!("agora_session={token}; agora_csrf=abc123");
     let resp = c.post(&url).header("cookie", &cookie).send().await.unwrap();
     expect_problem(resp, 403).await;
-    let resp = c
-        .post(&url)
-        .header("cookie", &cookie)
-        .header("x-csrf-token", "wrong")
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post(&url).header("cookie", &cookie).header("x-csrf-token", "wrong").send().await.unwrap();
     expect_problem(resp, 403).await;
     let seen: serde_json::Value = c
         .post(&url)
@@ -193,11 +150,7 @@ async fn a_session_cookie_works_only_with_the_csrf_token() {
         .await
         .unwrap();
     assert_eq!(seen["x-user-id"], "42");
-    assert_eq!(
-        seen["authorization"],
-        format!("Bearer {token}"),
-        "the service can verify the token itself"
-    );
+    assert_eq!(seen["authorization"], format!("Bearer {token}"), "the service can verify the token itself");
 }
 
 #[tokio::test]
@@ -222,10 +175,7 @@ async fn the_rate_limit_holds_under_concurrent_connections() {
     let registry = spawn_registry().await;
     let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
     let gateway = spawn_gateway_with(&registry.as_url(), &echo, |config| {
-        config.user_quota = Quota {
-            burst: 20,
-            per_second: 0.01,
-        };
+        config.user_quota = Quota { burst: 20, per_second: 0.01 };
     })
     .await;
     let url = format!("{}/echo/x", gateway.url);
@@ -234,30 +184,17 @@ async fn the_rate_limit_holds_under_concurrent_connections() {
     let requests = (0..100).map(|_| {
         let (url, token) = (url.clone(), token.clone());
         tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .unwrap();
+            let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
             let resp = client.get(&url).bearer_auth(token).send().await.unwrap();
-            (
-                resp.status().as_u16(),
-                resp.headers().get("retry-after").is_some(),
-            )
+            (resp.status().as_u16(), resp.headers().get("retry-after").is_some())
         })
     });
-    let results: Vec<(u16, bool)> = futures::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+    let results: Vec<(u16, bool)> = futures::future::join_all(requests).await.into_iter().map(Result::unwrap).collect();
     let allowed = results.iter().filter(|(s, _)| *s == 200).count();
     let limited: Vec<_> = results.iter().filter(|(s, _)| *s == 429).collect();
     assert_eq!(allowed, 20, "{results:?}");
     assert_eq!(limited.len(), 80);
-    assert!(
-        limited.iter().all(|(_, retry_after)| *retry_after),
-        "every 429 says when to retry"
-    );
+    assert!(limited.iter().all(|(_, retry_after)| *retry_after), "every 429 says when to retry");
 }
 
 #[tokio::test]
@@ -266,24 +203,19 @@ async fn a_user_signed_up_through_the_gateway_can_write_to_a_protected_route() {
     let (_auth, _db) = crate::support::spawn_auth(&registry.as_url()).await;
     let echo = spawn_echo(&registry.as_url(), vec![]).await;
     // The gateway finds the auth service's JWKS through the registry.
-    let gateway =
-        spawn_gateway_with(&registry.as_url(), &echo, |config| config.jwks_url = None).await;
+    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |config| config.jwks_url = None).await;
     let c = reqwest::Client::new();
     let gw = &gateway.url;
     let name = "robert'); DROP TABLE users;--";
-    let signup = kit::test_support::eventually(
-        "auth to be routed",
-        std::time::Duration::from_secs(10),
-        || async {
-            let resp = c
-                .post(format!("{gw}/signup"))
-                .json(&serde_json::json!({"username": name, "password": "a long passphrase"}))
-                .send()
-                .await
-                .ok()?;
-            (resp.status() != 503).then_some(resp)
-        },
-    )
+    let signup = kit::test_support::eventually("auth to be routed", std::time::Duration::from_secs(10), || async {
+        let resp = c
+            .post(format!("{gw}/signup"))
+            .json(&serde_json::json!({"username": name, "password": "a long passphrase"}))
+            .send()
+            .await
+            .ok()?;
+        (resp.status() != 503).then_some(resp)
+    })
     .await;
     assert_eq!(signup.status(), 201);
     let body: serde_json::Value = signup.json().await.unwrap();
@@ -299,25 +231,11 @@ async fn a_user_signed_up_through_the_gateway_can_write_to_a_protected_route() {
         .unwrap();
     let token = login["access_token"].as_str().unwrap();
     assert_eq!(login["token_type"], "Bearer");
-    let seen: serde_json::Value = c
-        .post(format!("{gw}/echo/things"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: serde_json::Value =
+        c.post(format!("{gw}/echo/things")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     assert_eq!(seen["x-user-name"], name);
-    let claims: serde_json::Value = c
-        .post(format!("{gw}/validate"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let claims: serde_json::Value =
+        c.post(format!("{gw}/validate")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
     assert_eq!(claims["name"], name);
 }
 
@@ -331,10 +249,7 @@ async fn two_gateway_replicas_sharing_redis_enforce_one_limit() {
     let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
     let shared = |config: &mut gateway::Config| {
         config.redis_url = Some(redis.clone());
-        config.user_quota = Quota {
-            burst: 20,
-            per_second: 0.01,
-        };
+        config.user_quota = Quota { burst: 20, per_second: 0.01 };
     };
     let a = spawn_gateway_with(&registry.as_url(), &echo, shared).await;
     let b = spawn_gateway_with(&registry.as_url(), &echo, shared).await;
@@ -345,25 +260,10 @@ async fn two_gateway_replicas_sharing_redis_enforce_one_limit() {
         let url = format!("{}/echo/x", if i % 2 == 0 { &a.url } else { &b.url });
         let token = token.clone();
         tokio::spawn(async move {
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().status().as_u16()
         })
     });
-    let statuses: Vec<u16> = futures::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        20,
-        "{statuses:?}"
-    );
+    let statuses: Vec<u16> = futures::future::join_all(requests).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 20, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 40);
 }

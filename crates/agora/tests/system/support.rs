@@ -16,10 +16,7 @@ pub struct Running {
 
 impl Running {
     fn new(started: Started, shutdown: Shutdown) -> Self {
-        Self {
-            url: started.url(),
-            shutdown,
-        }
+        Self { url: started.url(), shutdown }
     }
 
     /// The registry URL form of this service's address.
@@ -60,9 +57,7 @@ impl Drop for Killable {
 /// A registry on port 0 that evicts quickly.
 pub async fn spawn_registry() -> Running {
     let shutdown = Shutdown::new();
-    let started = registry::start(registry::Config::for_tests(), shutdown.clone())
-        .await
-        .expect("registry starts");
+    let started = registry::start(registry::Config::for_tests(), shutdown.clone()).await.expect("registry starts");
     Running::new(started, shutdown)
 }
 
@@ -76,19 +71,14 @@ fn jokes_config(registry: &url::Url) -> jokes::Config {
 /// A jokes instance registered with `registry`.
 pub async fn spawn_jokes(registry: &url::Url) -> Running {
     let shutdown = Shutdown::new();
-    let started = jokes::start(jokes_config(registry), shutdown.clone())
-        .await
-        .expect("jokes starts");
+    let started = jokes::start(jokes_config(registry), shutdown.clone()).await.expect("jokes starts");
     Running::new(started, shutdown)
 }
 
 /// A jokes instance that can be killed abruptly.
 pub fn spawn_killable_jokes(registry: &url::Url) -> Killable {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("a runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime");
     let config = jokes_config(registry);
     let started = std::thread::scope(|s| {
         s.spawn(|| runtime.block_on(jokes::start(config, Shutdown::new())))
@@ -97,20 +87,14 @@ pub fn spawn_killable_jokes(registry: &url::Url) -> Killable {
             .expect("jokes starts")
     });
     tracing::debug!(url = %started.url(), "killable jokes started");
-    Killable {
-        runtime: Some(runtime),
-    }
+    Killable { runtime: Some(runtime) }
 }
 
 /// A gateway that finds services through `registry`.
 pub async fn spawn_gateway(registry: &url::Url) -> Running {
     let shutdown = Shutdown::new();
-    let started = gateway::start(
-        gateway::Config::for_tests(registry.clone()),
-        shutdown.clone(),
-    )
-    .await
-    .expect("gateway starts");
+    let started =
+        gateway::start(gateway::Config::for_tests(registry.clone()), shutdown.clone()).await.expect("gateway starts");
     Running::new(started, shutdown)
 }
 
@@ -130,30 +114,17 @@ pub async fn spawn_system() -> System {
     let jokes = spawn_jokes(&registry.as_url()).await;
     let gateway = spawn_gateway(&registry.as_url()).await;
     let url = format!("{}/joke", gateway.url);
-    kit::test_support::eventually(
-        "the gateway to route /joke",
-        Duration::from_secs(10),
-        || {
-            let url = url.clone();
-            async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200) }
-        },
-    )
+    kit::test_support::eventually("the gateway to route /joke", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200) }
+    })
     .await;
-    System {
-        registry,
-        gateway,
-        jokes,
-    }
+    System { registry, gateway, jokes }
 }
 
 /// The gateway's `/api/status` entry for `service`.
 pub async fn status_of(gateway: &str, service: &str) -> serde_json::Value {
-    let report: serde_json::Value = reqwest::get(format!("{gateway}/api/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: serde_json::Value = reqwest::get(format!("{gateway}/api/status")).await.unwrap().json().await.unwrap();
     report["services"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["name"] == service).cloned())
@@ -162,19 +133,11 @@ pub async fn status_of(gateway: &str, service: &str) -> serde_json::Value {
 
 /// Asserts a problem+json response and returns its body.
 pub async fn expect_problem(resp: reqwest::Response, status: u16) -> serde_json::Value {
-    assert_eq!(
-        resp.status(),
-        status,
-        "unexpected status for {}",
-        resp.url()
-    );
+    assert_eq!(resp.status(), status, "unexpected status for {}", resp.url());
     assert_eq!(resp.headers()["content-type"], "application/problem+json");
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["status"], status);
-    assert!(
-        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
     body
 }
 
@@ -189,27 +152,17 @@ pub async fn spawn_echo(registry: &url::Url, keys: Vec<serde_json::Value>) -> Ru
             any(|headers: axum::http::HeaderMap| async move {
                 let seen: serde_json::Map<String, serde_json::Value> = headers
                     .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.to_string(),
-                            serde_json::Value::from(v.to_str().unwrap_or_default()),
-                        )
-                    })
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.to_str().unwrap_or_default())))
                     .collect();
                 axum::Json(seen)
             }),
         )
-        .route(
-            "/.well-known/jwks.json",
-            get(move || async move { axum::Json(jwks) }),
-        );
+        .route("/.well-known/jwks.json", get(move || async move { axum::Json(jwks) }));
     let app = kit::http::service_router(app, kit::http::RouterOptions::default());
     let shutdown = Shutdown::new();
     let mut config = ServiceConfig::for_tests("echo", Some(registry.clone()));
     config.heartbeat = Duration::from_millis(200);
-    let started = kit::service::start_http(&config, app, shutdown.clone())
-        .await
-        .expect("echo starts");
+    let started = kit::service::start_http(&config, app, shutdown.clone()).await.expect("echo starts");
     Running::new(started, shutdown)
 }
 
@@ -227,19 +180,13 @@ pub async fn spawn_gateway_with(
     config.jwks_url = Some(format!("{}/.well-known/jwks.json", echo.url));
     adjust(&mut config);
     let shutdown = Shutdown::new();
-    let started = gateway::start(config, shutdown.clone())
-        .await
-        .expect("gateway starts");
+    let started = gateway::start(config, shutdown.clone()).await.expect("gateway starts");
     let gw = Running::new(started, shutdown);
     let url = format!("{}/echo/ready", gw.url);
-    kit::test_support::eventually(
-        "the gateway to route /echo",
-        Duration::from_secs(10),
-        || {
-            let url = url.clone();
-            async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200) }
-        },
-    )
+    kit::test_support::eventually("the gateway to route /echo", Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200) }
+    })
     .await;
     gw
 }
@@ -250,8 +197,6 @@ pub async fn spawn_auth(registry: &url::Url) -> (Running, tempfile::TempDir) {
     let mut config = auth::Config::for_tests(url);
     config.service = ServiceConfig::for_tests("auth", Some(registry.clone()));
     let shutdown = Shutdown::new();
-    let started = auth::start(config, shutdown.clone())
-        .await
-        .expect("auth starts");
+    let started = auth::start(config, shutdown.clone()).await.expect("auth starts");
     (Running::new(started, shutdown), dir)
 }

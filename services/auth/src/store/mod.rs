@@ -20,10 +20,7 @@ static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 
 /// The auth service's migrations, embedded in the binary.
-pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &SQLITE,
-    postgres: &POSTGRES,
-};
+pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
 /// A user as stored (the password hash included; never serialized).
 #[derive(Clone, PartialEq, Eq)]
@@ -84,12 +81,7 @@ pub trait Store: Send + Sync {
     fn user_by_id(&self, id: uuid::Uuid) -> StoreFuture<'_, Option<User>>;
 
     /// The `limit` most recent failures of `subject` after `since_ms` (Unix ms).
-    fn recent_failures<'a>(
-        &'a self,
-        subject: &'a str,
-        since_ms: i64,
-        limit: u32,
-    ) -> StoreFuture<'a, Vec<i64>>;
+    fn recent_failures<'a>(&'a self, subject: &'a str, since_ms: i64, limit: u32) -> StoreFuture<'a, Vec<i64>>;
 
     /// Records one failure at `at_ms` for each subject, together.
     fn record_failure<'a>(&'a self, subjects: &'a [String], at_ms: i64) -> StoreFuture<'a, ()>;

@@ -59,20 +59,12 @@ impl Store for PostgresStore {
 
     fn user_by_id(&self, id: uuid::Uuid) -> StoreFuture<'_, Option<User>> {
         Box::pin(async move {
-            let row = sqlx::query(&format!("{USER_COLUMNS} WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row = sqlx::query(&format!("{USER_COLUMNS} WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
             row.as_ref().map(user_from).transpose()
         })
     }
 
-    fn recent_failures<'a>(
-        &'a self,
-        subject: &'a str,
-        since_ms: i64,
-        limit: u32,
-    ) -> StoreFuture<'a, Vec<i64>> {
+    fn recent_failures<'a>(&'a self, subject: &'a str, since_ms: i64, limit: u32) -> StoreFuture<'a, Vec<i64>> {
         Box::pin(async move {
             Ok(sqlx::query_scalar(
                 "SELECT failed_at FROM login_failures WHERE subject = $1 AND failed_at > $2 \
@@ -103,10 +95,7 @@ impl Store for PostgresStore {
 
     fn clear_failures<'a>(&'a self, subject: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            sqlx::query("DELETE FROM login_failures WHERE subject = $1")
-                .bind(subject)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query("DELETE FROM login_failures WHERE subject = $1").bind(subject).execute(&self.pool).await?;
             Ok(())
         })
     }

@@ -20,18 +20,10 @@ impl SqliteStore {
 
 fn user_from(row: &sqlx::sqlite::SqliteRow) -> Result<User, StoreError> {
     let id: String = row.try_get("id")?;
-    let id = uuid::Uuid::parse_str(&id).map_err(|e| {
-        StoreError::Database(sqlx::Error::Decode(
-            format!("users.id {id:?} is not a UUID: {e}").into(),
-        ))
-    })?;
+    let id = uuid::Uuid::parse_str(&id)
+        .map_err(|e| StoreError::Database(sqlx::Error::Decode(format!("users.id {id:?} is not a UUID: {e}").into())))?;
     let created_at: DateTime<Utc> = row.try_get("created_at")?;
-    Ok(User {
-        id,
-        username: row.try_get("username")?,
-        password_hash: row.try_get("password_hash")?,
-        created_at,
-    })
+    Ok(User { id, username: row.try_get("username")?, password_hash: row.try_get("password_hash")?, created_at })
 }
 
 const USER_COLUMNS: &str = "SELECT id, username, password_hash, created_at FROM users";
@@ -75,12 +67,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn recent_failures<'a>(
-        &'a self,
-        subject: &'a str,
-        since_ms: i64,
-        limit: u32,
-    ) -> StoreFuture<'a, Vec<i64>> {
+    fn recent_failures<'a>(&'a self, subject: &'a str, since_ms: i64, limit: u32) -> StoreFuture<'a, Vec<i64>> {
         Box::pin(async move {
             Ok(sqlx::query_scalar(
                 "SELECT failed_at FROM login_failures WHERE subject = $1 AND failed_at > $2 \
@@ -111,10 +98,7 @@ impl Store for SqliteStore {
 
     fn clear_failures<'a>(&'a self, subject: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            sqlx::query("DELETE FROM login_failures WHERE subject = $1")
-                .bind(subject)
-                .execute(&self.pool)
-                .await?;
+            sqlx::query("DELETE FROM login_failures WHERE subject = $1").bind(subject).execute(&self.pool).await?;
             Ok(())
         })
     }
