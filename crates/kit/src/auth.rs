@@ -107,9 +107,9 @@ impl Default for AuthConfig {
     }
 }
 
-/// Shortest time between two JWKS fetches triggered by unknown `kid`s
+/// Default shortest time between two JWKS fetches triggered by unknown `kid`s
 /// (a flood of forged kids must not become a flood of fetches).
-const MIN_REFRESH: Duration = Duration::from_secs(5);
+pub const MIN_REFRESH: Duration = Duration::from_secs(5);
 
 /// Verifies tokens; share one per process (`Arc`).
 pub struct Verifier {
@@ -117,6 +117,7 @@ pub struct Verifier {
     source: KeySource,
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    min_refresh: Duration,
     http: reqwest::Client,
 }
 
@@ -148,7 +149,20 @@ impl Verifier {
             _ => HashMap::new(),
         };
         let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap_or_default();
-        Self { config, source, keys: RwLock::new(keys), last_fetch: tokio::sync::Mutex::new(None), http }
+        Self {
+            config,
+            source,
+            keys: RwLock::new(keys),
+            last_fetch: tokio::sync::Mutex::new(None),
+            min_refresh: MIN_REFRESH,
+            http,
+        }
+    }
+
+    /// Changes the shortest time between two refetches (tests use zero).
+    pub fn with_min_refresh(mut self, min_refresh: Duration) -> Self {
+        self.min_refresh = min_refresh;
+        self
     }
 
     /// The verifier a service configures from its environment: `AUTH_JWKS_URL`
@@ -168,7 +182,7 @@ impl Verifier {
 
     async fn fetch(&self) -> Result<(), AuthError> {
         let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < MIN_REFRESH) {
+        if last.is_some_and(|at| at.elapsed() < self.min_refresh) {
             return Ok(());
         }
         *last = Some(Instant::now());
