@@ -310,7 +310,12 @@ async fn terminate(child: &mut tokio::process::Child, grace: Duration, label: &s
 /// Relays a child's output, prefixing every line. Whatever is buffered is
 /// relayed in one write, so a busy child (the gateway's access log under load)
 /// costs a few syscalls per batch rather than one per line.
-async fn pipe<R: tokio::io::AsyncRead + Unpin>(mut reader: BufReader<R>, label: String, index: usize, out: Arc<Output>) {
+async fn pipe<R: tokio::io::AsyncRead + Unpin>(
+    mut reader: BufReader<R>,
+    label: String,
+    index: usize,
+    out: Arc<Output>,
+) {
     let mut pending: Vec<u8> = Vec::new();
     loop {
         let chunk = match reader.fill_buf().await {

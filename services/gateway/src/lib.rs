@@ -9,6 +9,7 @@ pub mod edge;
 pub mod pages;
 pub mod proxy;
 pub mod routes;
+pub mod serving;
 pub mod upstreams;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +52,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Mark cookies `Secure` (`COOKIE_SECURE`; set it whenever the site is served over HTTPS).
     pub secure_cookies: bool,
+    /// Serving threads, each with its own runtime and listener (`GATEWAY_THREADS`, default: one per core).
+    pub threads: usize,
     /// What tokens must say (`AUTH_ISSUER`, `AUTH_AUDIENCE`).
     pub auth: AuthConfig,
     /// A fixed JWKS URL (`AUTH_JWKS_URL`) instead of the discovered auth service.
@@ -92,6 +95,9 @@ impl Config {
                 .or(env.url_opt("QUEUE_URL", &[])?.filter(|u| u.scheme().starts_with("redis")))
                 .map(|u| u.to_string()),
             secure_cookies: env.bool_or("COOKIE_SECURE", false)?,
+            threads: env
+                .parse_or("GATEWAY_THREADS", std::thread::available_parallelism().map_or(1, |n| n.get()))?
+                .max(1),
             auth: AuthConfig::from_env(env)?,
             jwks_url: env.url_opt("AUTH_JWKS_URL", &["http", "https"])?.map(|u| u.to_string()),
         })
@@ -112,6 +118,7 @@ impl Config {
             user_quota: Quota { burst: 10_000, per_second: 10_000.0 },
             redis_url: None,
             secure_cookies: false,
+            threads: 2,
             auth: AuthConfig::default(),
             jwks_url: None,
         }
@@ -124,8 +131,6 @@ pub struct Gateway {
     pub config: Config,
     /// Every upstream service.
     pub upstreams: Arc<upstreams::Upstreams>,
-    /// Pooled client for proxied requests.
-    pub client: proxy::UpstreamClient,
     /// Client for the gateway's own small calls (docs, page data, probes).
     pub side: reqwest::Client,
     /// Verifies bearer tokens and session cookies.
@@ -188,7 +193,6 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let gw = Arc::new(Gateway {
         config: config.clone(),
         upstreams: upstreams.clone(),
-        client: proxy::client(),
         side: side.clone(),
         verifier,
         limiter,
@@ -222,6 +226,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let app = Router::new()
         .route("/", get(pages::home))
         .route("/jokes", get(pages::jokes))
+        .route("/classify", get(pages::classify))
         .route("/status", get(pages::status))
         .route("/api/status", get(pages::api_status))
         .route("/static/{file}", get(pages::asset))
@@ -244,5 +249,5 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
             own_fallback: true,
         },
     );
-    Ok(kit::service::start_http(&config.service, app, shutdown).await?)
+    Ok(serving::start(&config.service, app, config.threads, shutdown).await?)
 }

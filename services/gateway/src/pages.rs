@@ -87,6 +87,7 @@ fn templates() -> &'static Environment<'static> {
             ("status.html", include_str!("../templates/status.html")),
             ("error.html", include_str!("../templates/error.html")),
             ("login.html", include_str!("../templates/login.html")),
+            ("classify.html", include_str!("../templates/classify.html")),
             ("signup.html", include_str!("../templates/signup.html")),
         ] {
             if let Err(err) = env.add_template(name, source) {
@@ -160,6 +161,11 @@ pub async fn jokes(State(gw): State<Arc<Gateway>>, Extension(session): Extension
     render_page("jokes.html", &session, context! { active => "jokes", categories => categories })
 }
 
+/// `GET /classify`: the image-classification page (data comes from the classifier's API).
+pub async fn classify(Extension(session): Extension<Session>) -> Response {
+    render_page("classify.html", &session, context! { active => "classify" })
+}
+
 /// The JSON of `/api/status`.
 #[derive(Serialize)]
 pub struct StatusReport {
@@ -196,6 +202,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, content_type) = match file.as_str() {
         "style.css" => (include_str!("../assets/style.css"), "text/css; charset=utf-8"),
         "app.js" => (include_str!("../assets/app.js"), "text/javascript; charset=utf-8"),
+        "classify.js" => (include_str!("../assets/classify.js"), "text/javascript; charset=utf-8"),
         _ => return kit::Problem::not_found(format!("no asset named {file:?}")).into_response(),
     };
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()

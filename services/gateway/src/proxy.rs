@@ -25,6 +25,12 @@ use crate::Gateway;
 /// The pooled HTTP/1.1 client to upstreams (keep-alive, no Nagle).
 pub type UpstreamClient = Client<HttpConnector, Body>;
 
+thread_local! {
+    /// One pool per serving thread: a pooled connection's driver task lives on
+    /// the runtime that opened it, which is the thread that uses it.
+    static CLIENT: UpstreamClient = client();
+}
+
 /// Builds the upstream client.
 pub fn client() -> UpstreamClient {
     let mut connector = HttpConnector::new();
@@ -144,7 +150,7 @@ async fn forward(gw: &Gateway, route: &'static routes::Route, client: SocketAddr
             permit.neutral();
             return Problem::bad_request("the request path cannot be forwarded").into_response();
         };
-        match tokio::time::timeout(route.timeout, gw.client.request(outgoing)).await {
+        match tokio::time::timeout(route.timeout, CLIENT.with(Clone::clone).request(outgoing)).await {
             Ok(Ok(resp)) => {
                 let status = resp.status();
                 let unhealthy = matches!(

@@ -33,6 +33,8 @@ pub const ROUTES: &[Route] = &[
     route("/login", "auth", 10),
     route("/validate", "auth", 5),
     route("/.well-known/jwks.json", "auth", 5),
+    route("/info", "classifier", 5),
+    route("/classifications", "classifier", 30),
 ];
 
 /// Whether a method changes state (and so needs a user on protected routes).

@@ -1,0 +1,90 @@
+//! Thread-per-core serving for the gateway. A proxy spends its time handing
+//! requests between sockets; on a multi-threaded runtime every hand-off can
+//! wake another thread. Here each OS thread runs its own single-threaded
+//! runtime with its own listener (`SO_REUSEPORT`: the kernel spreads
+//! connections) and its own upstream connection pool, so a request is served
+//! start to finish on one thread. Shared state (routes, breakers, limiter,
+//! instance lists) is the same `Arc<Gateway>` for all threads.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use kit::http::ServeError;
+use kit::registry_client::Protocol;
+use kit::service::Started;
+use kit::Shutdown;
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Binds `threads` listeners on one address and serves `app` on each from its own thread.
+pub async fn start(
+    config: &kit::config::ServiceConfig,
+    app: Router,
+    threads: usize,
+    shutdown: Shutdown,
+) -> Result<Started, ServeError> {
+    let bind_err = |source| ServeError::Bind { addr: config.listen, source };
+    let first = reuseport_listener(config.listen).map_err(bind_err)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads.max(1) {
+        listeners.push(reuseport_listener(addr).map_err(|source| ServeError::Bind { addr, source })?);
+    }
+    let heartbeat = kit::service::spawn_registration(config, addr, Protocol::Http, shutdown.clone());
+    let serving = Shutdown::new();
+    let grace = config.shutdown_timeout;
+    let mut handles = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (app, stop) = (app.clone(), serving.clone());
+        let handle =
+            std::thread::Builder::new().name(format!("gateway-{i}")).spawn(move || -> Result<(), ServeError> {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                runtime.block_on(async move {
+                    use axum::serve::ListenerExt;
+                    // Responses are written whole: no reason to let Nagle delay them.
+                    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+                    let server = axum::serve(listener, make).with_graceful_shutdown(stop.clone().cancelled_owned());
+                    let deadline = async {
+                        stop.cancelled().await;
+                        tokio::time::sleep(grace).await;
+                    };
+                    tokio::select! {
+                        result = server => Ok(result?),
+                        () = deadline => Ok(()),
+                    }
+                })
+            })?;
+        handles.push(handle);
+    }
+    tracing::info!(service = %config.name, %addr, threads = handles.len(), "listening");
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        // Deregister first so no new traffic is routed here, then drain every thread.
+        if let Some(h) = heartbeat {
+            let _ = h.await;
+        }
+        serving.cancel();
+        let joined = tokio::task::spawn_blocking(move || {
+            handles.into_iter().map(|h| h.join().unwrap_or(Ok(()))).collect::<Result<Vec<()>, ServeError>>()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        match joined {
+            Ok(result) => result.map(|_| ()),
+            Err(join) => Err(ServeError::Io(std::io::Error::other(join.to_string()))),
+        }
+    });
+    Ok(Started { addr, task })
+}
