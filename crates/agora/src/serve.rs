@@ -15,6 +15,10 @@ pub enum ServiceName {
     Jokes,
     /// Accounts and tokens.
     Auth,
+    /// Image classification API (enqueues jobs).
+    Classifier,
+    /// Image classification worker (runs the models on queued jobs).
+    ClassifierWorker,
 }
 
 impl ServiceName {
@@ -25,6 +29,8 @@ impl ServiceName {
             Self::Gateway => "gateway",
             Self::Jokes => "jokes",
             Self::Auth => "auth",
+            Self::Classifier => "classifier",
+            Self::ClassifierWorker => "classifier-worker",
         }
     }
 }
@@ -45,6 +51,14 @@ pub async fn run(service: ServiceName) -> anyhow::Result<()> {
         }
         ServiceName::Jokes => jokes::start(jokes::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from),
         ServiceName::Auth => auth::start(auth::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from),
+        ServiceName::Classifier => {
+            classifier::start(classifier::Config::from_env(&env, name)?, shutdown).await.map_err(anyhow::Error::from)
+        }
+        // A worker serves no HTTP: it runs until shutdown.
+        ServiceName::ClassifierWorker => {
+            let config = classifier::Config::from_env(&env, name)?;
+            return classifier::run_worker(config, shutdown).await.with_context(|| format!("{name} failed"));
+        }
     }
     .with_context(|| format!("{name} failed to start"))?;
     started.wait().await.with_context(|| format!("{} stopped with an error", service.as_str()))

@@ -41,14 +41,18 @@ fn parse_replicas(raw: &str) -> Result<(String, usize), String> {
     if !(1..=16).contains(&n) {
         return Err("replicas must be between 1 and 16".into());
     }
-    if !SERVICES.contains(&name) {
-        return Err(format!("unknown service {name:?}; scalable services: {}", SERVICES.join(", ")));
+    if !SERVICES.contains(&name) && !WORKERS.contains(&name) {
+        let known: Vec<&str> = SERVICES.iter().chain(WORKERS).copied().collect();
+        return Err(format!("unknown service {name:?}; scalable services: {}", known.join(", ")));
     }
     Ok((name.to_string(), n))
 }
 
 /// Services started behind the gateway (each registers itself).
-const SERVICES: &[&str] = &["auth", "jokes"];
+const SERVICES: &[&str] = &["auth", "jokes", "classifier"];
+
+/// Background workers (they serve no HTTP and do not register; they take jobs from the queue).
+const WORKERS: &[&str] = &["classifier-worker"];
 
 /// The order in which children are stopped: first the entry point, last the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,7 +101,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tier: Tier::Registry,
         env: common("registry", registry_port, "registry-1".into()),
     }];
-    for &service in SERVICES {
+    for &service in SERVICES.iter().chain(WORKERS) {
         let n = args.replicas.iter().rev().find(|(s, _)| s == service).map_or(1, |(_, n)| *n);
         for i in 1..=n {
             let label = if n == 1 { service.to_string() } else { format!("{service}-{i}") };

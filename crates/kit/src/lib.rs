@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod peer;
 pub mod problem;
+pub mod queue;
 pub mod ratelimit;
 pub mod registry_client;
 pub mod service;

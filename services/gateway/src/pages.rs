@@ -50,8 +50,8 @@ pub const APPS: &[App] = &[
         name: "classification",
         title: "Image classification",
         description: "Classify an image with EfficientNet through an asynchronous job queue and scalable workers.",
-        href: "",
-        service: "",
+        href: "/classify",
+        service: "classifier",
     },
     App {
         name: "media",

@@ -1,0 +1,11 @@
+-- Extends a lease, if the caller still holds it.
+-- KEYS: 1 job hash, 2 active zset
+-- ARGV: 1 lease token, 2 attempt, 3 lease ms, 4 id
+-- Returns 1, or 0 when the lease was lost.
+if not holds_lease(KEYS[1], ARGV[1], ARGV[2]) then
+  return 0
+end
+local deadline = now_ms() + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'lease_until', deadline)
+redis.call('ZADD', KEYS[2], deadline, ARGV[4])
+return 1

@@ -1,0 +1,793 @@
+//! The job queue (SPEC §4): enqueue → id; reserve with a lease (a visibility
+//! timeout); complete with a result or fail with a reason (retried with
+//! jittered exponential backoff up to a number of attempts, then failed);
+//! status by id; finished jobs kept for a retention period.
+//!
+//! Two backends pass one conformance suite (`crates/kit/tests/queue.rs`):
+//!
+//! * **embedded SQLite**, the default: `QUEUE_URL` unset → `$DATA_DIR/queue.db`
+//!   (or `QUEUE_URL=sqlite://…`). Its table is created at connect with
+//!   `CREATE TABLE IF NOT EXISTS` rather than `sqlx::migrate!`, so the queue
+//!   can share a file with a service's own migrated tables without the two
+//!   migration histories tripping over each other. Reservation is one
+//!   `UPDATE … WHERE seq = (SELECT … ORDER BY seq LIMIT 1) RETURNING …`
+//!   statement, a write transaction from its first step, so it is atomic
+//!   across processes (WAL, busy timeout).
+//! * **Redis** (`QUEUE_URL=redis://…`), for more than one machine. Every state
+//!   change is one Lua script (atomic in Redis); an idle worker blocks on a
+//!   wake-up list (`BLPOP`) that enqueue pushes to, so it picks a new job up
+//!   at once rather than at a poll interval.
+//!
+//! # States
+//!
+//! ```text
+//!            reserve                complete
+//! queued ─────────────▶ started ─────────────▶ finished
+//!                        │   ▲
+//!   fail or lease expiry │   │ reserve (once the backoff has elapsed)
+//!   with attempts left   ▼   │
+//!                       retrying
+//!
+//! started ── fail or lease expiry on the last attempt ──▶ failed
+//! ```
+//!
+//! # Delivery
+//!
+//! At least once. A reservation is a lease: a random token, the attempt
+//! number and a deadline. A worker renews its lease while it works
+//! ([`run_worker`] does it in the background); if the worker dies, the lease
+//! runs out and the job is handed to the next worker that asks (or put back
+//! by [`Queue::spawn_maintenance`]), as a new attempt. `complete`, `fail` and
+//! `renew` check the token and the attempt number, so a worker whose lease
+//! ran out gets [`QueueError::LeaseLost`] and two workers never both finish
+//! the same attempt. A handler can still run twice (the first worker may have
+//! done the work and died before saying so): handlers should be idempotent.
+
+mod redis;
+mod sqlite;
+mod worker;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::backoff::Backoff;
+use crate::config::{ConfigError, Env, Source};
+use crate::shutdown::Shutdown;
+
+pub use worker::{run_worker, run_worker_with, WorkerOptions};
+
+/// A job's identifier (a UUIDv7, so ids sort roughly by creation time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(uuid::Uuid);
+
+impl JobId {
+    /// A fresh id.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s.trim()).map(Self)
+    }
+}
+
+/// Where a job is in its life (persisted, visible through [`Queue::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Waiting for its first attempt.
+    Queued,
+    /// Reserved by a worker, under a lease.
+    Started,
+    /// An attempt failed (or its worker died); waiting for the next attempt.
+    Retrying,
+    /// Done, with a result.
+    Finished,
+    /// Every attempt failed; the last reason is kept.
+    Failed,
+}
+
+impl JobState {
+    /// The name stored and shown (`queued`, `started`, `retrying`, `finished`, `failed`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Started => "started",
+            JobState::Retrying => "retrying",
+            JobState::Finished => "finished",
+            JobState::Failed => "failed",
+        }
+    }
+
+    /// Whether the job will not change any more (`finished` or `failed`).
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, JobState::Finished | JobState::Failed)
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        Some(match raw {
+            "queued" => JobState::Queued,
+            "started" => JobState::Started,
+            "retrying" => JobState::Retrying,
+            "finished" => JobState::Finished,
+            "failed" => JobState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a job is to be run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EnqueueOptions {
+    /// Attempts before the job is marked failed (at least 1).
+    pub max_attempts: u32,
+    /// Delay between attempts: attempt `n` failing waits `retry_backoff.delay(n - 1)` (jittered).
+    pub retry_backoff: Backoff,
+}
+
+impl Default for EnqueueOptions {
+    fn default() -> Self {
+        Self { max_attempts: 3, retry_backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(300)) }
+    }
+}
+
+impl EnqueueOptions {
+    /// The defaults with `max_attempts` attempts.
+    pub fn attempts(max_attempts: u32) -> Self {
+        Self { max_attempts, ..Self::default() }
+    }
+}
+
+/// A reserved job: the worker holds it until its lease runs out.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// The job.
+    pub id: JobId,
+    /// The queue it came from.
+    pub queue: String,
+    /// What to work on.
+    pub payload: Value,
+    /// This attempt's number (1 for the first).
+    pub attempt: u32,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
+    /// The worker holding the lease.
+    pub worker: String,
+    /// When the job was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When this attempt started.
+    pub started_at: DateTime<Utc>,
+    token: String,
+    backoff: Backoff,
+    reserved: Instant,
+}
+
+impl Lease {
+    /// The delay before the next attempt if this one fails.
+    fn retry_delay(&self) -> Duration {
+        self.backoff.delay(self.attempt.saturating_sub(1))
+    }
+}
+
+/// What `fail` did with the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailOutcome {
+    /// Another attempt is due at `at`.
+    Retrying {
+        /// When the next attempt may start.
+        at: DateTime<Utc>,
+    },
+    /// That was the last attempt: the job is `failed` with this reason.
+    Failed,
+}
+
+/// A job as a client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobView {
+    /// The job's id.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The handler's result, once finished.
+    pub result: Option<Value>,
+    /// The last failure's reason (failed or retrying jobs).
+    pub error: Option<String>,
+    /// When it was enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished or failed for good.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Queue failures.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// `QUEUE_URL` names no backend we support.
+    #[error("unsupported queue URL {url}: expected sqlite:// or redis://")]
+    Unsupported {
+        /// The URL, password removed.
+        url: String,
+    },
+    /// The backend could not be reached or opened at connect.
+    #[error("queue backend {url} unavailable: {reason}")]
+    Unavailable {
+        /// The URL, password removed.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The lease is no longer ours: it ran out and the job went to another
+    /// worker (or was settled, or purged). The caller must drop the job.
+    #[error("lease on job {id} lost: it expired and the job was handed on, or the job is gone")]
+    LeaseLost {
+        /// The job.
+        id: JobId,
+    },
+    /// A queue name that cannot be used.
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidQueueName {
+        /// The name given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A stored job that does not read back (written by something else?).
+    #[error("job {id} is corrupt in the queue store: {reason}")]
+    Corrupt {
+        /// The job's id as stored.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The SQLite store failed.
+    #[error("queue store (sqlite): {0}")]
+    Sqlite(#[from] sqlx::Error),
+    /// The Redis store failed.
+    #[error("queue store (redis): {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// `QUEUE_URL` is malformed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Tuning that rarely changes; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    /// Prefix of every Redis key (tests use a unique one each).
+    pub redis_prefix: String,
+    /// How often a waiting SQLite reserve looks for work enqueued by other
+    /// processes (work enqueued in this process wakes it at once).
+    pub sqlite_poll: Duration,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self { redis_prefix: "agora:queue".into(), sqlite_poll: Duration::from_millis(25) }
+    }
+}
+
+/// A connection to the job queue: SQLite (embedded) or Redis. Cheap to clone;
+/// clones share connections.
+#[derive(Clone)]
+pub enum Queue {
+    /// The embedded backend.
+    Sqlite(sqlite::SqliteQueue),
+    /// The Redis backend.
+    Redis(redis::RedisQueue),
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Queue::{}", self.backend())
+    }
+}
+
+impl Queue {
+    /// Connects to `url` (`redis://…` or `sqlite://…`), or to `$data_dir/queue.db` when `None`.
+    pub async fn connect(url: Option<&str>, data_dir: &Path) -> Result<Self, QueueError> {
+        Self::connect_with(url, data_dir, QueueOptions::default()).await
+    }
+
+    /// [`Queue::connect`] with explicit options.
+    pub async fn connect_with(url: Option<&str>, data_dir: &Path, options: QueueOptions) -> Result<Self, QueueError> {
+        let url = url.map(str::trim).filter(|u| !u.is_empty());
+        let queue = match url {
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|e| QueueError::Unavailable {
+                    url: data_dir.display().to_string(),
+                    reason: format!("cannot create the data directory: {e}"),
+                })?;
+                let url = crate::db::sqlite_url_in(data_dir, "queue");
+                Queue::Sqlite(sqlite::SqliteQueue::connect(&url, &options).await?)
+            }
+            Some(u) if u.starts_with("sqlite:") => Queue::Sqlite(sqlite::SqliteQueue::connect(u, &options).await?),
+            Some(u) if u.starts_with("redis:") || u.starts_with("redis+unix:") || u.starts_with("unix:") => {
+                Queue::Redis(redis::RedisQueue::connect(u, &options).await?)
+            }
+            Some(u) => return Err(QueueError::Unsupported { url: crate::db::redact_url(u) }),
+        };
+        tracing::info!(backend = queue.backend(), "job queue connected");
+        Ok(queue)
+    }
+
+    /// Connects to `QUEUE_URL`, or to the embedded queue under `data_dir` when it is unset.
+    pub async fn from_env<S: Source>(env: &Env<S>, data_dir: &Path) -> Result<Self, QueueError> {
+        // Validated as a URL (the error names the variable), used as written.
+        env.url_opt("QUEUE_URL", &["sqlite", "redis", "redis+unix", "unix"])?;
+        Self::connect(env.string("QUEUE_URL").as_deref(), data_dir).await
+    }
+
+    /// The backend's name (`sqlite` or `redis`), for logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Queue::Sqlite(_) => "sqlite",
+            Queue::Redis(_) => "redis",
+        }
+    }
+
+    /// Adds a job to the end of `queue`.
+    pub async fn enqueue(&self, queue: &str, payload: Value, opts: EnqueueOptions) -> Result<JobId, QueueError> {
+        check_queue_name(queue)?;
+        let id = JobId::new();
+        let job = NewJob {
+            id,
+            queue,
+            payload: payload.to_string(),
+            max_attempts: opts.max_attempts.max(1),
+            backoff_base_ms: duration_ms(opts.retry_backoff.base),
+            backoff_max_ms: duration_ms(opts.retry_backoff.max.max(opts.retry_backoff.base)),
+        };
+        match self {
+            Queue::Sqlite(q) => q.enqueue(&job).await?,
+            Queue::Redis(q) => q.enqueue(&job).await?,
+        }
+        metrics::counter!("queue_jobs_total", "queue" => queue.to_string(), "outcome" => "enqueued").increment(1);
+        Ok(id)
+    }
+
+    /// Reserves the oldest job of `queue` that is due, waiting up to `wait` for one;
+    /// the lease lasts `lease` unless renewed.
+    pub async fn reserve(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Option<Lease>, QueueError> {
+        self.reserve_until(queue, worker_id, lease, wait, None).await
+    }
+
+    /// [`Queue::reserve`] that also gives up waiting when `cancel` trips (never
+    /// while a reservation is being written, so no job is taken and dropped).
+    pub(crate) async fn reserve_until(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        lease: Duration,
+        wait: Duration,
+        cancel: Option<&Shutdown>,
+    ) -> Result<Option<Lease>, QueueError> {
+        check_queue_name(queue)?;
+        let lease_ms = duration_ms(lease).max(1);
+        let reserved = match self {
+            Queue::Sqlite(q) => q.reserve(queue, worker_id, lease_ms, wait, cancel).await?,
+            Queue::Redis(q) => q.reserve(queue, worker_id, lease_ms, wait, cancel).await?,
+        };
+        if let Some(lease) = &reserved {
+            record_reservation(lease);
+        }
+        Ok(reserved)
+    }
+
+    /// Extends the lease to `lease` from now; [`QueueError::LeaseLost`] if it is no longer ours.
+    pub async fn renew(&self, held: &Lease, lease: Duration) -> Result<(), QueueError> {
+        let lease_ms = duration_ms(lease).max(1);
+        let renewed = match self {
+            Queue::Sqlite(q) => q.renew(held, lease_ms).await?,
+            Queue::Redis(q) => q.renew(held, lease_ms).await?,
+        };
+        if renewed {
+            Ok(())
+        } else {
+            Err(QueueError::LeaseLost { id: held.id })
+        }
+    }
+
+    /// Marks the job finished with `result`; [`QueueError::LeaseLost`] if the lease is no longer ours.
+    pub async fn complete(&self, held: &Lease, result: Value) -> Result<(), QueueError> {
+        let result = result.to_string();
+        let done = match self {
+            Queue::Sqlite(q) => q.complete(held, &result).await?,
+            Queue::Redis(q) => q.complete(held, &result).await?,
+        };
+        record_completion(held, done)
+    }
+
+    /// [`Queue::complete`], then a reservation of the next job of the same queue
+    /// without waiting: on Redis one round trip (one script) instead of two, which
+    /// is what a busy worker does between jobs. The completion's own outcome comes
+    /// first, the next lease second.
+    pub(crate) async fn complete_then_reserve(
+        &self,
+        held: &Lease,
+        result: Value,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<(Result<(), QueueError>, Option<Lease>), QueueError> {
+        let result = result.to_string();
+        let lease_ms = duration_ms(lease).max(1);
+        let (done, next) = match self {
+            Queue::Sqlite(q) => {
+                let done = q.complete(held, &result).await?;
+                (done, q.reserve(&held.queue, worker_id, lease_ms, Duration::ZERO, None).await?)
+            }
+            Queue::Redis(q) => q.complete_then_reserve(held, &result, worker_id, lease_ms).await?,
+        };
+        if let Some(next) = &next {
+            record_reservation(next);
+        }
+        Ok((record_completion(held, done), next))
+    }
+
+    /// Records a failed attempt: the job is retried after a jittered backoff, or
+    /// fails for good (keeping `error`) if that was its last attempt.
+    pub async fn fail(&self, held: &Lease, error: &str) -> Result<FailOutcome, QueueError> {
+        let delay_ms = duration_ms(held.retry_delay());
+        let outcome = match self {
+            Queue::Sqlite(q) => q.fail(held, error, delay_ms).await?,
+            Queue::Redis(q) => q.fail(held, error, delay_ms).await?,
+        };
+        let Some(outcome) = outcome else {
+            metrics::counter!("queue_jobs_total", "queue" => held.queue.clone(), "outcome" => "lease_lost")
+                .increment(1);
+            return Err(QueueError::LeaseLost { id: held.id });
+        };
+        let label = match outcome {
+            FailOutcome::Retrying { .. } => "retrying",
+            FailOutcome::Failed => "failed",
+        };
+        metrics::counter!("queue_jobs_total", "queue" => held.queue.clone(), "outcome" => label).increment(1);
+        metrics::histogram!("queue_job_duration_seconds", "queue" => held.queue.clone())
+            .record(held.reserved.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+
+    /// The job, or `None` if no such job exists (never did, or was purged).
+    pub async fn status(&self, id: JobId) -> Result<Option<JobView>, QueueError> {
+        match self {
+            Queue::Sqlite(q) => q.status(id).await,
+            Queue::Redis(q) => q.status(id).await,
+        }
+    }
+
+    /// Waits until the job is finished or failed and returns it; `None` if it is
+    /// unknown or still running after `timeout`. Returns as soon as the job ends
+    /// (Redis pub/sub; in-process notification or a short poll on SQLite).
+    pub async fn wait_finished(&self, id: JobId, timeout: Duration) -> Result<Option<JobView>, QueueError> {
+        match self {
+            Queue::Sqlite(q) => q.wait_finished(id, timeout).await,
+            Queue::Redis(q) => q.wait_finished(id, timeout).await,
+        }
+    }
+
+    /// Jobs of `queue` waiting for a worker (`queued` or `retrying`).
+    pub async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
+        check_queue_name(queue)?;
+        let depth = match self {
+            Queue::Sqlite(q) => q.depth(queue).await?,
+            Queue::Redis(q) => q.depth(queue).await?,
+        };
+        record_depth(queue, depth);
+        Ok(depth)
+    }
+
+    /// Deletes finished and failed jobs that ended more than `older_than` ago; returns how many.
+    pub async fn purge_finished(&self, older_than: Duration) -> Result<u64, QueueError> {
+        match self {
+            Queue::Sqlite(q) => q.purge_finished(duration_ms(older_than)).await,
+            Queue::Redis(q) => q.purge_finished(duration_ms(older_than)).await,
+        }
+    }
+
+    /// Puts back every job whose lease ran out (its worker died), or fails it if
+    /// that was its last attempt; returns how many. Reserve does this too, for
+    /// its own queue; maintenance does it for all.
+    pub async fn requeue_expired(&self) -> Result<u64, QueueError> {
+        let expired = match self {
+            Queue::Sqlite(q) => q.requeue_expired().await?,
+            Queue::Redis(q) => q.requeue_expired().await?,
+        };
+        Ok(expired)
+    }
+
+    /// Whether the backend answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), String> {
+        match self {
+            Queue::Sqlite(q) => q.ping().await,
+            Queue::Redis(q) => q.ping().await,
+        }
+        .map_err(|e| format!("queue: {e}"))
+    }
+
+    /// Refreshes the `queue_depth` gauge of every queue known to the store.
+    pub async fn record_depths(&self) -> Result<(), QueueError> {
+        let depths = match self {
+            Queue::Sqlite(q) => q.depths().await?,
+            Queue::Redis(q) => q.depths().await?,
+        };
+        for (queue, depth) in depths {
+            record_depth(&queue, depth);
+        }
+        Ok(())
+    }
+
+    /// Starts the background housekeeping: every `retention / 4` (between 50 ms
+    /// and 1 s) it puts back jobs whose lease ran out, deletes finished and
+    /// failed jobs older than `retention`, and refreshes the depth gauges; it
+    /// stops when `shutdown` trips.
+    pub fn spawn_maintenance(&self, retention: Duration, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+        let queue = self.clone();
+        let period = (retention / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let pass = async {
+                    let requeued = queue.requeue_expired().await?;
+                    let purged = queue.purge_finished(retention).await?;
+                    queue.record_depths().await?;
+                    Ok::<_, QueueError>((requeued, purged))
+                };
+                match pass.await {
+                    Ok((requeued, purged)) => {
+                        if failing {
+                            tracing::info!(backend = queue.backend(), "queue maintenance recovered");
+                            failing = false;
+                        }
+                        if requeued > 0 || purged > 0 {
+                            tracing::debug!(requeued, purged, "queue maintenance");
+                        }
+                    }
+                    Err(err) => {
+                        // Logged once per outage, not once per tick.
+                        if !failing {
+                            tracing::warn!(backend = queue.backend(), error = %err, "queue maintenance failed; retrying");
+                            failing = true;
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A job about to be stored.
+struct NewJob<'a> {
+    id: JobId,
+    queue: &'a str,
+    payload: String,
+    max_attempts: u32,
+    backoff_base_ms: u64,
+    backoff_max_ms: u64,
+}
+
+/// The columns a reservation reads back, shared by both backends.
+struct Reserved {
+    id: String,
+    payload: String,
+    attempt: i64,
+    max_attempts: i64,
+    backoff_base_ms: i64,
+    backoff_max_ms: i64,
+    enqueued_at_ms: i64,
+    started_at_ms: i64,
+}
+
+impl Reserved {
+    fn into_lease(self, queue: &str, worker: &str, token: String) -> Result<Lease, QueueError> {
+        let corrupt = |reason: String| QueueError::Corrupt { id: self.id.clone(), reason };
+        let id = self.id.parse().map_err(|e| corrupt(format!("bad id: {e}")))?;
+        let payload = serde_json::from_str(&self.payload).map_err(|e| corrupt(format!("bad payload: {e}")))?;
+        let base = Duration::from_millis(self.backoff_base_ms.max(0) as u64);
+        let max = Duration::from_millis(self.backoff_max_ms.max(0) as u64);
+        Ok(Lease {
+            id,
+            queue: queue.to_string(),
+            payload,
+            attempt: u32::try_from(self.attempt).map_err(|_| corrupt(format!("bad attempt {}", self.attempt)))?,
+            max_attempts: u32::try_from(self.max_attempts)
+                .map_err(|_| corrupt(format!("bad max_attempts {}", self.max_attempts)))?,
+            worker: worker.to_string(),
+            enqueued_at: timestamp(self.enqueued_at_ms).ok_or_else(|| corrupt("bad enqueued_at".into()))?,
+            started_at: timestamp(self.started_at_ms).ok_or_else(|| corrupt("bad started_at".into()))?,
+            token,
+            backoff: Backoff::new(base, max.max(base)),
+            reserved: Instant::now(),
+        })
+    }
+}
+
+/// A job's stored fields, as both backends read them for [`JobView`].
+struct StoredView {
+    id: String,
+    queue: String,
+    state: String,
+    attempts: i64,
+    max_attempts: i64,
+    result: Option<String>,
+    error: Option<String>,
+    enqueued_at_ms: i64,
+    started_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+}
+
+impl StoredView {
+    fn into_view(self) -> Result<JobView, QueueError> {
+        let corrupt = |reason: String| QueueError::Corrupt { id: self.id.clone(), reason };
+        let result = match &self.result {
+            Some(raw) => Some(serde_json::from_str(raw).map_err(|e| corrupt(format!("bad result: {e}")))?),
+            None => None,
+        };
+        let optional_time = |ms: Option<i64>, what: &str| match ms {
+            None => Ok(None),
+            Some(ms) => timestamp(ms).map(Some).ok_or_else(|| corrupt(format!("bad {what}"))),
+        };
+        Ok(JobView {
+            id: self.id.parse().map_err(|e| corrupt(format!("bad id: {e}")))?,
+            state: JobState::parse(&self.state).ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?,
+            attempts: u32::try_from(self.attempts).map_err(|_| corrupt("bad attempts".into()))?,
+            max_attempts: u32::try_from(self.max_attempts).map_err(|_| corrupt("bad max_attempts".into()))?,
+            result,
+            enqueued_at: timestamp(self.enqueued_at_ms).ok_or_else(|| corrupt("bad enqueued_at".into()))?,
+            started_at: optional_time(self.started_at_ms, "started_at")?,
+            finished_at: optional_time(self.finished_at_ms, "finished_at")?,
+            queue: self.queue,
+            error: self.error,
+        })
+    }
+}
+
+/// Queue names become Redis keys and metric labels: keep them short and printable.
+fn check_queue_name(name: &str) -> Result<(), QueueError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > 128 {
+        "it is longer than 128 bytes"
+    } else if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        "it contains whitespace or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(QueueError::InvalidQueueName { name: name.chars().take(140).collect(), reason })
+}
+
+/// `queue_wait_seconds`: how long a job waited for its first attempt.
+fn record_reservation(lease: &Lease) {
+    if lease.attempt == 1 {
+        let waited = (lease.started_at - lease.enqueued_at).num_microseconds().unwrap_or(0).max(0);
+        metrics::histogram!("queue_wait_seconds", "queue" => lease.queue.clone()).record(waited as f64 / 1e6);
+    }
+}
+
+/// Counts a completion (or a lost lease) and times the job.
+fn record_completion(held: &Lease, done: bool) -> Result<(), QueueError> {
+    if !done {
+        metrics::counter!("queue_jobs_total", "queue" => held.queue.clone(), "outcome" => "lease_lost").increment(1);
+        return Err(QueueError::LeaseLost { id: held.id });
+    }
+    metrics::counter!("queue_jobs_total", "queue" => held.queue.clone(), "outcome" => "finished").increment(1);
+    metrics::histogram!("queue_job_duration_seconds", "queue" => held.queue.clone())
+        .record(held.reserved.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn record_depth(queue: &str, depth: u64) {
+    metrics::gauge!("queue_depth", "queue" => queue.to_string()).set(depth as f64);
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).min(i64::MAX as u64 / 4)
+}
+
+fn timestamp(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// A fresh lease token: unguessable, so a stale worker cannot forge the current one.
+fn lease_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_round_trip_through_their_text_form() {
+        let id = JobId::new();
+        assert_eq!(id.to_string().parse::<JobId>().unwrap(), id);
+        assert!("not-a-job".parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn every_state_reads_back_from_its_stored_name() {
+        for state in [JobState::Queued, JobState::Started, JobState::Retrying, JobState::Finished, JobState::Failed] {
+            assert_eq!(JobState::parse(state.as_str()), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), Value::String(state.as_str().into()));
+        }
+        assert_eq!(JobState::parse("done"), None);
+    }
+
+    #[test]
+    fn queue_names_that_would_break_keys_or_labels_are_refused() {
+        assert!(check_queue_name("classify").is_ok());
+        assert!(check_queue_name("media:mp3").is_ok());
+        for bad in ["", "two words", "tab\there", &"x".repeat(129)] {
+            assert!(matches!(check_queue_name(bad), Err(QueueError::InvalidQueueName { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_waits_the_backoff_of_its_number() {
+        let lease = Lease {
+            id: JobId::new(),
+            queue: "q".into(),
+            payload: Value::Null,
+            attempt: 3,
+            max_attempts: 5,
+            worker: "w".into(),
+            enqueued_at: Utc::now(),
+            started_at: Utc::now(),
+            token: lease_token(),
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).without_jitter(),
+            reserved: Instant::now(),
+        };
+        assert_eq!(lease.retry_delay(), Duration::from_millis(400));
+    }
+}

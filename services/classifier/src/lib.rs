@@ -1,0 +1,137 @@
+//! Agora's image-classification service (SPEC §3.6): which objects are in a picture, by two
+//! EfficientNet-Lite ImageNet models run in-process with tract.
+//!
+//! The crate reads top-down like the other services:
+//!
+//! * [`images`]: what may be classified. Uploads are checked (format, bytes, pixels from the header
+//!   before decoding) before anything is enqueued; samples are looked up by id in a fixed table.
+//! * [`preprocess`]: an image → the `[1, 3, 224, 224]` tensor the models were converted with.
+//! * [`model`]: the embedded models, loaded once ([`Models::load`]) and shared (`Models` is a cheap
+//!   `Arc` clone); [`Models::classify`] returns the top 5 classes with softmax scores.
+//!
+//! Inference is CPU-bound (~20 ms per image on one core in release): async code calls it in
+//! `tokio::task::spawn_blocking`. The HTTP API (`api`) and the job worker on the kit's queue are
+//! added beside these modules, with the configuration and `start` in this file.
+//!
+//! ```no_run
+//! use classifier::{images, Models};
+//!
+//! let models = Models::load()?;
+//! let upload = images::decode(images::sample("cat")?.bytes, &images::UploadLimits::default())?;
+//! for prediction in models.classify("efficientnet-lite0", &upload.image)? {
+//!     println!("{:5.1} % {}", prediction.score * 100.0, prediction.label);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod images;
+pub mod model;
+pub mod preprocess;
+
+pub use images::{DecodedImage, Format, ImageInfo, Sample, UploadError, UploadLimits, SAMPLES};
+pub use model::{ModelError, ModelInfo, Models, Prediction, DEFAULT_MODEL};
+
+pub mod api;
+pub mod jobs;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kit::config::{ConfigError, Env, ServiceConfig, Source};
+use kit::http::{service_router, RouterOptions};
+use kit::queue::Queue;
+use kit::service::Started;
+use kit::Shutdown;
+
+/// Default port of `agora serve classifier`.
+pub const DEFAULT_PORT: u16 = 8105;
+
+/// What both the web service and the workers read from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Common service settings.
+    pub service: ServiceConfig,
+    /// Where the embedded queue keeps its SQLite file (`DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// `QUEUE_URL` (`redis://…`), or the embedded queue when unset.
+    pub queue_url: Option<String>,
+    /// Upload limits (`CLASSIFIER_MAX_UPLOAD_BYTES`).
+    pub limits: UploadLimits,
+    /// Attempts per job (`CLASSIFIER_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// How long finished jobs are kept (`CLASSIFIER_RESULT_TTL_SECS`).
+    pub retention: Duration,
+    /// Jobs one worker process runs at once (`CLASSIFIER_WORKER_CONCURRENCY`).
+    pub concurrency: usize,
+}
+
+impl Config {
+    /// Reads the environment.
+    pub fn from_env<S: Source>(env: &Env<S>, name: &str) -> Result<Self, ConfigError> {
+        let limits = UploadLimits {
+            max_bytes: env.parse_or("CLASSIFIER_MAX_UPLOAD_BYTES", images::DEFAULT_MAX_BYTES)?,
+            ..UploadLimits::default()
+        };
+        Ok(Self {
+            service: ServiceConfig::from_env(env, name, DEFAULT_PORT)?,
+            data_dir: PathBuf::from(env.string_or("DATA_DIR", "./data")),
+            queue_url: env.url_opt("QUEUE_URL", &["redis", "rediss", "sqlite"])?.map(|u| u.to_string()),
+            limits,
+            max_attempts: env.parse_or("CLASSIFIER_MAX_ATTEMPTS", 3u32)?.max(1),
+            retention: env.secs_or("CLASSIFIER_RESULT_TTL_SECS", Duration::from_secs(24 * 3600))?,
+            concurrency: env.parse_or("CLASSIFIER_WORKER_CONCURRENCY", 1usize)?.max(1),
+        })
+    }
+}
+
+/// Why the classifier could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The embedded models are unusable.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The queue is unreachable.
+    #[error("job queue: {0}")]
+    Queue(#[from] kit::queue::QueueError),
+    /// Serving failed.
+    #[error(transparent)]
+    Serve(#[from] kit::http::ServeError),
+}
+
+/// Starts the web service: it checks requests and enqueues jobs; it never runs a model.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
+    let models = Models::load()?;
+    let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
+    queue.spawn_maintenance(config.retention, shutdown.clone());
+    let ready_queue = queue.clone();
+    let readiness: kit::http::Readiness = Arc::new(move || {
+        let queue = ready_queue.clone();
+        Box::pin(async move { queue.ping().await })
+    });
+    let state = Arc::new(api::AppState { models, queue, limits: config.limits, max_attempts: config.max_attempts });
+    let body_limit = config.limits.max_bytes + 64 * 1024;
+    let app = service_router(api::router(state), RouterOptions { body_limit, readiness, ..Default::default() });
+    Ok(kit::service::start_http(&config.service, app, shutdown).await?)
+}
+
+/// Runs a worker process until shutdown: takes classification jobs in FIFO
+/// order, holds a renewed lease while the model runs, and finishes its current
+/// job before stopping.
+pub async fn run_worker(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
+    let models = Models::load()?;
+    let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
+    queue.spawn_maintenance(config.retention, shutdown.clone());
+    tracing::info!(backend = queue.backend(), concurrency = config.concurrency, "classifier worker ready");
+    let limits = config.limits;
+    kit::queue::run_worker(
+        queue,
+        jobs::QUEUE,
+        config.concurrency,
+        move |payload| jobs::run(models.clone(), limits, payload),
+        shutdown,
+    )
+    .await;
+    tracing::info!("classifier worker stopped");
+    Ok(())
+}

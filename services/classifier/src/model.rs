@@ -1,0 +1,274 @@
+//! The models: two EfficientNet-Lite ImageNet classifiers compiled into the binary and run with tract.
+//!
+//! Both ONNX files and the label list are embedded with `include_bytes!`, so `agora` runs from any
+//! directory and nothing is read or downloaded at run time. [`Models::load`] parses and optimises each
+//! graph once (a few hundred milliseconds in total, in release); [`Models::classify`] then takes about
+//! 20 ms of one core per image and is meant to run in `tokio::task::spawn_blocking`. `Models` is
+//! `Send + Sync` and a clone is an `Arc` clone, so every handler and worker can hold one.
+
+use std::fmt;
+use std::sync::Arc;
+
+use image::DynamicImage;
+use tract_onnx::prelude::{
+    tvec, Datum, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTensor, Tensor, TractError,
+    TypedRunnableModel,
+};
+
+use crate::preprocess::{self, INPUT_SIZE};
+
+/// Number of ImageNet-1k classes, the length of both models' output.
+pub const CLASSES: usize = 1000;
+/// How many predictions [`Models::classify`] returns.
+pub const TOP_K: usize = 5;
+/// The model used when a client names none.
+pub const DEFAULT_MODEL: &str = "efficientnet-lite0";
+
+const LABELS: &str = include_str!("../assets/imagenet_labels.txt");
+
+/// What the registry knows about each embedded model; `assets/NOTICE.md` says where each file comes from.
+const EMBEDDED: [(ModelInfo, &[u8]); 2] = [
+    (
+        ModelInfo {
+            id: "efficientnet-lite0",
+            name: "EfficientNet-Lite0",
+            description: "ImageNet-1k, 4.6 M parameters, 224 × 224: the faster one",
+        },
+        include_bytes!("../assets/efficientnet-lite0.onnx"),
+    ),
+    (
+        ModelInfo {
+            id: "efficientnet-lite1",
+            name: "EfficientNet-Lite1",
+            description: "ImageNet-1k, 5.4 M parameters, 224 × 224: a little more accurate, ~30 % slower",
+        },
+        include_bytes!("../assets/efficientnet-lite1.onnx"),
+    ),
+];
+
+/// A model's public identity, as an API lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Stable id used in requests, e.g. `efficientnet-lite0`.
+    pub id: &'static str,
+    /// Human name, e.g. `EfficientNet-Lite0`.
+    pub name: &'static str,
+    /// One line for people choosing between models.
+    pub description: &'static str,
+}
+
+/// One of the top classes for an image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// ImageNet-1k class index (0–999), the line of `imagenet_labels.txt`.
+    pub class_index: usize,
+    /// The class's label, e.g. `Egyptian cat`.
+    pub label: String,
+    /// Softmax probability, in [0, 1].
+    pub score: f32,
+}
+
+/// The API's `[label, score]` pair (SPEC §3.6's `data`).
+impl From<Prediction> for (String, f32) {
+    fn from(prediction: Prediction) -> Self {
+        (prediction.label, prediction.score)
+    }
+}
+
+/// Why models could not be loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The client asked for a model that does not exist; safe to report as a 404/422.
+    #[error("unknown model {id:?}; known models: {known}")]
+    UnknownModel { id: String, known: String },
+    /// An embedded model or the label list is broken: a build problem, never the client's fault.
+    #[error("the embedded model {model} is unusable")]
+    Load {
+        model: &'static str,
+        #[source]
+        source: TractError,
+    },
+    /// The label list does not have one line per class.
+    #[error("the embedded label list has {0} lines, expected {CLASSES}")]
+    Labels(usize),
+    /// Inference failed (an internal error: the input is always a valid tensor).
+    #[error("inference with {model} failed")]
+    Inference {
+        model: &'static str,
+        #[source]
+        source: TractError,
+    },
+}
+
+/// The loaded models, ready to run; cheap to clone (an `Arc`) and shareable across threads.
+#[derive(Clone)]
+pub struct Models {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    models: Vec<LoadedModel>,
+    labels: Vec<&'static str>,
+}
+
+struct LoadedModel {
+    info: ModelInfo,
+    plan: Arc<TypedRunnableModel>,
+}
+
+// Handlers and workers share one `Models` across threads; keep that a compile-time guarantee.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Models>();
+};
+
+impl Models {
+    /// Parses and optimises every embedded model; call once at start-up (it takes a moment).
+    pub fn load() -> Result<Models, ModelError> {
+        let labels: Vec<&'static str> = LABELS.lines().collect();
+        if labels.len() != CLASSES {
+            return Err(ModelError::Labels(labels.len()));
+        }
+        let models = EMBEDDED
+            .iter()
+            .map(|(info, bytes)| {
+                let plan = load_plan(bytes).map_err(|source| ModelError::Load { model: info.id, source })?;
+                Ok(LoadedModel { info: *info, plan })
+            })
+            .collect::<Result<_, ModelError>>()?;
+        Ok(Models { inner: Arc::new(Inner { models, labels }) })
+    }
+
+    /// Every model, in a stable order (the default first).
+    pub fn list(&self) -> impl Iterator<Item = &ModelInfo> {
+        self.inner.models.iter().map(|model| &model.info)
+    }
+
+    /// The model with this id, if there is one.
+    pub fn get(&self, id: &str) -> Option<&ModelInfo> {
+        self.find(id).map(|model| &model.info)
+    }
+
+    /// The label of an ImageNet class index.
+    pub fn label(&self, class_index: usize) -> Option<&'static str> {
+        self.inner.labels.get(class_index).copied()
+    }
+
+    /// The top 5 classes for an image, best first: preprocessing, inference and softmax.
+    ///
+    /// CPU-bound (~20 ms in release): call it from `spawn_blocking`, never on the async runtime.
+    pub fn classify(&self, model_id: &str, image: &DynamicImage) -> Result<Vec<Prediction>, ModelError> {
+        let model = self.find_or_err(model_id)?;
+        let input = preprocess::preprocess(image).into_tensor();
+        self.run(model, input)
+    }
+
+    /// The top 5 classes for an already preprocessed `[1, 3, 224, 224]` input (see [`preprocess`]).
+    pub fn classify_preprocessed(
+        &self,
+        model_id: &str,
+        input: tract_onnx::prelude::tract_ndarray::Array4<f32>,
+    ) -> Result<Vec<Prediction>, ModelError> {
+        let model = self.find_or_err(model_id)?;
+        self.run(model, input.into_tensor())
+    }
+
+    fn find(&self, id: &str) -> Option<&LoadedModel> {
+        self.inner.models.iter().find(|model| model.info.id == id)
+    }
+
+    fn find_or_err(&self, id: &str) -> Result<&LoadedModel, ModelError> {
+        self.find(id).ok_or_else(|| ModelError::UnknownModel {
+            id: crate::images::truncate_for_message(id),
+            known: self.list().map(|info| info.id).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    fn run(&self, model: &LoadedModel, input: Tensor) -> Result<Vec<Prediction>, ModelError> {
+        let inference = |source| ModelError::Inference { model: model.info.id, source };
+        let outputs = model.plan.run(tvec![input.into()]).map_err(inference)?;
+        let output = outputs.first().ok_or_else(|| inference(TractError::msg("the model returned no output")))?;
+        let plain = output.try_as_plain_ram().map_err(inference)?;
+        let logits = plain.as_slice::<f32>().map_err(inference)?;
+        if logits.len() != CLASSES {
+            return Err(inference(TractError::msg(format!("{} logits, expected {CLASSES}", logits.len()))));
+        }
+        Ok(top_k(&softmax(logits), TOP_K)
+            .into_iter()
+            .map(|(class_index, score)| Prediction {
+                class_index,
+                label: self.inner.labels[class_index].to_owned(),
+                score,
+            })
+            .collect())
+    }
+}
+
+impl fmt::Debug for Models {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Models").field("models", &self.list().map(|info| info.id).collect::<Vec<_>>()).finish()
+    }
+}
+
+/// Parses an ONNX graph, fixes its input to `[1, 3, 224, 224]` f32 and optimises it for this CPU.
+fn load_plan(mut bytes: &[u8]) -> Result<Arc<TypedRunnableModel>, TractError> {
+    let side = INPUT_SIZE as usize;
+    tract_onnx::onnx()
+        .model_for_read(&mut bytes)?
+        .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), tvec![1, 3, side, side]))?
+        .into_optimized()?
+        .into_runnable()
+}
+
+/// Softmax over logits, computed in f64 after subtracting the maximum so that it cannot overflow.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f64> = logits.iter().map(|&logit| f64::from(logit - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|&e| (e / sum) as f32).collect()
+}
+
+/// The `k` highest scores with their indices, highest first (ties keep the lower index first).
+pub fn top_k(scores: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut indexed: Vec<(usize, f32)> = scores.iter().copied().enumerate().collect();
+    indexed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    indexed.truncate(k);
+    indexed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_the_order() {
+        let probabilities = softmax(&[1.0, 3.0, 2.0, -50.0]);
+        let sum: f32 = probabilities.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-6);
+        assert!(probabilities[1] > probabilities[2] && probabilities[2] > probabilities[0]);
+        assert!((probabilities[1] - 0.665_240_9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_does_not_overflow_on_large_logits() {
+        let probabilities = softmax(&[1000.0, 1000.0]);
+        assert_eq!(probabilities, vec![0.5, 0.5]);
+    }
+
+    #[test]
+    fn top_k_is_sorted_best_first() {
+        assert_eq!(top_k(&[0.1, 0.5, 0.2, 0.5, 0.0], 3), vec![(1, 0.5), (3, 0.5), (2, 0.2)]);
+        assert_eq!(top_k(&[0.3], 5), vec![(0, 0.3)]);
+    }
+
+    #[test]
+    fn the_embedded_labels_have_one_line_per_class() {
+        assert_eq!(LABELS.lines().count(), CLASSES);
+        assert_eq!(LABELS.lines().nth(285), Some("Egyptian cat"));
+    }
+
+    #[test]
+    fn the_default_model_is_embedded_first() {
+        assert_eq!(EMBEDDED[0].0.id, DEFAULT_MODEL);
+    }
+}
