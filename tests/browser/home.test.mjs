@@ -223,6 +223,22 @@ async function main() {
       await shot(page, 'docs.png');
     });
 
+    await step('classification: a sample moves to finished with a top-5 chart', async () => {
+      const res = await page.goto(`${BASE_URL}/classify`);
+      check(res && res.status() === 200, `GET /classify answered ${res && res.status()}`);
+      await page.waitForSelector('#model option', { state: 'attached', timeout: TIMEOUT_MS });
+      await page.selectOption('#image', 'cat');
+      await page.click('#classify-submit');
+      await page.waitForSelector('#job-state[data-state="finished"]', { timeout: 60000 })
+        .catch(async () => { throw new TestFailure(`job did not finish: ${await page.locator('#job-state').textContent()}`); });
+      const rows = await page.locator('#top5 li').count();
+      check(rows === 5, `the chart shows ${rows} bars, expected 5`);
+      const first = (await page.locator('#top5 li .bar-label').first().textContent()) || '';
+      check(/cat/i.test(first), `the cat's top answer is ${JSON.stringify(first)}`);
+      check(await page.locator('#recent tbody tr').count() >= 1, 'the recent-jobs list is empty');
+      await shot(page, 'classify.png');
+    });
+
     await step('sign up, see who is logged in, log out', async () => {
       const username = `ada-${Date.now()}`;
       await page.goto(`${BASE_URL}/account/signup`);

@@ -521,3 +521,29 @@ async fn an_unsupported_queue_url_is_refused_without_showing_its_password() {
     assert!(matches!(err, QueueError::Unsupported { .. }), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn queue_activity_shows_up_in_the_prometheus_metrics() {
+    let handle = kit::metrics::install().expect("a metrics recorder");
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::connect(None, dir.path()).await.unwrap();
+    queue.enqueue("metered", json!(1), EnqueueOptions::default()).await.unwrap();
+    queue.enqueue("metered", json!(2), EnqueueOptions::attempts(1)).await.unwrap();
+    let lease = queue.reserve("metered", "w", LONG, NO_WAIT).await.unwrap().expect("a job");
+    queue.complete(&lease, json!("ok")).await.unwrap();
+    let lease = queue.reserve("metered", "w", LONG, NO_WAIT).await.unwrap().expect("a job");
+    queue.fail(&lease, "no").await.unwrap();
+    queue.record_depths().await.unwrap();
+
+    let text = handle.render();
+    for expected in [
+        r#"queue_jobs_total{queue="metered",outcome="enqueued"} 2"#,
+        r#"queue_jobs_total{queue="metered",outcome="finished"} 1"#,
+        r#"queue_jobs_total{queue="metered",outcome="failed"} 1"#,
+        r#"queue_depth{queue="metered"} 0"#,
+        r#"queue_job_duration_seconds_count{queue="metered"} 2"#,
+        r#"queue_wait_seconds_count{queue="metered"} 2"#,
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+}

@@ -64,6 +64,8 @@ pub struct Config {
     pub retention: Duration,
     /// Jobs one worker process runs at once (`CLASSIFIER_WORKER_CONCURRENCY`).
     pub concurrency: usize,
+    /// A worker's lease on a job (`CLASSIFIER_LEASE_SECS`): a job whose worker died goes to another after this.
+    pub lease: Duration,
 }
 
 impl Config {
@@ -81,7 +83,24 @@ impl Config {
             max_attempts: env.parse_or("CLASSIFIER_MAX_ATTEMPTS", 3u32)?.max(1),
             retention: env.secs_or("CLASSIFIER_RESULT_TTL_SECS", Duration::from_secs(24 * 3600))?,
             concurrency: env.parse_or("CLASSIFIER_WORKER_CONCURRENCY", 1usize)?.max(1),
+            lease: env.secs_or("CLASSIFIER_LEASE_SECS", Duration::from_secs(30))?.max(Duration::from_millis(300)),
         })
+    }
+}
+
+impl Config {
+    /// Port 0, no registry, a queue under `data_dir` (or `queue_url`), short leases: for tests.
+    pub fn for_tests(data_dir: &std::path::Path, queue_url: Option<String>) -> Self {
+        Self {
+            service: ServiceConfig::for_tests("classifier", None),
+            data_dir: data_dir.to_path_buf(),
+            queue_url,
+            limits: UploadLimits::default(),
+            max_attempts: 3,
+            retention: Duration::from_secs(3600),
+            concurrency: 1,
+            lease: Duration::from_secs(2),
+        }
     }
 }
 
@@ -124,10 +143,12 @@ pub async fn run_worker(config: Config, shutdown: Shutdown) -> Result<(), StartE
     queue.spawn_maintenance(config.retention, shutdown.clone());
     tracing::info!(backend = queue.backend(), concurrency = config.concurrency, "classifier worker ready");
     let limits = config.limits;
-    kit::queue::run_worker(
+    let options =
+        kit::queue::WorkerOptions { lease: config.lease, ..kit::queue::WorkerOptions::new(config.concurrency) };
+    kit::queue::run_worker_with(
         queue,
         jobs::QUEUE,
-        config.concurrency,
+        options,
         move |payload| jobs::run(models.clone(), limits, payload),
         shutdown,
     )

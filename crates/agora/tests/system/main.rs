@@ -1,6 +1,7 @@
 //! System tests: real services on real sockets, talking as in production.
 //! One test binary (faster to link), one module per concern.
 
+mod classify;
 mod gateway;
 mod resilience;
 mod security;

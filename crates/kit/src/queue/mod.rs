@@ -12,11 +12,15 @@
 //!   migration histories tripping over each other. Reservation is one
 //!   `UPDATE … WHERE seq = (SELECT … ORDER BY seq LIMIT 1) RETURNING …`
 //!   statement, a write transaction from its first step, so it is atomic
-//!   across processes (WAL, busy timeout).
+//!   across processes (WAL, busy timeout). A waiting reserve wakes at once for
+//!   work enqueued in the same process, and finds other processes' work by
+//!   polling ([`QueueOptions::sqlite_poll`], 25 ms).
 //! * **Redis** (`QUEUE_URL=redis://…`), for more than one machine. Every state
-//!   change is one Lua script (atomic in Redis); an idle worker blocks on a
-//!   wake-up list (`BLPOP`) that enqueue pushes to, so it picks a new job up
-//!   at once rather than at a poll interval.
+//!   change is one Lua script (atomic in Redis, timed by Redis's clock); an
+//!   idle worker blocks on a wake-up list (`BLPOP`, on a connection of its
+//!   own) that enqueue pushes to, so it picks a new job up at once rather than
+//!   at a poll interval, and a busy worker completes a job and reserves the
+//!   next in one script call (one round trip per job).
 //!
 //! # States
 //!
@@ -37,7 +41,8 @@
 //! number and a deadline. A worker renews its lease while it works
 //! ([`run_worker`] does it in the background); if the worker dies, the lease
 //! runs out and the job is handed to the next worker that asks (or put back
-//! by [`Queue::spawn_maintenance`]), as a new attempt. `complete`, `fail` and
+//! by [`Queue::spawn_maintenance`]), at once, as a new attempt (or marked
+//! failed if that was its last). `complete`, `fail` and
 //! `renew` check the token and the attempt number, so a worker whose lease
 //! ran out gets [`QueueError::LeaseLost`] and two workers never both finish
 //! the same attempt. A handler can still run twice (the first worker may have
@@ -173,7 +178,7 @@ impl EnqueueOptions {
 }
 
 /// A reserved job: the worker holds it until its lease runs out.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Lease {
     /// The job.
     pub id: JobId,
@@ -194,6 +199,20 @@ pub struct Lease {
     token: String,
     backoff: Backoff,
     reserved: Instant,
+}
+
+impl fmt::Debug for Lease {
+    // Neither the token (it proves ownership) nor the payload (it may be large) goes to logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("id", &self.id)
+            .field("queue", &self.queue)
+            .field("attempt", &self.attempt)
+            .field("max_attempts", &self.max_attempts)
+            .field("worker", &self.worker)
+            .field("started_at", &self.started_at)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Lease {
@@ -597,7 +616,8 @@ impl Queue {
                     Err(err) => {
                         // Logged once per outage, not once per tick.
                         if !failing {
-                            tracing::warn!(backend = queue.backend(), error = %err, "queue maintenance failed; retrying");
+                            let backend = queue.backend();
+                            tracing::warn!(backend, error = %err, "queue maintenance failed; retrying");
                             failing = true;
                         }
                     }

@@ -322,8 +322,9 @@ impl RedisQueue {
             }
         };
         // The client-side limit only guards against a server that stops answering.
+        let popped = blpop.query_async::<Option<(String, String)>>(&mut conn);
         let outcome = tokio::select! {
-            popped = tokio::time::timeout(nap + Duration::from_secs(5), blpop.query_async::<Option<(String, String)>>(&mut conn)) => Some(popped),
+            popped = tokio::time::timeout(nap + Duration::from_secs(5), popped) => Some(popped),
             _ = cancelled => None,
         };
         match outcome {

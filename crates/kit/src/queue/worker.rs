@@ -116,7 +116,8 @@ async fn work_slot<H, Fut>(
                     Err(err) => {
                         let delay = backoff.delay(errors);
                         errors = errors.saturating_add(1);
-                        tracing::warn!(queue = %name, error = %err, retry_in_ms = delay.as_millis() as u64, "reserving a job failed");
+                        let retry_in_ms = delay.as_millis() as u64;
+                        tracing::warn!(queue = %name, error = %err, retry_in_ms, "reserving a job failed");
                         tokio::select! {
                             _ = shutdown.cancelled() => break,
                             _ = tokio::time::sleep(delay) => {}
@@ -127,7 +128,7 @@ async fn work_slot<H, Fut>(
             }
         };
         // Asking for the next job while settling this one saves a round trip, unless we are stopping.
-        let reserve_next = (!shutdown.is_cancelled() && std::env::var("QNP").is_err()).then_some(worker_id.as_str());
+        let reserve_next = (!shutdown.is_cancelled()).then_some(worker_id.as_str());
         next = run_one(&queue, lease, options.lease, handler.as_ref(), reserve_next).await;
     }
 }
@@ -158,7 +159,8 @@ where
     renewer.abort();
     let Some(outcome) = outcome else {
         // Another worker has the job now; whatever this attempt produces would be refused.
-        tracing::warn!(job = %lease.id, queue = %lease.queue, attempt = lease.attempt, "lease lost while working; attempt abandoned");
+        let attempt = lease.attempt;
+        tracing::warn!(job = %lease.id, queue = %lease.queue, attempt, "lease lost while working; attempt abandoned");
         return None;
     };
     let mut next = None;
@@ -183,7 +185,8 @@ where
     match settled {
         Ok(outcome) => tracing::debug!(job = %lease.id, queue = %lease.queue, outcome, "job settled"),
         Err(QueueError::LeaseLost { .. }) => {
-            tracing::warn!(job = %lease.id, queue = %lease.queue, "lease ran out before the job was settled; another worker has it")
+            let (job, queue) = (lease.id, &lease.queue);
+            tracing::warn!(%job, %queue, "lease ran out before the job was settled; another worker has it")
         }
         Err(err) => tracing::warn!(
             job = %lease.id, queue = %lease.queue, error = %err,
