@@ -74,12 +74,25 @@ fn bad_tokens(key: &TestKey) -> Vec<(&'static str, String)> {
     ]
 }
 
-#[tokio::test]
-async fn every_bad_token_on_a_protected_route_is_a_401() {
+/// A registry, an echo service publishing `key` as its JWKS, and a gateway in front.
+struct Secured {
+    key: TestKey,
+    gateway: crate::support::Running,
+    _registry: crate::support::Running,
+    _echo: crate::support::Running,
+}
+
+async fn secured(adjust: impl FnOnce(&mut gateway::Config)) -> Secured {
     let key = TestKey::new("k1");
     let registry = spawn_registry().await;
     let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
-    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |_| {}).await;
+    let gateway = spawn_gateway_with(&registry.as_url(), &echo, adjust).await;
+    Secured { key, gateway, _registry: registry, _echo: echo }
+}
+
+#[tokio::test]
+async fn every_bad_token_on_a_protected_route_is_a_401() {
+    let Secured { key, gateway, _registry, _echo } = secured(|_| {}).await;
     let c = reqwest::Client::new();
     let url = format!("{}/echo/things", gateway.url);
 
@@ -99,10 +112,7 @@ async fn every_bad_token_on_a_protected_route_is_a_401() {
 
 #[tokio::test]
 async fn identity_headers_from_clients_are_replaced_by_the_verified_identity() {
-    let key = TestKey::new("k1");
-    let registry = spawn_registry().await;
-    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
-    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |_| {}).await;
+    let Secured { key, gateway, _registry, _echo } = secured(|_| {}).await;
     let c = reqwest::Client::new();
     let url = format!("{}/echo/whoami", gateway.url);
     let seen: serde_json::Value =
@@ -127,10 +137,7 @@ async fn identity_headers_from_clients_are_replaced_by_the_verified_identity() {
 
 #[tokio::test]
 async fn a_session_cookie_works_only_with_the_csrf_token() {
-    let key = TestKey::new("k1");
-    let registry = spawn_registry().await;
-    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
-    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |_| {}).await;
+    let Secured { key, gateway, _registry, _echo } = secured(|_| {}).await;
     let c = reqwest::Client::new();
     let url = format!("{}/echo/things", gateway.url);
     let token = key.sign(&claims(600));
@@ -155,10 +162,7 @@ async fn a_session_cookie_works_only_with_the_csrf_token() {
 
 #[tokio::test]
 async fn oversized_bodies_are_refused_with_413() {
-    let key = TestKey::new("k1");
-    let registry = spawn_registry().await;
-    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
-    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |_| {}).await;
+    let Secured { key, gateway, _registry, _echo } = secured(|_| {}).await;
     let resp = reqwest::Client::new()
         .post(format!("{}/echo/things", gateway.url))
         .bearer_auth(key.sign(&claims(600)))
@@ -171,10 +175,7 @@ async fn oversized_bodies_are_refused_with_413() {
 
 #[tokio::test]
 async fn the_rate_limit_holds_under_concurrent_connections() {
-    let key = TestKey::new("k1");
-    let registry = spawn_registry().await;
-    let echo = spawn_echo(&registry.as_url(), vec![key.jwk()]).await;
-    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |config| {
+    let Secured { key, gateway, _registry, _echo } = secured(|config| {
         config.user_quota = Quota { burst: 20, per_second: 0.01 };
     })
     .await;
