@@ -19,6 +19,8 @@ pub enum ServiceName {
     Classifier,
     /// Image classification worker (runs the models on queued jobs).
     ClassifierWorker,
+    /// Crowdfunding projects (REST).
+    Projects,
 }
 
 impl ServiceName {
@@ -31,6 +33,7 @@ impl ServiceName {
             Self::Auth => "auth",
             Self::Classifier => "classifier",
             Self::ClassifierWorker => "classifier-worker",
+            Self::Projects => "projects",
         }
     }
 }
@@ -53,6 +56,9 @@ pub async fn run(service: ServiceName) -> anyhow::Result<()> {
         ServiceName::Auth => auth::start(auth::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from),
         ServiceName::Classifier => {
             classifier::start(classifier::Config::from_env(&env, name)?, shutdown).await.map_err(anyhow::Error::from)
+        }
+        ServiceName::Projects => {
+            projects::start(projects::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from)
         }
         // A worker serves no HTTP: it runs until shutdown.
         ServiceName::ClassifierWorker => {

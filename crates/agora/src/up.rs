@@ -49,7 +49,7 @@ fn parse_replicas(raw: &str) -> Result<(String, usize), String> {
 }
 
 /// Services started behind the gateway (each registers itself).
-const SERVICES: &[&str] = &["auth", "jokes", "classifier"];
+const SERVICES: &[&str] = &["auth", "jokes", "classifier", "projects"];
 
 /// Background workers (they serve no HTTP and do not register; they take jobs from the queue).
 const WORKERS: &[&str] = &["classifier-worker"];

@@ -244,6 +244,17 @@ pub fn sqlite_url_in(data_dir: &std::path::Path, service: &str) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join(format!("{service}.db")).display())
 }
 
+/// The directory a SQLite URL's file lives in, if it names a file: services
+/// create it at start so that a fresh `DATA_DIR` just works.
+pub fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()).map(std::path::Path::to_path_buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +264,13 @@ mod tests {
         assert_eq!(redact_url("postgres://app:s3cret@db:5432/projects"), "postgres://app:***@db:5432/projects");
         assert_eq!(redact_url("postgres://db/projects"), "postgres://db/projects");
         assert!(!redact_url("postgres://app:s3cret@[bad").contains("s3cret"));
+    }
+
+    #[test]
+    fn the_sqlite_directory_is_found_in_the_url() {
+        assert_eq!(sqlite_dir("sqlite:///tmp/x/auth.db?mode=rwc"), Some(std::path::PathBuf::from("/tmp/x")));
+        assert_eq!(sqlite_dir("sqlite://auth.db"), None);
+        assert_eq!(sqlite_dir("postgres://db/auth"), None);
     }
 
     #[tokio::test]

@@ -80,3 +80,112 @@ pub fn client() -> reqwest::Client {
         .build()
         .unwrap_or_else(|e| panic!("cannot build an HTTP client: {e}"))
 }
+
+/// A token issuer for tests: an Ed25519 key of its own, the JWKS that
+/// publishes it, and tokens for any user, as the auth service would sign them.
+pub struct TestIssuer {
+    kid: String,
+    pkcs8: Vec<u8>,
+    public: Vec<u8>,
+}
+
+impl Default for TestIssuer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestIssuer {
+    /// A fresh key.
+    pub fn new() -> Self {
+        use ring::signature::KeyPair;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
+            .unwrap_or_else(|e| panic!("cannot generate a key: {e}"))
+            .as_ref()
+            .to_vec();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap_or_else(|e| panic!("bad key: {e}"));
+        let public = pair.public_key().as_ref().to_vec();
+        Self { kid: format!("test-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]), pkcs8, public }
+    }
+
+    /// The key set a service verifies against (`KeySource::Static`).
+    pub fn jwks(&self) -> jsonwebtoken::jwk::JwkSet {
+        use base64::Engine;
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&self.public);
+        let set = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": self.kid, "x": x}]});
+        serde_json::from_value(set).unwrap_or_else(|e| panic!("bad JWKS: {e}"))
+    }
+
+    /// `KeySource::Static` over [`Self::jwks`].
+    pub fn key_source(&self) -> crate::auth::KeySource {
+        crate::auth::KeySource::Static(self.jwks())
+    }
+
+    /// A valid token (one hour) for user `sub` named `name`, with the default issuer and audience.
+    pub fn token(&self, sub: &str, name: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({
+            "sub": sub, "name": name, "iss": "agora-auth", "aud": "agora",
+            "iat": now, "exp": now + 3600, "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8))
+            .unwrap_or_else(|e| panic!("cannot sign a token: {e}"))
+    }
+}
+
+/// The database engine a test runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on this PostgreSQL server (`AGORA_TEST_POSTGRES_URL`).
+    Postgres(String),
+}
+
+/// A fresh, empty database for one test (the guard keeps a SQLite file's directory alive).
+pub struct TestDb {
+    /// Its URL, for a service's `DATABASE_URL`.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Creates a fresh database named after `service` on `backend`.
+pub async fn fresh_db(backend: &Backend, service: &str) -> TestDb {
+    match backend {
+        Backend::Sqlite => {
+            let (dir, url) = temp_sqlite_url(service);
+            TestDb { url, _dir: Some(dir) }
+        }
+        Backend::Postgres(server) => TestDb { url: fresh_postgres_database(server).await, _dir: None },
+    }
+}
+
+/// Runs each `async fn(Backend)` of the calling module on SQLite, and on
+/// PostgreSQL when `AGORA_TEST_POSTGRES_URL` is set (a failure when
+/// `AGORA_REQUIRE_BACKENDS=1` and it is not).
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test($crate::test_support::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(url) = $crate::test_support::postgres_url() {
+                        super::$test($crate::test_support::Backend::Postgres(url)).await;
+                    }
+                }
+            )*
+        }
+    };
+}

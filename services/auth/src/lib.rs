@@ -10,7 +10,7 @@ pub mod passwords;
 pub mod store;
 pub mod tokens;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -142,19 +142,9 @@ pub enum StartError {
     Serve(#[from] ServeError),
 }
 
-/// The directory a SQLite URL's file lives in, if it names a file.
-fn sqlite_dir(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
-        return None;
-    }
-    Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()).map(Path::to_path_buf)
-}
-
 /// Starts the service; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
-    if let Some(dir) = sqlite_dir(&config.database_url) {
+    if let Some(dir) = kit::db::sqlite_dir(&config.database_url) {
         std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir, source })?;
     }
     let keys = config.keys.clone();
@@ -230,7 +220,7 @@ mod tests {
         assert_eq!(config.database_url, "sqlite:///var/lib/agora/auth.db?mode=rwc");
         assert!(matches!(
             &config.keys.signing,
-            SigningKeySource::Generated(p) if p == Path::new("/var/lib/agora/auth-signing-key.pem")
+            SigningKeySource::Generated(p) if p == std::path::Path::new("/var/lib/agora/auth-signing-key.pem")
         ));
         assert_eq!(config.tokens.issuer, "agora-auth");
         assert_eq!(config.tokens.audience, "agora");
@@ -265,12 +255,5 @@ mod tests {
         let both = Env::new([("AUTH_SIGNING_KEY", "x"), ("AUTH_SIGNING_KEY_FILE", "/k.pem")]);
         let err = Config::from_env(&both).unwrap_err().to_string();
         assert!(err.contains("AUTH_SIGNING_KEY_FILE"), "{err}");
-    }
-
-    #[test]
-    fn the_sqlite_directory_is_found_in_the_url() {
-        assert_eq!(sqlite_dir("sqlite:///tmp/x/auth.db?mode=rwc"), Some(PathBuf::from("/tmp/x")));
-        assert_eq!(sqlite_dir("sqlite://auth.db"), None);
-        assert_eq!(sqlite_dir("postgres://db/auth"), None);
     }
 }

@@ -35,6 +35,8 @@ pub const ROUTES: &[Route] = &[
     route("/.well-known/jwks.json", "auth", 5),
     route("/info", "classifier", 5),
     route("/classifications", "classifier", 30),
+    protected("/projects", "projects", 10),
+    protected("/threads", "projects", 10),
 ];
 
 /// Whether a method changes state (and so needs a user on protected routes).

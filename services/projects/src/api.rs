@@ -1,0 +1,493 @@
+//! The projects service's REST API (SPEC §3.5, seed 003's names): propose,
+//! list and read projects, change tags, and the thin façades over the threads
+//! service for new threads and votes. Writes need a signed-in user, who is the
+//! author or voter.
+
+use std::sync::Arc;
+
+use agora_proto::threads::v1 as pb;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use chrono::{DateTime, Utc};
+use kit::auth::{CurrentUser, Verifier};
+use kit::Problem;
+use serde::{Deserialize, Serialize};
+use utoipa::OpenApi;
+
+use crate::domain::{self, Direction, Invalid, Proposal, ThreadType};
+use crate::outbox::Relay;
+use crate::store::{Project, Proposer, Store, StoreError};
+use crate::threads::{Threads, ThreadsError};
+
+/// What the handlers share.
+pub struct AppState {
+    /// Projects, tags and the outbox.
+    pub store: Arc<dyn Store>,
+    /// The threads service.
+    pub threads: Arc<Threads>,
+    /// Delivers proposals' threads.
+    pub relay: Arc<Relay>,
+    /// Checks tokens (also for reads, to mark the reader's own votes).
+    pub verifier: Arc<Verifier>,
+}
+
+/// The projects service's errors, each a problem+json response.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A field breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// No such project or thread.
+    #[error("{0}")]
+    NotFound(String),
+    /// The user may not change this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The threads service refused or failed.
+    #[error(transparent)]
+    Threads(#[from] ThreadsError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(id) => Self::NotFound(format!("no project {id}")),
+            StoreError::Invalid(invalid) => Self::Invalid(invalid),
+            StoreError::NotAuthor(_) => Self::Forbidden(err.to_string()),
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// Splits the threads service's `threads[0].message: reason` into (`message`, `reason`).
+fn field_of(message: &str) -> (String, String) {
+    match message.split_once(": ") {
+        Some((path, reason)) => {
+            let field = path.split_once("].").map_or(path, |(_, f)| f);
+            (field.to_string(), reason.to_string())
+        }
+        None => ("request".to_string(), message.to_string()),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match &self {
+            ApiError::Invalid(invalid) => Problem::invalid_field(&invalid.field, invalid.reason.clone()),
+            ApiError::NotFound(what) => Problem::not_found(what.clone()),
+            ApiError::Forbidden(why) => Problem::new(StatusCode::FORBIDDEN, "forbidden", why.clone()),
+            ApiError::Threads(ThreadsError::Answered(status)) => match status.code() {
+                tonic::Code::InvalidArgument => {
+                    let (field, reason) = field_of(status.message());
+                    Problem::invalid_field(&field, reason)
+                }
+                tonic::Code::NotFound => Problem::not_found(status.message().to_string()),
+                tonic::Code::PermissionDenied => {
+                    Problem::new(StatusCode::FORBIDDEN, "forbidden", status.message().to_string())
+                }
+                _ => {
+                    tracing::error!(code = ?status.code(), message = status.message(), "threads service error");
+                    Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "the threads service failed")
+                }
+            },
+            ApiError::Threads(ThreadsError::Unavailable(why)) => {
+                tracing::warn!(error = %why, "threads service unavailable");
+                Problem::unavailable(format!("the threads service is unavailable: {why}"))
+            }
+            ApiError::Store(err) => {
+                tracing::error!(error = %err, "database failure");
+                Problem::internal()
+            }
+        };
+        problem.into_response()
+    }
+}
+
+/// `POST /projects/propose` answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Proposed {
+    /// The new project's id.
+    pub project_id: i64,
+    /// `created` when its problems and solutions are threads already, `pending`
+    /// when the threads service was unavailable and they wait in the outbox.
+    pub threads: String,
+}
+
+/// A project in the listing (no threads).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProjectSummary {
+    /// Its id.
+    pub project_id: i64,
+    /// Its name.
+    pub project_name: String,
+    /// Its tagline.
+    pub tagline: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Who proposed it (display name).
+    pub author_name: String,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Project> for ProjectSummary {
+    fn from(p: Project) -> Self {
+        Self {
+            project_id: p.project_id,
+            project_name: p.project_name,
+            tagline: p.tagline,
+            tags: p.tags,
+            author_name: p.author_name,
+            created_at: p.created_at,
+        }
+    }
+}
+
+/// `GET /projects` answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProjectPage {
+    /// Newest first.
+    pub projects: Vec<ProjectSummary>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /projects` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PageQuery {
+    /// 1–100, default 20.
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A thread as the REST API shows it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ThreadView {
+    /// Its id.
+    pub thread_id: i64,
+    /// Its project.
+    pub project_id: i64,
+    /// The thread it replies to.
+    pub parent_thread_id: Option<i64>,
+    /// PROBLEM, SOLUTION or COMMENT.
+    pub thread_type: ThreadType,
+    /// Its text.
+    pub message: String,
+    /// Up votes.
+    pub up_vote: i64,
+    /// Down votes.
+    pub down_vote: i64,
+    /// The author's user id.
+    pub author: String,
+    /// The author's name.
+    pub author_name: String,
+    /// When (RFC 3339).
+    pub created_at: String,
+    /// The reader's own vote (`none` when not signed in).
+    pub my_vote: Direction,
+}
+
+fn direction_of(raw: i32) -> Direction {
+    match pb::VoteDirection::try_from(raw) {
+        Ok(pb::VoteDirection::Up) => Direction::Up,
+        Ok(pb::VoteDirection::Down) => Direction::Down,
+        _ => Direction::None,
+    }
+}
+
+impl ThreadView {
+    fn from_pb(t: pb::Thread) -> Self {
+        let thread_type = match pb::ThreadType::try_from(t.thread_type) {
+            Ok(pb::ThreadType::Problem) => ThreadType::Problem,
+            Ok(pb::ThreadType::Solution) => ThreadType::Solution,
+            _ => ThreadType::Comment,
+        };
+        Self {
+            thread_id: t.thread_id,
+            project_id: t.project_id,
+            parent_thread_id: t.parent_thread_id,
+            thread_type,
+            message: t.message,
+            up_vote: t.up_vote,
+            down_vote: t.down_vote,
+            author: t.author,
+            author_name: t.author_name,
+            created_at: t.created_at,
+            my_vote: direction_of(t.my_vote),
+        }
+    }
+}
+
+/// `GET /projects/{project_id}` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProjectDetail {
+    /// The project.
+    #[serde(flatten)]
+    pub project: ProjectSummary,
+    /// Its threads, oldest first; `null` when the threads service could not be asked.
+    pub threads: Option<Vec<ThreadView>>,
+    /// Problems and solutions of the proposal still waiting to become threads.
+    pub threads_pending: i64,
+    /// Why `threads` is `null`, as a problem document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub threads_problem: Option<Problem>,
+}
+
+/// `PUT /projects/tags` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TagChange {
+    /// The project.
+    pub project_id: i64,
+    /// Tags to add.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Tags to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `PUT /projects/tags` answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TagList {
+    /// The project.
+    pub project_id: i64,
+    /// Its tags after the change.
+    pub tags: Vec<String>,
+}
+
+/// `POST /projects/{project_id}/threads` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct NewThread {
+    /// PROBLEM, SOLUTION or COMMENT.
+    pub thread_type: ThreadType,
+    /// 1–10 000 characters.
+    pub message: String,
+    /// The thread this one replies to.
+    pub parent_thread_id: Option<i64>,
+}
+
+/// `POST /threads/{thread_id}/vote` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct VoteBody {
+    /// `up`, `down`, or `none` to withdraw.
+    pub direction: Direction,
+}
+
+/// `POST /threads/{thread_id}/vote` answer.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VoteCounts {
+    /// The thread.
+    pub thread_id: i64,
+    /// Up votes now.
+    pub up_vote: i64,
+    /// Down votes now.
+    pub down_vote: i64,
+    /// The voter's vote now.
+    pub direction: Direction,
+}
+
+/// Proposes a project: stored with its tags at once; its problems and solutions become threads.
+#[utoipa::path(post, path = "/projects/propose", request_body = Proposal,
+    responses((status = 201, body = Proposed), (status = 401, body = Problem), (status = 422, body = Problem)))]
+async fn propose(
+    State(state): State<Arc<AppState>>,
+    user: CurrentUser,
+    Json(proposal): Json<Proposal>,
+) -> Result<Response, ApiError> {
+    let valid = proposal.validate()?;
+    let by = Proposer { id: &user.id, name: &user.name, at: Utc::now() };
+    let (project, outbox) = state.store.propose(&valid, by).await?;
+    let delivered = state.relay.deliver(&outbox).await;
+    tracing::info!(project_id = project.project_id, threads = outbox.len(), delivered, "project proposed");
+    let location = format!("/projects/{}", project.project_id);
+    let body =
+        Proposed { project_id: project.project_id, threads: if delivered { "created" } else { "pending" }.to_string() };
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
+}
+
+/// Lists projects, newest first, a page at a time.
+#[utoipa::path(get, path = "/projects", params(PageQuery),
+    responses((status = 200, body = ProjectPage), (status = 422, body = Problem)))]
+async fn list(State(state): State<Arc<AppState>>, Query(q): Query<PageQuery>) -> Result<Json<ProjectPage>, ApiError> {
+    let limit = domain::page_size(q.limit)?;
+    let before = domain::cursor(q.cursor.as_deref())?;
+    let mut projects = state.store.list(limit + 1, before).await?;
+    let more = projects.len() > limit as usize;
+    projects.truncate(limit as usize);
+    let next_cursor = if more { projects.last().map(|p| p.project_id.to_string()) } else { None };
+    Ok(Json(ProjectPage { projects: projects.into_iter().map(ProjectSummary::from).collect(), next_cursor }))
+}
+
+/// The signed-in reader, if any (a read works without a token; a bad one is ignored).
+async fn reader(verifier: &Verifier, headers: &HeaderMap) -> Option<String> {
+    let token = kit::auth::bearer(headers)?;
+    verifier.verify(token).await.ok().map(|claims| claims.sub)
+}
+
+/// One project with its threads; still answers, with `threads: null`, when the threads service is down.
+#[utoipa::path(get, path = "/projects/{project_id}",
+    responses((status = 200, body = ProjectDetail), (status = 404, body = Problem)))]
+async fn detail(
+    State(state): State<Arc<AppState>>,
+    Path(project_id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Json<ProjectDetail>, ApiError> {
+    let project =
+        state.store.get(project_id).await?.ok_or_else(|| ApiError::NotFound(format!("no project {project_id}")))?;
+    let voter = reader(&state.verifier, &headers).await;
+    let threads_pending = project.pending_threads;
+    let (threads, threads_problem) = match state.threads.of_project(project_id, voter.as_deref()).await {
+        Ok(threads) => (Some(threads.into_iter().map(ThreadView::from_pb).collect()), None),
+        Err(err) => {
+            tracing::warn!(project_id, error = %err, "project served without its threads");
+            let problem = Problem::unavailable(format!("the project's threads cannot be shown right now: {err}"))
+                .titled("Threads unavailable");
+            (None, Some(problem))
+        }
+    };
+    Ok(Json(ProjectDetail { project: project.into(), threads, threads_pending, threads_problem }))
+}
+
+/// Adds and removes tags of a project, atomically: all of the change or none of it.
+#[utoipa::path(put, path = "/projects/tags", request_body = TagChange,
+    responses((status = 200, body = TagList), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn update_tags(
+    State(state): State<Arc<AppState>>,
+    user: CurrentUser,
+    Json(change): Json<TagChange>,
+) -> Result<Json<TagList>, ApiError> {
+    let tags = state.store.update_tags(change.project_id, &user.id, &change.add, &change.remove).await?;
+    tracing::info!(project_id = change.project_id, user = %user.id, tags = tags.len(), "tags changed");
+    Ok(Json(TagList { project_id: change.project_id, tags }))
+}
+
+/// Starts a thread on a project, or replies to one of its threads.
+#[utoipa::path(post, path = "/projects/{project_id}/threads", request_body = NewThread,
+    responses((status = 201, body = ThreadView), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn new_thread(
+    State(state): State<Arc<AppState>>,
+    Path(project_id): Path<i64>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Json(body): Json<NewThread>,
+) -> Result<Response, ApiError> {
+    let message = domain::message("message", &body.message)?;
+    if state.store.get(project_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no project {project_id}")));
+    }
+    // A client's Idempotency-Key makes its retries safe; without one each request is a new thread.
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .map(|k| format!("client-{}-{k}", user.id))
+        .unwrap_or_else(|| format!("request-{}", uuid::Uuid::new_v4()));
+    let thread_type = match body.thread_type {
+        ThreadType::Comment => pb::ThreadType::Comment,
+        ThreadType::Solution => pb::ThreadType::Solution,
+        ThreadType::Problem => pb::ThreadType::Problem,
+    };
+    let thread = pb::Thread {
+        project_id,
+        parent_thread_id: body.parent_thread_id,
+        thread_type: thread_type.into(),
+        message,
+        author: user.id.clone(),
+        author_name: user.name.clone(),
+        idempotency_key: key,
+        ..Default::default()
+    };
+    let created = state.threads.create(vec![thread]).await?;
+    let thread = created
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Threads(ThreadsError::Unavailable("the threads service returned no thread".into())))?;
+    let location = format!("/projects/{project_id}#thread-{}", thread.thread_id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(ThreadView::from_pb(thread))).into_response())
+}
+
+/// Votes on a thread: one vote per user, which voting again changes or withdraws.
+#[utoipa::path(post, path = "/threads/{thread_id}/vote", request_body = VoteBody,
+    responses((status = 200, body = VoteCounts), (status = 401, body = Problem), (status = 404, body = Problem)))]
+async fn vote(
+    State(state): State<Arc<AppState>>,
+    Path(thread_id): Path<i64>,
+    user: CurrentUser,
+    Json(body): Json<VoteBody>,
+) -> Result<Json<VoteCounts>, ApiError> {
+    let direction = match body.direction {
+        Direction::Up => pb::VoteDirection::Up,
+        Direction::Down => pb::VoteDirection::Down,
+        Direction::None => pb::VoteDirection::None,
+    };
+    let counts = state.threads.vote(thread_id, &user.id, direction).await?;
+    Ok(Json(VoteCounts {
+        thread_id: counts.thread_id,
+        up_vote: counts.up_vote,
+        down_vote: counts.down_vote,
+        direction: direction_of(counts.direction),
+    }))
+}
+
+/// The projects service's OpenAPI description.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Agora crowdfunding projects",
+        description = "Projects (REST) with problems, solutions and votes kept by the threads service (gRPC)."
+    ),
+    paths(propose, list, detail, update_tags, new_thread, vote),
+    components(schemas(
+        Proposal,
+        Proposed,
+        ProjectSummary,
+        ProjectPage,
+        ProjectDetail,
+        ThreadView,
+        TagChange,
+        TagList,
+        NewThread,
+        VoteBody,
+        VoteCounts,
+        ThreadType,
+        Direction,
+        Problem
+    ))
+)]
+pub struct ApiDoc;
+
+/// The projects service's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    let verifier = state.verifier.clone();
+    Router::new()
+        .route("/projects", get(list))
+        .route("/projects/propose", post(propose))
+        .route("/projects/tags", put(update_tags))
+        .route("/projects/{project_id}", get(detail))
+        .route("/projects/{project_id}/threads", post(new_thread))
+        .route("/threads/{thread_id}/vote", post(vote))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .layer(Extension(verifier))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_threads_service_field_paths_become_our_field_names() {
+        assert_eq!(field_of("threads[0].message: must be 1 to 10000 characters").0, "message");
+        assert_eq!(field_of("threads[0].parent_thread_id: not found").0, "parent_thread_id");
+        assert_eq!(field_of("voter: must not be empty").0, "voter");
+        assert_eq!(field_of("something odd").0, "request");
+    }
+}

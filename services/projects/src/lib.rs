@@ -1,0 +1,197 @@
+//! The projects service (SPEC §3.5, seed 003's "Projects Flow"): crowdfunding
+//! projects proposed, listed and read over REST, with their problems,
+//! solutions, replies and votes kept by the threads service, which it calls
+//! over gRPC through the kit's resilient client. A proposal never half-exists:
+//! its threads go through an outbox (see [`outbox`]).
+
+pub mod api;
+pub mod domain;
+pub mod outbox;
+pub mod store;
+pub mod threads;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kit::auth::{AuthConfig, KeySource, Verifier};
+use kit::backoff::Backoff;
+use kit::config::{ConfigError, Env, ServiceConfig, Source};
+use kit::db::{ConnectPolicy, DbError};
+use kit::discovery::Discovery;
+use kit::grpc::GrpcTls;
+use kit::http::{service_router, Readiness, RouterOptions, ServeError};
+use kit::peer::CallPolicy;
+use kit::service::Started;
+use kit::Shutdown;
+
+use crate::outbox::Relay;
+use crate::threads::Threads;
+
+/// Default port of `agora serve projects`.
+pub const DEFAULT_PORT: u16 = 8103;
+
+/// The projects service's configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Common service settings (`PEERS=threads=…` fixes the threads instances when there is no registry).
+    pub service: ServiceConfig,
+    /// The database (`DATABASE_URL`, default SQLite `projects.db` under `DATA_DIR`).
+    pub database_url: String,
+    /// How hard to try reaching the database at start (`DB_CONNECT_RETRIES`, `DB_CONNECT_BACKOFF_SECS`).
+    pub connect: ConnectPolicy,
+    /// TLS towards the threads service (`GRPC_TLS_CA_FILE`, `GRPC_TLS_DOMAIN`).
+    pub tls: GrpcTls,
+    /// Deadline of one call to the threads service, retries included (`PROJECTS_THREADS_DEADLINE_MS`).
+    pub threads_deadline: Duration,
+    /// How often the outbox is checked for threads to deliver (`PROJECTS_OUTBOX_INTERVAL_MS`).
+    pub outbox_interval: Duration,
+    /// What tokens must say (`AUTH_ISSUER`, `AUTH_AUDIENCE`).
+    pub auth: AuthConfig,
+    /// Where the token keys come from (`AUTH_JWKS_URL`, else the auth service via discovery).
+    pub keys: KeySource,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("service", &self.service)
+            .field("database_url", &kit::db::redact_url(&self.database_url))
+            .field("connect", &self.connect)
+            .field("tls", &self.tls)
+            .field("threads_deadline", &self.threads_deadline)
+            .field("outbox_interval", &self.outbox_interval)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads the environment.
+    pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let service = ServiceConfig::from_env(env, "projects", DEFAULT_PORT)?;
+        let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
+        let database_url = env.string("DATABASE_URL").unwrap_or_else(|| kit::db::sqlite_url_in(&data_dir, "projects"));
+        let keys = match env.url_opt("AUTH_JWKS_URL", &["http", "https"])? {
+            Some(url) => KeySource::Url(url.to_string()),
+            None => KeySource::Discovery(Discovery::from_config(&service)),
+        };
+        Ok(Self {
+            database_url,
+            connect: ConnectPolicy::from_env(env)?,
+            tls: GrpcTls::from_env(env)?,
+            threads_deadline: Duration::from_millis(env.parse_or("PROJECTS_THREADS_DEADLINE_MS", 3000)?),
+            outbox_interval: Duration::from_millis(env.parse_or("PROJECTS_OUTBOX_INTERVAL_MS", 1000)?),
+            auth: AuthConfig::from_env(env)?,
+            keys,
+            service,
+        })
+    }
+
+    /// Port 0 on loopback, threads at `threads_url` (no registry), tokens checked against `keys`: for tests.
+    pub fn for_tests(database_url: impl Into<String>, threads_url: &str, keys: KeySource) -> Self {
+        let mut service = ServiceConfig::for_tests("projects", None);
+        service.static_peers = vec![(threads::SERVICE.to_string(), threads_url.to_string())];
+        Self {
+            service,
+            database_url: database_url.into(),
+            connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() },
+            tls: GrpcTls::none(),
+            threads_deadline: Duration::from_secs(2),
+            outbox_interval: Duration::from_millis(100),
+            auth: AuthConfig { issuer: "agora-auth".into(), audience: "agora".into() },
+            keys,
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database is unreachable or its migrations failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server could not listen.
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Starts the service; it stops when `shutdown` trips.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
+    if let Some(dir) = kit::db::sqlite_dir(&config.database_url) {
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir, source })?;
+    }
+    let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
+    let store = store::for_database(db.clone());
+    let policy = CallPolicy {
+        deadline: config.threads_deadline,
+        per_try: config.threads_deadline.min(Duration::from_secs(1)),
+        ..CallPolicy::default()
+    };
+    let threads = Arc::new(Threads::new(Discovery::from_config(&config.service), policy, config.tls.clone()));
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    let relay = Arc::new(Relay::new(store.clone(), threads.clone(), config.outbox_interval, backoff));
+    let verifier = Arc::new(Verifier::new(config.auth.clone(), config.keys.clone()));
+    let state = Arc::new(api::AppState { store: store.clone(), threads, relay: relay.clone(), verifier });
+    let probe = store.clone();
+    let readiness: Readiness = Arc::new(move || {
+        let store = probe.clone();
+        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
+    });
+    let app = service_router(
+        api::router(state),
+        RouterOptions { body_limit: 2 * 1024 * 1024, readiness, ..Default::default() },
+    );
+    let started = match kit::service::start_http(&config.service, app, shutdown.clone()).await {
+        Ok(started) => started,
+        Err(e) => {
+            db.close().await;
+            return Err(e.into());
+        }
+    };
+    tokio::spawn(relay.run(shutdown));
+    // The pool closes once the server has drained, not before.
+    let serving = started.task;
+    let task = tokio::spawn(async move {
+        let result = match serving.await {
+            Ok(result) => result,
+            Err(join) => Err(ServeError::Io(std::io::Error::other(join.to_string()))),
+        };
+        db.close().await;
+        result
+    });
+    Ok(Started { addr: started.addr, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = Config::from_env(&Env::new([("DATA_DIR", "/var/lib/agora")])).unwrap();
+        assert_eq!(config.service.listen.port(), DEFAULT_PORT);
+        assert_eq!(config.database_url, "sqlite:///var/lib/agora/projects.db?mode=rwc");
+        assert_eq!(config.threads_deadline, Duration::from_secs(3));
+        assert!(!config.tls.is_client_tls());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable_and_passwords_stay_hidden() {
+        for (name, value) in [("PROJECTS_THREADS_DEADLINE_MS", "soon"), ("DB_CONNECT_RETRIES", "-1")] {
+            let err = Config::from_env(&Env::new([(name, value)])).unwrap_err().to_string();
+            assert!(err.contains(name), "{err}");
+        }
+        let env = Env::new([("DATABASE_URL", "postgres://projects:hunter2@db/projects")]);
+        let shown = format!("{:?}", Config::from_env(&env).unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

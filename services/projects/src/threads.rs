@@ -1,0 +1,138 @@
+//! The projects service's client of the threads service (gRPC): every call
+//! goes through the kit's resilient peer (deadline, retries for idempotent
+//! calls, a breaker per instance, round-robin across the instances the
+//! registry knows), over TLS when certificates are configured.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use agora_proto::threads::v1 as pb;
+use kit::discovery::{Discovery, Endpoint};
+use kit::grpc::GrpcTls;
+use kit::peer::{AttemptError, CallPolicy, Peer, PeerError};
+use tonic::transport::Channel;
+
+/// The threads service's name in the registry.
+pub const SERVICE: &str = "threads";
+
+/// Why a call to the threads service did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadsError {
+    /// The threads service answered with an error for the caller (invalid argument, not found…).
+    #[error("threads service: {}", .0.message())]
+    Answered(tonic::Status),
+    /// The threads service could not be reached or failed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<PeerError<tonic::Status>> for ThreadsError {
+    fn from(err: PeerError<tonic::Status>) -> Self {
+        match err {
+            PeerError::Answered(status) => Self::Answered(status),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A client of every threads instance, with one lazily connected channel each.
+pub struct Threads {
+    peer: Peer,
+    tls: GrpcTls,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl std::fmt::Debug for Threads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Threads").field("peer", &self.peer).finish()
+    }
+}
+
+type Client = pb::threads_client::ThreadsClient<
+    tonic::service::interceptor::InterceptedService<
+        Channel,
+        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+    >,
+>;
+
+impl Threads {
+    /// A client finding instances through `discovery`.
+    pub fn new(discovery: Discovery, policy: CallPolicy, tls: GrpcTls) -> Self {
+        Self { peer: Peer::new(SERVICE, discovery, policy), tls, channels: Mutex::new(HashMap::new()) }
+    }
+
+    /// The breaker state of each instance seen so far (for logs and status).
+    pub fn circuit_states(&self) -> Vec<(String, kit::circuit_breaker::CircuitState)> {
+        self.peer.circuit_states()
+    }
+
+    fn client(&self, endpoint: &Endpoint) -> Result<Client, AttemptError<tonic::Status>> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(&endpoint.base_url) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = kit::grpc::channel(&endpoint.base_url, &self.tls)
+                    .map_err(|e| AttemptError::Unhealthy(tonic::Status::unavailable(e.to_string())))?;
+                channels.insert(endpoint.base_url.clone(), channel.clone());
+                channel
+            }
+        };
+        let intercept: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> =
+            kit::grpc::propagate_context;
+        Ok(pb::threads_client::ThreadsClient::with_interceptor(channel, intercept))
+    }
+
+    /// The threads of a project, oldest first, with `voter`'s own votes marked.
+    pub async fn of_project(&self, project_id: i64, voter: Option<&str>) -> Result<Vec<pb::Thread>, ThreadsError> {
+        let request = pb::GetProjectThreadsRequest { project_id, limit: 0, voter: voter.unwrap_or_default().into() };
+        let response = self
+            .peer
+            .call(true, |endpoint| {
+                let request = request.clone();
+                async move {
+                    let mut client = self.client(&endpoint)?;
+                    client.get_project_threads(request).await.map_err(kit::grpc::attempt_error)
+                }
+            })
+            .await?;
+        Ok(response.into_inner().threads)
+    }
+
+    /// Creates threads (each with an idempotency key, so a retried call creates nothing twice).
+    pub async fn create(&self, threads: Vec<pb::Thread>) -> Result<Vec<pb::Thread>, ThreadsError> {
+        let idempotent = threads.iter().all(|t| !t.idempotency_key.is_empty());
+        let request = pb::UpdateThreadsRequest { threads };
+        let response = self
+            .peer
+            .call(idempotent, |endpoint| {
+                let request = request.clone();
+                async move {
+                    let mut client = self.client(&endpoint)?;
+                    client.update_threads(request).await.map_err(kit::grpc::attempt_error)
+                }
+            })
+            .await?;
+        Ok(response.into_inner().threads)
+    }
+
+    /// Sets `voter`'s vote on a thread; setting a direction twice is harmless, so it is retried.
+    pub async fn vote(
+        &self,
+        thread_id: i64,
+        voter: &str,
+        direction: pb::VoteDirection,
+    ) -> Result<pb::VoteResponse, ThreadsError> {
+        let request = pb::VoteRequest { thread_id, voter: voter.to_string(), direction: direction.into() };
+        let response = self
+            .peer
+            .call(true, |endpoint| {
+                let request = request.clone();
+                async move {
+                    let mut client = self.client(&endpoint)?;
+                    client.vote(request).await.map_err(kit::grpc::attempt_error)
+                }
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+}
