@@ -1,21 +1,22 @@
-//! The models: two EfficientNet-Lite ImageNet classifiers compiled into the binary and run with tract.
+//! The models: two EfficientNet-Lite ImageNet classifiers compiled into the binary, run with tract or,
+//! in a build with the `ort` feature, ONNX Runtime (see [`crate::engine`]).
 //!
 //! Both ONNX files and the label list are embedded with `include_bytes!`, so `agora` runs from any
 //! directory and nothing is read or downloaded at run time. [`Models::load`] parses and optimises each
 //! graph once (a few hundred milliseconds in total, in release); [`Models::classify`] then takes about
-//! 20 ms of one core per image and is meant to run in `tokio::task::spawn_blocking`. `Models` is
-//! `Send + Sync` and a clone is an `Arc` clone, so every handler and worker can hold one.
+//! 20 ms of one core per image with tract (~4 ms with ONNX Runtime) and is meant to run in
+//! `tokio::task::spawn_blocking`. `Models` is `Send + Sync` and a clone is an `Arc` clone, so every handler
+//! and worker can hold one.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use image::DynamicImage;
-use tract_onnx::prelude::{
-    tvec, Datum, Framework, InferenceFact, InferenceModelExt, IntoRunnable, IntoTensor, Tensor, TractError,
-    TypedRunnableModel,
-};
+use tract_onnx::prelude::tract_ndarray::Array4;
 
-use crate::preprocess::{self, INPUT_SIZE};
+use crate::engine::{Engine, EngineError, Runner, ORT_FEATURE_HINT};
+use crate::preprocess;
 
 /// Number of ImageNet-1k classes, the length of both models' output.
 pub const CLASSES: usize = 1000;
@@ -86,8 +87,14 @@ pub enum ModelError {
     Load {
         model: &'static str,
         #[source]
-        source: TractError,
+        source: EngineError,
     },
+    /// `CLASSIFIER_ENGINE=ort` in a build without the `ort` feature.
+    #[error("CLASSIFIER_ENGINE=ort: this build has no ONNX Runtime support; {ORT_FEATURE_HINT}")]
+    OrtNotBuilt,
+    /// The ONNX Runtime library could not be loaded: a deployment problem, so the message names the variable.
+    #[error("CLASSIFIER_ENGINE=ort: cannot load ONNX Runtime from ORT_DYLIB_PATH={}: {reason}", path.display())]
+    OrtLibrary { path: PathBuf, reason: String },
     /// The label list does not have one line per class.
     #[error("the embedded label list has {0} lines, expected {CLASSES}")]
     Labels(usize),
@@ -96,7 +103,7 @@ pub enum ModelError {
     Inference {
         model: &'static str,
         #[source]
-        source: TractError,
+        source: EngineError,
     },
 }
 
@@ -107,13 +114,14 @@ pub struct Models {
 }
 
 struct Inner {
+    engine: &'static str,
     models: Vec<LoadedModel>,
     labels: Vec<&'static str>,
 }
 
 struct LoadedModel {
     info: ModelInfo,
-    plan: Arc<TypedRunnableModel>,
+    runner: Runner,
 }
 
 // Handlers and workers share one `Models` across threads; keep that a compile-time guarantee.
@@ -123,20 +131,27 @@ const _: () = {
 };
 
 impl Models {
-    /// Parses and optimises every embedded model; call once at start-up (it takes a moment).
+    /// Parses and optimises every embedded model with tract; call once at start-up (it takes a moment).
     pub fn load() -> Result<Models, ModelError> {
+        Self::load_with(&Engine::Tract)
+    }
+
+    /// Loads every embedded model into `engine` (what `CLASSIFIER_ENGINE` chose); call once at start-up.
+    pub fn load_with(engine: &Engine) -> Result<Models, ModelError> {
         let labels: Vec<&'static str> = LABELS.lines().collect();
         if labels.len() != CLASSES {
             return Err(ModelError::Labels(labels.len()));
         }
         let models = EMBEDDED
             .iter()
-            .map(|(info, bytes)| {
-                let plan = load_plan(bytes).map_err(|source| ModelError::Load { model: info.id, source })?;
-                Ok(LoadedModel { info: *info, plan })
-            })
+            .map(|(info, bytes)| Ok(LoadedModel { info: *info, runner: Runner::load(engine, info.id, bytes)? }))
             .collect::<Result<_, ModelError>>()?;
-        Ok(Models { inner: Arc::new(Inner { models, labels }) })
+        Ok(Models { inner: Arc::new(Inner { engine: engine.id(), models, labels }) })
+    }
+
+    /// The engine running the models: `tract` or `ort`.
+    pub fn engine(&self) -> &'static str {
+        self.inner.engine
     }
 
     /// Every model, in a stable order (the default first).
@@ -156,21 +171,16 @@ impl Models {
 
     /// The top 5 classes for an image, best first: preprocessing, inference and softmax.
     ///
-    /// CPU-bound (~20 ms in release): call it from `spawn_blocking`, never on the async runtime.
+    /// CPU-bound (~20 ms in release with tract): call it from `spawn_blocking`, never on the async runtime.
     pub fn classify(&self, model_id: &str, image: &DynamicImage) -> Result<Vec<Prediction>, ModelError> {
         let model = self.find_or_err(model_id)?;
-        let input = preprocess::preprocess(image).into_tensor();
-        self.run(model, input)
+        self.run(model, preprocess::preprocess(image))
     }
 
     /// The top 5 classes for an already preprocessed `[1, 3, 224, 224]` input (see [`preprocess`]).
-    pub fn classify_preprocessed(
-        &self,
-        model_id: &str,
-        input: tract_onnx::prelude::tract_ndarray::Array4<f32>,
-    ) -> Result<Vec<Prediction>, ModelError> {
+    pub fn classify_preprocessed(&self, model_id: &str, input: Array4<f32>) -> Result<Vec<Prediction>, ModelError> {
         let model = self.find_or_err(model_id)?;
-        self.run(model, input.into_tensor())
+        self.run(model, input)
     }
 
     fn find(&self, id: &str) -> Option<&LoadedModel> {
@@ -184,16 +194,13 @@ impl Models {
         })
     }
 
-    fn run(&self, model: &LoadedModel, input: Tensor) -> Result<Vec<Prediction>, ModelError> {
+    fn run(&self, model: &LoadedModel, input: Array4<f32>) -> Result<Vec<Prediction>, ModelError> {
         let inference = |source| ModelError::Inference { model: model.info.id, source };
-        let outputs = model.plan.run(tvec![input.into()]).map_err(inference)?;
-        let output = outputs.first().ok_or_else(|| inference(TractError::msg("the model returned no output")))?;
-        let plain = output.try_as_plain_ram().map_err(inference)?;
-        let logits = plain.as_slice::<f32>().map_err(inference)?;
+        let logits = model.runner.logits(input).map_err(inference)?;
         if logits.len() != CLASSES {
-            return Err(inference(TractError::msg(format!("{} logits, expected {CLASSES}", logits.len()))));
+            return Err(inference(format!("{} logits, expected {CLASSES}", logits.len()).into()));
         }
-        Ok(top_k(&softmax(logits), TOP_K)
+        Ok(top_k(&softmax(&logits), TOP_K)
             .into_iter()
             .map(|(class_index, score)| Prediction {
                 class_index,
@@ -206,18 +213,11 @@ impl Models {
 
 impl fmt::Debug for Models {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Models").field("models", &self.list().map(|info| info.id).collect::<Vec<_>>()).finish()
+        f.debug_struct("Models")
+            .field("engine", &self.engine())
+            .field("models", &self.list().map(|info| info.id).collect::<Vec<_>>())
+            .finish()
     }
-}
-
-/// Parses an ONNX graph, fixes its input to `[1, 3, 224, 224]` f32 and optimises it for this CPU.
-fn load_plan(mut bytes: &[u8]) -> Result<Arc<TypedRunnableModel>, TractError> {
-    let side = INPUT_SIZE as usize;
-    tract_onnx::onnx()
-        .model_for_read(&mut bytes)?
-        .with_input_fact(0, InferenceFact::dt_shape(f32::datum_type(), tvec![1, 3, side, side]))?
-        .into_optimized()?
-        .into_runnable()
 }
 
 /// Softmax over logits, computed in f64 after subtracting the maximum so that it cannot overflow.
