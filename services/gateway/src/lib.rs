@@ -227,6 +227,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .route("/", get(pages::home))
         .route("/jokes", get(pages::jokes))
         .route("/classify", get(pages::classify))
+        .route("/crowdfunding", get(pages::crowdfunding))
+        .route("/crowdfunding/{project_id}", get(pages::project))
         .route("/status", get(pages::status))
         .route("/api/status", get(pages::api_status))
         .route("/static/{file}", get(pages::asset))

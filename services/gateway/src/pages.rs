@@ -43,8 +43,8 @@ pub const APPS: &[App] = &[
         name: "crowdfunding",
         title: "Crowdfunding",
         description: "Propose projects, discuss problems and solutions in threads, vote them up or down.",
-        href: "",
-        service: "",
+        href: "/crowdfunding",
+        service: "projects",
     },
     App {
         name: "classification",
@@ -89,6 +89,8 @@ fn templates() -> &'static Environment<'static> {
             ("login.html", include_str!("../templates/login.html")),
             ("classify.html", include_str!("../templates/classify.html")),
             ("signup.html", include_str!("../templates/signup.html")),
+            ("crowdfunding.html", include_str!("../templates/crowdfunding.html")),
+            ("project.html", include_str!("../templates/project.html")),
         ] {
             if let Err(err) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %err, "template does not compile");
@@ -166,6 +168,23 @@ pub async fn classify(Extension(session): Extension<Session>) -> Response {
     render_page("classify.html", &session, context! { active => "classify" })
 }
 
+/// `GET /crowdfunding`: the projects, newest first, and the form to propose one (data from the projects API).
+pub async fn crowdfunding(Extension(session): Extension<Session>) -> Response {
+    render_page("crowdfunding.html", &session, context! { active => "crowdfunding" })
+}
+
+/// `GET /crowdfunding/{project_id}`: one project's problems, solutions and comments, with votes.
+pub async fn project(Path(project_id): Path<String>, Extension(session): Extension<Session>) -> Response {
+    // The page asks the API for the project itself; only a malformed id is refused here.
+    let digits = !project_id.is_empty() && project_id.bytes().all(|b| b.is_ascii_digit());
+    match project_id.parse::<i64>() {
+        Ok(id) if digits && id > 0 => {
+            render_page("project.html", &session, context! { active => "crowdfunding", project_id => id })
+        }
+        _ => error_page(StatusCode::NOT_FOUND, "A project id is a positive whole number."),
+    }
+}
+
 /// The JSON of `/api/status`.
 #[derive(Serialize)]
 pub struct StatusReport {
@@ -203,7 +222,68 @@ pub async fn asset(Path(file): Path<String>) -> Response {
         "style.css" => (include_str!("../assets/style.css"), "text/css; charset=utf-8"),
         "app.js" => (include_str!("../assets/app.js"), "text/javascript; charset=utf-8"),
         "classify.js" => (include_str!("../assets/classify.js"), "text/javascript; charset=utf-8"),
+        "crowdfunding.js" => (include_str!("../assets/crowdfunding.js"), "text/javascript; charset=utf-8"),
         _ => return kit::Problem::not_found(format!("no asset named {file:?}")).into_response(),
     };
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::Identity;
+
+    fn visitor() -> Session {
+        Session { user: None, csrf: "token".into() }
+    }
+
+    fn signed_in(name: &str) -> Session {
+        let claims = kit::auth::Claims {
+            sub: "u-1".into(),
+            name: name.into(),
+            iss: "agora".into(),
+            aud: "agora".into(),
+            iat: 0,
+            exp: i64::MAX,
+            jti: "j".into(),
+        };
+        Session { user: Some(Identity { claims, token: "t".into(), via_cookie: true }), csrf: "token".into() }
+    }
+
+    async fn html(resp: Response) -> (StatusCode, String) {
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("a page body");
+        (status, String::from_utf8(bytes.to_vec()).expect("utf-8 html"))
+    }
+
+    #[tokio::test]
+    async fn the_crowdfunding_page_offers_the_proposal_form_to_a_signed_in_user_only() {
+        let (status, page) = html(crowdfunding(Extension(signed_in("ada"))).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("id=\"project-list\"") && page.contains("id=\"propose-form\""), "{page}");
+        assert!(page.contains("/static/crowdfunding.js"));
+        let (status, page) = html(crowdfunding(Extension(visitor())).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!page.contains("id=\"propose-form\""), "a visitor gets no form");
+        assert!(page.contains("href=\"/account/login\"") && page.contains("id=\"propose-login\""));
+    }
+
+    #[tokio::test]
+    async fn a_project_page_carries_its_id_and_a_malformed_id_is_a_404_page() {
+        let (status, page) = html(project(Path("42".into()), Extension(visitor())).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("data-project-id=\"42\""), "{page}");
+        for bad in ["abc", "0", "-3", "+4", "1.5", "99999999999999999999"] {
+            let (status, page) = html(project(Path(bad.into()), Extension(visitor())).await).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
+            assert!(page.contains("error-page"), "{bad} gets the HTML error page");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_crowdfunding_script_is_served() {
+        let resp = asset(Path("crowdfunding.js".into())).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers()[header::CONTENT_TYPE].to_str().unwrap_or("").starts_with("text/javascript"));
+    }
 }
