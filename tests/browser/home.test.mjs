@@ -266,6 +266,111 @@ async function main() {
       check(((await page.locator('#current-user').textContent()) || '').trim() === username, 'log-in did not log in');
     });
 
+    await step('crowdfunding: propose a project, vote, reply, find it first in the list', async () => {
+      // The body is read only on failure (a page that navigates away drops it).
+      const expectStatus = async (res, want, what) => {
+        if (res.status() !== want) throw new TestFailure(`${what} answered ${res.status()}: ${await res.text().catch(() => '?')}`);
+      };
+      // Still signed in from the previous step.
+      const user = ((await page.locator('#current-user').textContent()) || '').trim();
+      check(user, 'not signed in at the start of the crowdfunding step');
+      await page.goto(`${BASE_URL}/`);
+      await Promise.all([page.waitForURL(`${BASE_URL}/crowdfunding`), page.click('.card a[href="/crowdfunding"]')]);
+      check(/Crowdfunding/.test(await page.title()), `crowdfunding page title is ${JSON.stringify(await page.title())}`);
+      await page.waitForSelector('#propose-form', { timeout: TIMEOUT_MS })
+        .catch(() => { throw new TestFailure('a signed-in user sees no #propose-form on /crowdfunding'); });
+      await page.waitForSelector('#list-loading', { state: 'hidden' });
+      check(await page.locator('#list-error').isHidden(), `the list shows an error: ${await page.locator('#list-error').textContent()}`);
+
+      await page.fill('#project-name', 'Popee the Performer');
+      await page.fill('#tagline', 'an apprentice clown in Wolf Circus');
+      await page.fill('#tags', 'clown, circus');
+      await page.fill('#problems', 'short temper\nself centered');
+      await page.fill('#solutions', 'play the drums');
+      const proposed = page.waitForResponse((r) => new URL(r.url()).pathname === '/projects/propose');
+      await page.click('#propose-submit');
+      const res = await proposed;
+      await expectStatus(res, 201, 'POST /projects/propose');
+      const { project_id: id } = await res.json();
+      await page.waitForURL(`${BASE_URL}/crowdfunding/${id}`)
+        .catch(async () => { throw new TestFailure(`no navigation to /crowdfunding/${id}: ${await page.locator('#propose-error').textContent()}`); });
+
+      // The project, then its threads (which may still be pending for a moment).
+      await page.waitForFunction(() => document.querySelector('#project-name')?.textContent === 'Popee the Performer')
+        .catch(async () => { throw new TestFailure(`the project page shows ${JSON.stringify(await page.locator('#project-name').textContent())}: ${await page.locator('#project-error').textContent()}`); });
+      const tags = await page.locator('#project-tags .tag').allTextContents();
+      check(tags.join(',') === 'clown,circus', `the project's tags are ${JSON.stringify(tags)}`);
+      const author = (await page.locator('#project-meta strong').textContent()).trim();
+      check(author === user, `the project is by ${JSON.stringify(author)}, expected ${user}`);
+      await page.waitForFunction(
+        () => document.querySelectorAll('#problems > .thread').length === 2 && document.querySelectorAll('#solutions > .thread').length === 1,
+        null, { timeout: 30000 },
+      ).catch(async () => {
+        throw new TestFailure(`expected 2 problems and 1 solution, got ${await page.locator('#problems > .thread').count()} and ` +
+          `${await page.locator('#solutions > .thread').count()} (notice: ${await page.locator('#threads-notice').textContent()})`);
+      });
+      const problems = await page.locator('#problems > .thread > .thread-body > .thread-message').allTextContents();
+      check(problems.join('|') === 'short temper|self centered', `problems shown: ${JSON.stringify(problems)}`);
+      const solutions = await page.locator('#solutions > .thread > .thread-body > .thread-message').allTextContents();
+      check(solutions.join('|') === 'play the drums', `solutions shown: ${JSON.stringify(solutions)}`);
+      check((await page.locator('#problems-count').textContent()) === '2', 'the problems heading does not count 2');
+
+      // Up-vote "short temper": the count becomes 1 and the button is pressed, also after a reload (my_vote).
+      const problem = page.locator('#problems > .thread').first();
+      const threadId = await problem.getAttribute('data-thread-id');
+      const up = page.locator(`#thread-${threadId} > .votes > .vote-up`);
+      check((await up.locator('.vote-count').textContent()) === '0', 'a new problem does not start at 0 up-votes');
+      const voted = page.waitForResponse((r) => new URL(r.url()).pathname === `/threads/${threadId}/vote`);
+      await up.click();
+      const vote = await voted;
+      await expectStatus(vote, 200, `POST /threads/${threadId}/vote`);
+      const upOne = (sel) => document.querySelector(`${sel} .vote-count`)?.textContent === '1' &&
+        document.querySelector(sel)?.getAttribute('aria-pressed') === 'true';
+      const upSel = `#thread-${threadId} > .votes > .vote-up`;
+      await page.waitForFunction(upOne, upSel)
+        .catch(async () => { throw new TestFailure(`after the up-vote the count is ${await up.locator('.vote-count').textContent()}, pressed=${await up.getAttribute('aria-pressed')}`); });
+      await page.reload();
+      await page.waitForFunction(upOne, upSel)
+        .catch(async () => { throw new TestFailure(`after a reload the up-vote shows ${await up.locator('.vote-count').textContent()}, pressed=${await up.getAttribute('aria-pressed')}`); });
+
+      // Reply to "self centered": the reply appears nested under it.
+      const second = page.locator('#problems > .thread').nth(1);
+      const parentId = await second.getAttribute('data-thread-id');
+      await page.click(`#thread-${parentId} > .thread-body > .thread-actions .link-button`);
+      await page.fill(`#reply-${parentId}`, 'he is working on it');
+      const replied = page.waitForResponse((r) => new URL(r.url()).pathname === `/projects/${id}/threads`);
+      await page.click(`#thread-${parentId} .reply-form button[type="submit"]`);
+      const reply = await replied;
+      await expectStatus(reply, 201, `POST /projects/${id}/threads`);
+      const nested = page.locator(`#thread-${parentId} > .thread-body > .replies > .thread > .thread-body > .thread-message`);
+      await nested.first().waitFor({ timeout: TIMEOUT_MS })
+        .catch(() => { throw new TestFailure('the reply does not appear nested under its thread'); });
+      check((await nested.first().textContent()) === 'he is working on it', `the nested reply says ${JSON.stringify(await nested.first().textContent())}`);
+      check(await page.locator('#problems > .thread').count() === 2, 'the reply was listed as a top-level problem');
+      check(await page.locator('#action-error').isHidden(), `an error is shown: ${await page.locator('#action-error').textContent()}`);
+      await noHorizontalOverflow(page, 'project at 1280px');
+      await shot(page, 'project.png');
+      await page.setViewportSize(PHONE);
+      await noHorizontalOverflow(page, 'project at 375px');
+      await shot(page, 'project-phone.png');
+      await page.setViewportSize(LAPTOP);
+
+      // Back to the list: the new project comes first.
+      await Promise.all([page.waitForURL(`${BASE_URL}/crowdfunding`), page.click('.cf-back a')]);
+      await page.waitForSelector('#project-list > li', { timeout: TIMEOUT_MS })
+        .catch(async () => { throw new TestFailure(`the project list stays empty: ${await page.locator('#list-error').textContent()}`); });
+      const first = (await page.locator('#project-list > li .project-title').first().textContent()).trim();
+      check(first === 'Popee the Performer', `the first project listed is ${JSON.stringify(first)}`);
+      const href = await page.locator('#project-list > li .project-title a').first().getAttribute('href');
+      check(href === `/crowdfunding/${id}`, `the first project links to ${href}`);
+      await noHorizontalOverflow(page, 'crowdfunding at 1280px');
+      await shot(page, 'crowdfunding.png');
+      await page.setViewportSize(PHONE);
+      await noHorizontalOverflow(page, 'crowdfunding at 375px');
+      await shot(page, 'crowdfunding-phone.png');
+      await page.setViewportSize(LAPTOP);
+    });
+
     const real = pageErrors;
     check(real.length === 0, `uncaught JavaScript errors:\n  ${real.join('\n  ')}`);
     const consoleReal = consoleErrors.filter((e) => !/favicon/i.test(e));
