@@ -1,0 +1,77 @@
+//! The one error type of the service, and the gRPC status each case becomes.
+
+/// Why a request was not done. The first three are answers about the request
+/// (their text names the field, and the REST layer shows it to users); the
+/// last is the service's own failure, logged here and never described to callers.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadsError {
+    /// A field is invalid (`threads[2].message: must be 1 to 10000 characters`).
+    #[error("{0}")]
+    Invalid(String),
+    /// A thread named in the request does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this (change someone else's message).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<ThreadsError> for tonic::Status {
+    fn from(err: ThreadsError) -> Self {
+        match err {
+            ThreadsError::Invalid(why) => tonic::Status::invalid_argument(why),
+            ThreadsError::NotFound(why) => tonic::Status::not_found(why),
+            ThreadsError::PermissionDenied(why) => tonic::Status::permission_denied(why),
+            ThreadsError::Database(e) => {
+                let sqlstate = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+                if matches!(sqlstate.as_deref(), Some("40P01" | "40001")) {
+                    // A PostgreSQL deadlock or serialization failure: nothing was applied; trying again may work.
+                    tracing::warn!(error = %e, "threads transaction aborted by a concurrent one");
+                    tonic::Status::aborted("a concurrent change conflicted with this one; nothing was applied")
+                } else if matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_))
+                    || sqlite_busy(&e)
+                {
+                    // Transient: the caller's peer client may try another instance.
+                    tracing::error!(error = %e, "threads database unavailable");
+                    tonic::Status::unavailable("the threads database is unavailable")
+                } else {
+                    tracing::error!(error = %e, "threads database failure");
+                    tonic::Status::internal("internal error")
+                }
+            }
+        }
+    }
+}
+
+/// SQLite's BUSY or LOCKED (any extended code): the file stayed locked beyond the busy timeout.
+fn sqlite_busy(e: &sqlx::Error) -> bool {
+    let Some(db) = e.as_database_error() else { return false };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_none() {
+        return false;
+    }
+    let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or_default();
+    matches!(code & 0xff, 5 | 6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_keep_their_text_and_failures_hide_theirs() {
+        let status = tonic::Status::from(ThreadsError::Invalid("threads[2].message: too long".into()));
+        assert_eq!((status.code(), status.message()), (tonic::Code::InvalidArgument, "threads[2].message: too long"));
+        assert_eq!(tonic::Status::from(ThreadsError::NotFound("x".into())).code(), tonic::Code::NotFound);
+        assert_eq!(
+            tonic::Status::from(ThreadsError::PermissionDenied("x".into())).code(),
+            tonic::Code::PermissionDenied
+        );
+        let busy = tonic::Status::from(ThreadsError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(busy.code(), tonic::Code::Unavailable);
+        let broken = tonic::Status::from(ThreadsError::Database(sqlx::Error::Protocol("secret detail".into())));
+        assert_eq!((broken.code(), broken.message()), (tonic::Code::Internal, "internal error"));
+    }
+}

@@ -1,0 +1,164 @@
+//! The threads service (SPEC §3.5, seed 003): the problems, solutions and
+//! comments of crowdfunding projects, replies to them, and per-voter votes
+//! whose counts stay exact under any concurrency. Served over gRPC
+//! (`agora.threads.v1.Threads`, with health, reflection and optional TLS) by
+//! `agora serve threads`; the projects service is its caller, so that threads
+//! scale independently of projects.
+
+pub mod api;
+pub mod domain;
+pub mod error;
+pub mod store;
+pub mod votes;
+
+use std::path::PathBuf;
+
+use kit::config::{ConfigError, Env, ServiceConfig, Source};
+use kit::db::{ConnectPolicy, DbError};
+use kit::grpc::{GrpcServices, GrpcTls};
+use kit::http::ServeError;
+use kit::service::Started;
+use kit::Shutdown;
+
+/// Default port of `agora serve threads`.
+pub const DEFAULT_PORT: u16 = 8104;
+
+/// The threads service's configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Common service settings (`HOST`, `PORT`, `REGISTRY_URL`, …).
+    pub service: ServiceConfig,
+    /// Where embedded data lives (`DATA_DIR`, default `./data`).
+    pub data_dir: PathBuf,
+    /// The database (`DATABASE_URL`, default SQLite `threads.db` under `data_dir`).
+    pub database_url: String,
+    /// How hard to try reaching the database at start (`DB_CONNECT_RETRIES`, …).
+    pub connect: ConnectPolicy,
+    /// gRPC TLS (`GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`, `GRPC_TLS_CA_FILE`, `GRPC_TLS_DOMAIN`).
+    pub tls: GrpcTls,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("service", &self.service)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &kit::db::redact_url(&self.database_url))
+            .field("connect", &self.connect)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Reads the environment; a bad value is an error naming its variable.
+    pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
+        let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
+        let database_url = env.string("DATABASE_URL").unwrap_or_else(|| kit::db::sqlite_url_in(&data_dir, "threads"));
+        Ok(Self {
+            service: ServiceConfig::from_env(env, "threads", DEFAULT_PORT)?,
+            data_dir,
+            database_url,
+            connect: ConnectPolicy::from_env(env)?,
+            tls: GrpcTls::from_env(env)?,
+        })
+    }
+
+    /// Port 0 on loopback, no registry, plaintext gRPC: for tests, against `database_url`.
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        Self {
+            service: ServiceConfig::for_tests("threads", None),
+            data_dir: std::env::temp_dir(),
+            database_url: database_url.into(),
+            connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() },
+            tls: GrpcTls::none(),
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database is unreachable or its migrations failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server could not listen (or its TLS identity was refused).
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+}
+
+/// Connects to (and migrates) the database, then serves gRPC until `shutdown`.
+pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
+    if let Some(dir) = kit::db::sqlite_dir(&config.database_url) {
+        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir, source })?;
+    }
+    let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
+    tracing::info!(engine = db.engine(), "threads store ready");
+    let api = api::ThreadsApi::new(store::for_database(db.clone()));
+    let services = GrpcServices::new().with(api.into_server());
+    let started =
+        match kit::grpc::start_grpc(&config.service, services, &config.tls, agora_proto::FILE_DESCRIPTOR_SET, shutdown)
+            .await
+        {
+            Ok(started) => started,
+            Err(e) => {
+                db.close().await;
+                return Err(e.into());
+            }
+        };
+    // The pool closes once the server has drained, not before.
+    let serving = started.task;
+    let task = tokio::spawn(async move {
+        let result = match serving.await {
+            Ok(result) => result,
+            Err(join) => Err(ServeError::Io(std::io::Error::other(join.to_string()))),
+        };
+        db.close().await;
+        result
+    });
+    Ok(Started { addr: started.addr, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let config = Config::from_env(&Env::new([("DATA_DIR", "/var/lib/agora")])).unwrap();
+        assert_eq!(config.service.name, "threads");
+        assert_eq!(config.service.listen.port(), DEFAULT_PORT);
+        assert_eq!(config.database_url, "sqlite:///var/lib/agora/threads.db?mode=rwc");
+        assert!(!config.tls.is_server_tls() && !config.tls.is_client_tls());
+    }
+
+    #[test]
+    fn the_database_password_stays_out_of_the_debug_output() {
+        let env = Env::new([("DATABASE_URL", "postgres://threads:hunter2@db/threads")]);
+        let shown = format!("{:?}", Config::from_env(&env).unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("postgres://threads:***@db/threads"), "{shown}");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (name, value) in [
+            ("PORT", "eighty"),
+            ("DB_CONNECT_RETRIES", "many"),
+            ("DB_MAX_CONNECTIONS", "-1"),
+            ("GRPC_TLS_CA_FILE", "/no/such/ca.pem"),
+            ("GRPC_TLS_CERT_FILE", "/no/such/cert.pem"),
+        ] {
+            let err = Config::from_env(&Env::new([(name, value)])).unwrap_err().to_string();
+            assert!(err.contains(name) || name == "GRPC_TLS_CERT_FILE" && err.contains("GRPC_TLS_KEY_FILE"), "{err}");
+        }
+    }
+}
