@@ -21,6 +21,8 @@ pub enum ServiceName {
     ClassifierWorker,
     /// Crowdfunding projects (REST).
     Projects,
+    /// Threads and votes of crowdfunding projects (gRPC).
+    Threads,
 }
 
 impl ServiceName {
@@ -34,6 +36,7 @@ impl ServiceName {
             Self::Classifier => "classifier",
             Self::ClassifierWorker => "classifier-worker",
             Self::Projects => "projects",
+            Self::Threads => "threads",
         }
     }
 }
@@ -59,6 +62,9 @@ pub async fn run(service: ServiceName) -> anyhow::Result<()> {
         }
         ServiceName::Projects => {
             projects::start(projects::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from)
+        }
+        ServiceName::Threads => {
+            threads::start(threads::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from)
         }
         // A worker serves no HTTP: it runs until shutdown.
         ServiceName::ClassifierWorker => {

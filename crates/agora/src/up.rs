@@ -41,8 +41,8 @@ fn parse_replicas(raw: &str) -> Result<(String, usize), String> {
     if !(1..=16).contains(&n) {
         return Err("replicas must be between 1 and 16".into());
     }
-    if !SERVICES.contains(&name) && !WORKERS.contains(&name) {
-        let known: Vec<&str> = SERVICES.iter().chain(WORKERS).copied().collect();
+    if !SERVICES.contains(&name) && !GRPC_SERVICES.contains(&name) && !WORKERS.contains(&name) {
+        let known: Vec<&str> = SERVICES.iter().chain(GRPC_SERVICES).chain(WORKERS).copied().collect();
         return Err(format!("unknown service {name:?}; scalable services: {}", known.join(", ")));
     }
     Ok((name.to_string(), n))
@@ -50,6 +50,10 @@ fn parse_replicas(raw: &str) -> Result<(String, usize), String> {
 
 /// Services started behind the gateway (each registers itself).
 const SERVICES: &[&str] = &["auth", "jokes", "classifier", "projects"];
+
+/// Services that only speak gRPC: the gateway does not route to them, so
+/// readiness is asked of the registry.
+const GRPC_SERVICES: &[&str] = &["threads"];
 
 /// Background workers (they serve no HTTP and do not register; they take jobs from the queue).
 const WORKERS: &[&str] = &["classifier-worker"];
@@ -84,7 +88,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let log_format = std::env::var("LOG_FORMAT")
         .unwrap_or_else(|_| if std::io::stdout().is_terminal() { "compact" } else { "json" }.to_string());
     let common = |service: &str, port: u16, instance: String| {
-        vec![
+        let mut env = vec![
             ("HOST".to_string(), "127.0.0.1".to_string()),
             ("PORT".to_string(), port.to_string()),
             ("REGISTRY_URL".to_string(), registry_url.clone()),
@@ -93,7 +97,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             ("DATA_DIR".to_string(), data_dir.display().to_string()),
             ("SHUTDOWN_TIMEOUT_SECS".to_string(), args.grace_secs.to_string()),
             ("AGORA_SERVICE".to_string(), service.to_string()),
-        ]
+        ];
+        // Each service has its own database: `PROJECTS_DATABASE_URL=postgres://…` becomes
+        // `DATABASE_URL` for the projects children only (default: SQLite under the data directory).
+        let own_db = format!("{}_DATABASE_URL", service.to_ascii_uppercase().replace('-', "_"));
+        if let Ok(url) = std::env::var(&own_db) {
+            env.push(("DATABASE_URL".to_string(), url));
+        }
+        env
     };
     let mut specs = vec![ChildSpec {
         label: "registry".into(),
@@ -101,7 +112,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tier: Tier::Registry,
         env: common("registry", registry_port, "registry-1".into()),
     }];
-    for &service in SERVICES.iter().chain(WORKERS) {
+    for &service in SERVICES.iter().chain(GRPC_SERVICES).chain(WORKERS) {
         let n = args.replicas.iter().rev().find(|(s, _)| s == service).map_or(1, |(_, n)| *n);
         for i in 1..=n {
             let label = if n == 1 { service.to_string() } else { format!("{service}-{i}") };
@@ -139,9 +150,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| (s.to_string(), args.replicas.iter().rev().find(|(n, _)| n == s).map_or(1, |(_, n)| *n)))
         .collect();
+    let grpc: Vec<(String, usize)> = GRPC_SERVICES
+        .iter()
+        .map(|s| (s.to_string(), args.replicas.iter().rev().find(|(n, _)| n == s).map_or(1, |(_, n)| *n)))
+        .collect();
     let url = format!("http://127.0.0.1:{}", args.port);
+    let all_ready = async {
+        let (routed, registered) =
+            tokio::join!(wait_until_ready(&url, &expected), wait_until_registered(&registry_url, &grpc));
+        routed && registered
+    };
     tokio::select! {
-        ready = wait_until_ready(&url, &expected) => {
+        ready = all_ready => {
             if ready {
                 out.line("agora", &format!("Agora is up: {url}  (status {url}/status, API docs {url}/docs; Ctrl-C stops everything)"));
             } else {
@@ -213,6 +233,27 @@ async fn wait_until_ready(gateway: &str, expected: &[(String, usize)]) -> bool {
     false
 }
 
+/// Waits until the registry lists `n` instances of each gRPC-only service.
+async fn wait_until_registered(registry: &str, expected: &[(String, usize)]) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let mut all = true;
+        for (name, n) in expected {
+            let answer = match client.get(format!("{registry}/v1/services/{name}")).send().await {
+                Ok(r) => r.json::<serde_json::Value>().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            all &= answer["instances"].as_array().is_some_and(|i| i.len() >= *n);
+        }
+        if all {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    false
+}
+
 /// Keeps one child running until `stop`, restarting it with backoff when it dies.
 async fn supervise(exe: PathBuf, spec: ChildSpec, index: usize, out: Arc<Output>, stop: Shutdown, grace: Duration) {
     let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -275,6 +316,8 @@ fn spawn(exe: &PathBuf, spec: &ChildSpec) -> std::io::Result<tokio::process::Chi
     let mut cmd = Command::new(exe);
     cmd.arg("serve")
         .arg(spec.service)
+        // One DATABASE_URL shared by every service would mix their schemas; each gets its own (see `common`).
+        .env_remove("DATABASE_URL")
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

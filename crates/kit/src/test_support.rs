@@ -189,3 +189,32 @@ macro_rules! on_every_backend {
         }
     };
 }
+
+/// A certificate authority and a server certificate for `localhost` signed by
+/// it, generated at test time (PEM), for TLS between services in tests.
+#[derive(Debug, Clone)]
+pub struct TestCertificates {
+    /// The CA certificate clients trust.
+    pub ca_pem: String,
+    /// The server's certificate.
+    pub cert_pem: String,
+    /// The server's private key.
+    pub key_pem: String,
+}
+
+impl TestCertificates {
+    /// Generates a fresh CA and a `localhost` server certificate.
+    pub fn localhost() -> Self {
+        let fail = |e: rcgen::Error| -> ! { panic!("cannot generate test certificates: {e}") };
+        let ca_key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap_or_else(|e| fail(e));
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap_or_else(|e| fail(e));
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|e| fail(e));
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .and_then(|p| p.signed_by(&key, &issuer))
+            .unwrap_or_else(|e| fail(e));
+        Self { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+}

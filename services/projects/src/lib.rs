@@ -97,7 +97,7 @@ impl Config {
             database_url: database_url.into(),
             connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() },
             tls: GrpcTls::none(),
-            threads_deadline: Duration::from_secs(2),
+            threads_deadline: Duration::from_secs(10),
             outbox_interval: Duration::from_millis(100),
             auth: AuthConfig { issuer: "agora-auth".into(), audience: "agora".into() },
             keys,
@@ -131,11 +131,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     }
     let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
     let store = store::for_database(db.clone());
-    let policy = CallPolicy {
-        deadline: config.threads_deadline,
-        per_try: config.threads_deadline.min(Duration::from_secs(1)),
-        ..CallPolicy::default()
-    };
+    // One attempt may take the whole deadline: a vote waits its turn on a busy thread's row lock, and
+    // cutting it short would only retry into the same queue. Failed connections are still retried at once.
+    let policy =
+        CallPolicy { deadline: config.threads_deadline, per_try: config.threads_deadline, ..CallPolicy::default() };
     let threads = Arc::new(Threads::new(Discovery::from_config(&config.service), policy, config.tls.clone()));
     let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let relay = Arc::new(Relay::new(store.clone(), threads.clone(), config.outbox_interval, backoff));

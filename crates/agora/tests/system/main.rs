@@ -2,8 +2,10 @@
 //! One test binary (faster to link), one module per concern.
 
 mod classify;
+mod crowdfunding;
 mod gateway;
 mod resilience;
 mod security;
+mod startup;
 mod support;
 mod up;

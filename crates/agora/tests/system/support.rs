@@ -15,7 +15,8 @@ pub struct Running {
 }
 
 impl Running {
-    fn new(started: Started, shutdown: Shutdown) -> Self {
+    /// Wraps a started service; it is stopped when dropped.
+    pub fn new(started: Started, shutdown: Shutdown) -> Self {
         Self { url: started.url(), shutdown }
     }
 
