@@ -15,6 +15,9 @@ use tonic::transport::Channel;
 /// The threads service's name in the registry.
 pub const SERVICE: &str = "threads";
 
+/// Largest gRPC message either way: a project's 1 000 threads of 10 000 four-byte characters fit.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Why a call to the threads service did not succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum ThreadsError {
@@ -79,7 +82,10 @@ impl Threads {
         };
         let intercept: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> =
             kit::grpc::propagate_context;
-        Ok(pb::threads_client::ThreadsClient::with_interceptor(channel, intercept))
+        // A project's threads can exceed tonic's 4 MiB default (1 000 messages of up to 10 000 characters).
+        Ok(pb::threads_client::ThreadsClient::with_interceptor(channel, intercept)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// The threads of a project, oldest first, with `voter`'s own votes marked.
