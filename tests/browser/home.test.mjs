@@ -291,7 +291,9 @@ async function main() {
       await page.click('#propose-submit');
       const res = await proposed;
       await expectStatus(res, 201, 'POST /projects/propose');
-      const { project_id: id } = await res.json();
+      // The page navigates at once, so the body is gone: the id comes from the Location header.
+      const id = (/^\/projects\/(\d+)$/.exec(res.headers().location || '') || [])[1];
+      check(id, `POST /projects/propose gave Location ${JSON.stringify(res.headers().location)}`);
       await page.waitForURL(`${BASE_URL}/crowdfunding/${id}`)
         .catch(async () => { throw new TestFailure(`no navigation to /crowdfunding/${id}: ${await page.locator('#propose-error').textContent()}`); });
 
