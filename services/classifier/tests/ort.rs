@@ -116,3 +116,40 @@ fn a_second_different_library_in_the_same_process_is_refused() {
     assert!(error.contains("ORT_DYLIB_PATH=/tmp/another/libonnxruntime.so"), "{error}");
     assert!(error.contains("already loaded"), "{error}");
 }
+
+/// The whole path with `CLASSIFIER_ENGINE=ort` read from the environment: the API enqueues, a worker running
+/// ONNX Runtime takes the job from the embedded queue and finishes it with the cat on top.
+#[tokio::test]
+async fn a_worker_configured_for_ort_classifies_a_queued_sample() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut config = classifier::Config::for_tests(dir.path(), None);
+    let library = library().to_string_lossy().into_owned();
+    let env = kit::config::Env::new(vec![
+        ("CLASSIFIER_ENGINE".to_owned(), "ort".to_owned()),
+        ("ORT_DYLIB_PATH".to_owned(), library),
+    ]);
+    config.engine = Engine::from_env(&env).expect("a valid engine configuration");
+    let shutdown = kit::Shutdown::new();
+    let started = classifier::start(config.clone(), shutdown.clone()).await.expect("the classifier starts");
+    let worker = tokio::spawn(classifier::run_worker(config, shutdown.clone()));
+
+    let url = started.url();
+    let response = reqwest::Client::new()
+        .post(format!("{url}/classifications"))
+        .json(&serde_json::json!({"model_id": "efficientnet-lite1", "image_id": "cat"}))
+        .send()
+        .await
+        .expect("the request is answered");
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().expect("an ASCII location").to_owned();
+    let done = kit::test_support::eventually("the job to finish", std::time::Duration::from_secs(60), || async {
+        let body: serde_json::Value = reqwest::get(format!("{url}{location}")).await.ok()?.json().await.ok()?;
+        matches!(body["task_status"].as_str(), Some("finished" | "failed")).then_some(body)
+    })
+    .await;
+    shutdown.cancel();
+    assert_eq!(done["task_status"], "finished", "{done}");
+    assert_eq!(done["data"][0][0], "Egyptian cat", "{done}");
+    let stopped = worker.await.expect("the worker task does not panic");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}
