@@ -605,7 +605,10 @@ pub fn attempt_error(status: tonic::Status) -> AttemptError<tonic::Status> {
         | Code::ResourceExhausted
         | Code::Internal
         | Code::Unknown
-        | Code::Aborted => AttemptError::Unhealthy(status),
+        | Code::Aborted
+        // The call's stream or connection went away under it (an instance stopping, a reset):
+        // the instance failed, not the request.
+        | Code::Cancelled => AttemptError::Unhealthy(status),
         _ => AttemptError::Answered(status),
     }
 }

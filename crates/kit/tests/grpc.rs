@@ -129,6 +129,7 @@ fn failures_of_the_instance_count_against_it_and_answers_do_not() {
         Code::Internal,
         Code::Unknown,
         Code::Aborted,
+        Code::Cancelled,
     ] {
         assert!(matches!(attempt_error(tonic::Status::new(code, "x")), AttemptError::Unhealthy(_)), "{code:?}");
     }
