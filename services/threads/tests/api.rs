@@ -433,21 +433,10 @@ async fn health_says_serving_and_reflection_lists_the_threads_service() {
     svc.stop().await;
 }
 
-/// A CA and a certificate for `localhost` signed by it: (ca, cert, key), PEM.
-fn localhost_pki() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &issuer).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_tls_only_clients_that_trust_the_ca_get_through() {
-    let (ca, cert, key) = localhost_pki();
+    let kit::test_support::TestCertificates { ca_pem: ca, cert_pem: cert, key_pem: key } =
+        kit::test_support::TestCertificates::localhost();
     let db = fresh_db(&Backend::Sqlite, "threads").await;
     let mut config = threads::Config::for_tests(&db.url);
     config.tls = GrpcTls::server(cert, key);
@@ -472,7 +461,7 @@ async fn over_tls_only_clients_that_trust_the_ca_get_through() {
         .unwrap_err();
     assert_ne!(err.code(), Code::Ok);
 
-    let (other_ca, _, _) = localhost_pki();
+    let other_ca = kit::test_support::TestCertificates::localhost().ca_pem;
     let untrusting = client_for(&svc.url, &GrpcTls::client(other_ca, "localhost"));
     let err = tokio::time::timeout(Duration::from_secs(5), untrusting.clone().get_project_threads(list()))
         .await
