@@ -8,7 +8,7 @@ use auth::tokens::{generate_pem, SigningKeySource};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use kit::test_support::{client, fresh_postgres_database, postgres_url, temp_sqlite_url};
+use kit::test_support::{client, fresh_db, fresh_postgres_database, postgres_url, Backend, TestDb};
 use kit::Shutdown;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -16,29 +16,6 @@ use tokio::task::JoinHandle;
 
 // ---------------------------------------------------------------------------
 // spawn_auth and its helpers
-
-/// Where a test's data lives.
-#[derive(Debug, Clone)]
-enum Backend {
-    Sqlite,
-    Postgres(String),
-}
-
-/// A fresh, empty database (the temp dir guard keeps a SQLite file alive).
-struct Db {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-async fn fresh_db(backend: &Backend) -> Db {
-    match backend {
-        Backend::Sqlite => {
-            let (dir, url) = temp_sqlite_url("auth");
-            Db { url, _dir: Some(dir) }
-        }
-        Backend::Postgres(server) => Db { url: fresh_postgres_database(server).await, _dir: None },
-    }
-}
 
 /// A running auth service and a client that speaks its API.
 struct TestAuth {
@@ -62,8 +39,8 @@ async fn spawn_auth(config: auth::Config) -> TestAuth {
 }
 
 /// Starts the auth service on a fresh database of `backend`.
-async fn spawn_auth_on(backend: &Backend) -> (TestAuth, Db) {
-    let db = fresh_db(backend).await;
+async fn spawn_auth_on(backend: &Backend) -> (TestAuth, TestDb) {
+    let db = fresh_db(backend, "auth").await;
     (spawn_auth(auth::Config::for_tests(&db.url)).await, db)
 }
 
@@ -142,31 +119,7 @@ async fn problem(resp: reqwest::Response) -> Value {
     resp.json().await.unwrap()
 }
 
-/// Runs each `async fn(Backend)` on SQLite, and on PostgreSQL when configured.
-macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(super::Backend::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    if let Some(url) = kit::test_support::postgres_url() {
-                        super::$test(super::Backend::Postgres(url)).await;
-                    }
-                }
-            )*
-        }
-    };
-}
-
-on_every_backend!(
+kit::on_every_backend!(
     a_user_signs_up_logs_in_both_ways_and_the_token_validates,
     a_taken_name_is_a_conflict_whatever_its_case,
     twenty_concurrent_signups_of_one_name_make_exactly_one_user,
@@ -344,7 +297,7 @@ fn retry_after(resp: &reqwest::Response) -> u64 {
 }
 
 async fn repeated_failures_are_throttled_even_for_the_right_password(backend: Backend) {
-    let db = fresh_db(&backend).await;
+    let db = fresh_db(&backend, "auth").await;
     let auth = spawn_auth(auth::Config::for_tests(&db.url)).await;
     assert_eq!(auth.signup("dave", PASSWORD).await.status(), StatusCode::CREATED);
     for _ in 0..5 {
@@ -367,7 +320,7 @@ async fn repeated_failures_are_throttled_even_for_the_right_password(backend: Ba
 }
 
 async fn failures_from_one_address_are_throttled_across_usernames(backend: Backend) {
-    let db = fresh_db(&backend).await;
+    let db = fresh_db(&backend, "auth").await;
     let mut config = auth::Config::for_tests(&db.url);
     config.throttle =
         ThrottleConfig { max_failures_per_user: 5, max_failures_per_ip: 3, window: Duration::from_secs(60) };
@@ -389,7 +342,7 @@ async fn failures_from_one_address_are_throttled_across_usernames(backend: Backe
 }
 
 async fn a_successful_login_forgets_the_earlier_failures(backend: Backend) {
-    let db = fresh_db(&backend).await;
+    let db = fresh_db(&backend, "auth").await;
     let mut config = auth::Config::for_tests(&db.url);
     config.throttle.max_failures_per_user = 3;
     let auth = spawn_auth(config).await;
@@ -407,7 +360,7 @@ async fn a_successful_login_forgets_the_earlier_failures(backend: Backend) {
 }
 
 async fn users_and_tokens_survive_a_restart(backend: Backend) {
-    let db = fresh_db(&backend).await;
+    let db = fresh_db(&backend, "auth").await;
     let keys = tempfile::tempdir().unwrap();
     let config = {
         let mut c = auth::Config::for_tests(&db.url);
@@ -430,8 +383,8 @@ async fn users_and_tokens_survive_a_restart(backend: Backend) {
 // Tokens and keys
 
 /// A service signing with a key the test knows, so it can forge "valid" tokens.
-async fn spawn_with_known_key() -> (TestAuth, Db, EncodingKey, String) {
-    let db = fresh_db(&Backend::Sqlite).await;
+async fn spawn_with_known_key() -> (TestAuth, TestDb, EncodingKey, String) {
+    let db = fresh_db(&Backend::Sqlite, "auth").await;
     let pem = generate_pem().unwrap();
     let mut config = auth::Config::for_tests(&db.url);
     config.keys.signing = SigningKeySource::Pem(pem.clone());
@@ -530,7 +483,7 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
 
 #[tokio::test]
 async fn the_jwks_publishes_current_and_previous_keys_and_old_tokens_still_validate() {
-    let db = fresh_db(&Backend::Sqlite).await;
+    let db = fresh_db(&Backend::Sqlite, "auth").await;
     let keys = tempfile::tempdir().unwrap();
     let old_pem = generate_pem().unwrap();
     let old_path = keys.path().join("old.pem");
@@ -585,7 +538,7 @@ async fn the_jwks_publishes_current_and_previous_keys_and_old_tokens_still_valid
 async fn the_generated_key_is_private_reused_and_refused_once_readable_by_others() {
     use std::os::unix::fs::PermissionsExt;
 
-    let db = fresh_db(&Backend::Sqlite).await;
+    let db = fresh_db(&Backend::Sqlite, "auth").await;
     let data = tempfile::tempdir().unwrap();
     let path = data.path().join("nested").join("auth-signing-key.pem");
     let mut config = auth::Config::for_tests(&db.url);
@@ -614,7 +567,7 @@ async fn the_generated_key_is_private_reused_and_refused_once_readable_by_others
 
 #[tokio::test]
 async fn a_malformed_configured_key_stops_the_start_with_a_clear_error() {
-    let db = fresh_db(&Backend::Sqlite).await;
+    let db = fresh_db(&Backend::Sqlite, "auth").await;
     let mut config = auth::Config::for_tests(&db.url);
     config.keys.signing = SigningKeySource::Pem(auth::domain::Secret::new(format!(
         "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
