@@ -7,6 +7,7 @@ use axum::Router;
 use tokio::task::JoinHandle;
 
 use crate::config::ServiceConfig;
+use crate::db::Database;
 use crate::http::{ServeError, Server};
 use crate::registry_client::{Protocol, RegisterRequest, RegistryClient};
 use crate::shutdown::Shutdown;
@@ -86,4 +87,31 @@ pub fn spawn_registration(
     let client = RegistryClient::new(url);
     let reg = registration(config, addr, protocol);
     Some(tokio::spawn(client.keep_registered(reg, config.heartbeat, shutdown)))
+}
+
+/// Waits for `starting` (a server being started) and closes `db` once that
+/// server has stopped and drained — not before, so in-flight requests keep
+/// their connections — or at once if it could not start. Every service with a
+/// database ends its `start` with this.
+pub async fn with_database<F>(db: Database, starting: F) -> Result<Started, ServeError>
+where
+    F: std::future::Future<Output = Result<Started, ServeError>>,
+{
+    let started = match starting.await {
+        Ok(started) => started,
+        Err(e) => {
+            db.close().await;
+            return Err(e);
+        }
+    };
+    let serving = started.task;
+    let task = tokio::spawn(async move {
+        let result = match serving.await {
+            Ok(result) => result,
+            Err(join) => Err(ServeError::Io(std::io::Error::other(join.to_string()))),
+        };
+        db.close().await;
+        result
+    });
+    Ok(Started { addr: started.addr, task })
 }

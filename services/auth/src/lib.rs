@@ -169,25 +169,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     });
     let app =
         service_router(api::router(state), RouterOptions { body_limit: 16 * 1024, readiness, ..Default::default() });
-    let started = match kit::service::start_http(&config.service, app, shutdown.clone()).await {
-        Ok(started) => started,
-        Err(e) => {
-            db.close().await;
-            return Err(e.into());
-        }
-    };
+    let started =
+        kit::service::with_database(db, kit::service::start_http(&config.service, app, shutdown.clone())).await?;
     tokio::spawn(prune_forever(store, config.throttle.window, shutdown));
-    // The pool closes once the server has drained, not before.
-    let serving = started.task;
-    let task = tokio::spawn(async move {
-        let result = match serving.await {
-            Ok(result) => result,
-            Err(join) => Err(ServeError::Io(std::io::Error::other(join.to_string()))),
-        };
-        db.close().await;
-        result
-    });
-    Ok(Started { addr: started.addr, task })
+    Ok(started)
 }
 
 /// Deletes failures that have left the throttling window, once a minute.

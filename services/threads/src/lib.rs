@@ -104,27 +104,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     tracing::info!(engine = db.engine(), "threads store ready");
     let api = api::ThreadsApi::new(store::for_database(db.clone()));
     let services = GrpcServices::new().with(api.into_server());
-    let started =
-        match kit::grpc::start_grpc(&config.service, services, &config.tls, agora_proto::FILE_DESCRIPTOR_SET, shutdown)
-            .await
-        {
-            Ok(started) => started,
-            Err(e) => {
-                db.close().await;
-                return Err(e.into());
-            }
-        };
-    // The pool closes once the server has drained, not before.
-    let serving = started.task;
-    let task = tokio::spawn(async move {
-        let result = match serving.await {
-            Ok(result) => result,
-            Err(join) => Err(ServeError::Io(std::io::Error::other(join.to_string()))),
-        };
-        db.close().await;
-        result
-    });
-    Ok(Started { addr: started.addr, task })
+    let serving =
+        kit::grpc::start_grpc(&config.service, services, &config.tls, agora_proto::FILE_DESCRIPTOR_SET, shutdown);
+    Ok(kit::service::with_database(db, serving).await?)
 }
 
 #[cfg(test)]
