@@ -20,7 +20,7 @@ use utoipa::OpenApi;
 use crate::domain::{self, Direction, Invalid, Proposal, ThreadType};
 use crate::outbox::Relay;
 use crate::store::{Project, Proposer, Store, StoreError};
-use crate::threads::{Threads, ThreadsError};
+use crate::threads::{direction_from_wire, type_from_wire, wire_direction, wire_type, Threads, ThreadsError};
 
 /// What the handlers share.
 pub struct AppState {
@@ -194,21 +194,9 @@ pub struct ThreadView {
     pub my_vote: Direction,
 }
 
-fn direction_of(raw: i32) -> Direction {
-    match pb::VoteDirection::try_from(raw) {
-        Ok(pb::VoteDirection::Up) => Direction::Up,
-        Ok(pb::VoteDirection::Down) => Direction::Down,
-        _ => Direction::None,
-    }
-}
-
 impl ThreadView {
     fn from_pb(t: pb::Thread) -> Self {
-        let thread_type = match pb::ThreadType::try_from(t.thread_type) {
-            Ok(pb::ThreadType::Problem) => ThreadType::Problem,
-            Ok(pb::ThreadType::Solution) => ThreadType::Solution,
-            _ => ThreadType::Comment,
-        };
+        let thread_type = type_from_wire(t.thread_type);
         Self {
             thread_id: t.thread_id,
             project_id: t.project_id,
@@ -220,7 +208,7 @@ impl ThreadView {
             author: t.author,
             author_name: t.author_name,
             created_at: t.created_at,
-            my_vote: direction_of(t.my_vote),
+            my_vote: direction_from_wire(t.my_vote),
         }
     }
 }
@@ -390,15 +378,10 @@ async fn new_thread(
         .filter(|k| !k.is_empty() && k.len() <= 200)
         .map(|k| format!("client-{}-{k}", user.id))
         .unwrap_or_else(|| format!("request-{}", uuid::Uuid::new_v4()));
-    let thread_type = match body.thread_type {
-        ThreadType::Comment => pb::ThreadType::Comment,
-        ThreadType::Solution => pb::ThreadType::Solution,
-        ThreadType::Problem => pb::ThreadType::Problem,
-    };
     let thread = pb::Thread {
         project_id,
         parent_thread_id: body.parent_thread_id,
-        thread_type: thread_type.into(),
+        thread_type: wire_type(body.thread_type).into(),
         message,
         author: user.id.clone(),
         author_name: user.name.clone(),
@@ -423,17 +406,13 @@ async fn vote(
     user: CurrentUser,
     Json(body): Json<VoteBody>,
 ) -> Result<Json<VoteCounts>, ApiError> {
-    let direction = match body.direction {
-        Direction::Up => pb::VoteDirection::Up,
-        Direction::Down => pb::VoteDirection::Down,
-        Direction::None => pb::VoteDirection::None,
-    };
+    let direction = wire_direction(body.direction);
     let counts = state.threads.vote(thread_id, &user.id, direction).await?;
     Ok(Json(VoteCounts {
         thread_id: counts.thread_id,
         up_vote: counts.up_vote,
         down_vote: counts.down_vote,
-        direction: direction_of(counts.direction),
+        direction: direction_from_wire(counts.direction),
     }))
 }
 

@@ -13,9 +13,8 @@ use chrono::Utc;
 use kit::backoff::Backoff;
 use kit::Shutdown;
 
-use crate::domain::ThreadType;
 use crate::store::{OutboxItem, Store};
-use crate::threads::Threads;
+use crate::threads::{wire_type, Threads};
 
 /// Rows delivered per round.
 const BATCH: u32 = 200;
@@ -36,18 +35,10 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-fn thread_type(kind: ThreadType) -> pb::ThreadType {
-    match kind {
-        ThreadType::Comment => pb::ThreadType::Comment,
-        ThreadType::Solution => pb::ThreadType::Solution,
-        ThreadType::Problem => pb::ThreadType::Problem,
-    }
-}
-
 fn to_thread(item: &OutboxItem) -> pb::Thread {
     pb::Thread {
         project_id: item.project_id,
-        thread_type: thread_type(item.thread_type).into(),
+        thread_type: wire_type(item.thread_type).into(),
         message: item.message.clone(),
         author: item.author.clone(),
         author_name: item.author_name.clone(),

@@ -12,6 +12,44 @@ use kit::grpc::GrpcTls;
 use kit::peer::{AttemptError, CallPolicy, Peer, PeerError};
 use tonic::transport::Channel;
 
+use crate::domain::{Direction, ThreadType};
+
+/// A thread type as the threads service spells it.
+pub fn wire_type(kind: ThreadType) -> pb::ThreadType {
+    match kind {
+        ThreadType::Comment => pb::ThreadType::Comment,
+        ThreadType::Solution => pb::ThreadType::Solution,
+        ThreadType::Problem => pb::ThreadType::Problem,
+    }
+}
+
+/// A thread type from the threads service (an unknown value reads as a comment).
+pub fn type_from_wire(raw: i32) -> ThreadType {
+    match pb::ThreadType::try_from(raw) {
+        Ok(pb::ThreadType::Problem) => ThreadType::Problem,
+        Ok(pb::ThreadType::Solution) => ThreadType::Solution,
+        _ => ThreadType::Comment,
+    }
+}
+
+/// A vote direction as the threads service spells it.
+pub fn wire_direction(direction: Direction) -> pb::VoteDirection {
+    match direction {
+        Direction::Up => pb::VoteDirection::Up,
+        Direction::Down => pb::VoteDirection::Down,
+        Direction::None => pb::VoteDirection::None,
+    }
+}
+
+/// A vote direction from the threads service (an unknown value reads as no vote).
+pub fn direction_from_wire(raw: i32) -> Direction {
+    match pb::VoteDirection::try_from(raw) {
+        Ok(pb::VoteDirection::Up) => Direction::Up,
+        Ok(pb::VoteDirection::Down) => Direction::Down,
+        _ => Direction::None,
+    }
+}
+
 /// The threads service's name in the registry.
 pub const SERVICE: &str = "threads";
 
