@@ -126,37 +126,38 @@ impl Threads {
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
+    /// One RPC through the peer: `rpc` is run on a client of each instance tried, with a copy of `request`.
+    async fn call<Req, Resp, F, Fut>(&self, idempotent: bool, request: Req, rpc: F) -> Result<Resp, ThreadsError>
+    where
+        Req: Clone,
+        F: Fn(Client, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let response = self
+            .peer
+            .call(idempotent, |endpoint| {
+                let attempt = self.client(&endpoint).map(|client| rpc(client, request.clone()));
+                async move { attempt?.await.map_err(kit::grpc::attempt_error) }
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+
     /// The threads of a project, oldest first, with `voter`'s own votes marked.
     pub async fn of_project(&self, project_id: i64, voter: Option<&str>) -> Result<Vec<pb::Thread>, ThreadsError> {
         let request = pb::GetProjectThreadsRequest { project_id, limit: 0, voter: voter.unwrap_or_default().into() };
-        let response = self
-            .peer
-            .call(true, |endpoint| {
-                let request = request.clone();
-                async move {
-                    let mut client = self.client(&endpoint)?;
-                    client.get_project_threads(request).await.map_err(kit::grpc::attempt_error)
-                }
-            })
-            .await?;
-        Ok(response.into_inner().threads)
+        let response =
+            self.call(true, request, |mut client, r| async move { client.get_project_threads(r).await }).await?;
+        Ok(response.threads)
     }
 
     /// Creates threads (each with an idempotency key, so a retried call creates nothing twice).
     pub async fn create(&self, threads: Vec<pb::Thread>) -> Result<Vec<pb::Thread>, ThreadsError> {
         let idempotent = threads.iter().all(|t| !t.idempotency_key.is_empty());
         let request = pb::UpdateThreadsRequest { threads };
-        let response = self
-            .peer
-            .call(idempotent, |endpoint| {
-                let request = request.clone();
-                async move {
-                    let mut client = self.client(&endpoint)?;
-                    client.update_threads(request).await.map_err(kit::grpc::attempt_error)
-                }
-            })
-            .await?;
-        Ok(response.into_inner().threads)
+        let response =
+            self.call(idempotent, request, |mut client, r| async move { client.update_threads(r).await }).await?;
+        Ok(response.threads)
     }
 
     /// Sets `voter`'s vote on a thread; setting a direction twice is harmless, so it is retried.
@@ -167,16 +168,6 @@ impl Threads {
         direction: pb::VoteDirection,
     ) -> Result<pb::VoteResponse, ThreadsError> {
         let request = pb::VoteRequest { thread_id, voter: voter.to_string(), direction: direction.into() };
-        let response = self
-            .peer
-            .call(true, |endpoint| {
-                let request = request.clone();
-                async move {
-                    let mut client = self.client(&endpoint)?;
-                    client.vote(request).await.map_err(kit::grpc::attempt_error)
-                }
-            })
-            .await?;
-        Ok(response.into_inner())
+        self.call(true, request, |mut client, r| async move { client.vote(r).await }).await
     }
 }
