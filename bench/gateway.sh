@@ -11,8 +11,13 @@
 #   SKIP_BUILD=1     do not run `cargo build --release -p agora` first
 #   AGORA=path       agora binary (default target/release/agora)
 #
-# Prints a table and the gateway/direct ratio; writes
-# bench/results/gateway-<date>.json.
+#   NGINX=0          skip the nginx reference run (default: run it)
+#
+# Three targets, measured one after the other in the same run: the jokes
+# instance directly, nginx as a reverse proxy in front of that same instance
+# (upstream keepalive, access log on: the reference the gateway must beat),
+# and our gateway. Prints a table and the gateway/direct and gateway/nginx
+# ratios; writes bench/results/gateway-<date>.json.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,6 +39,11 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
 fi
 [[ -x "$AGORA" ]] || die "no agora binary at $AGORA"
 ensure_wrk
+if [[ "${NGINX:-1}" != 0 ]] && ! command -v nginx >/dev/null; then
+  log "installing nginx (apt), the reference proxy"
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx
+fi
 
 # ---------- start agora ----------
 PORT="$(free_port)"
@@ -68,20 +78,35 @@ for url in "$DIRECT_URL" "$GATEWAY_URL"; do
   curl -fsS -o /dev/null "$url" || die "GET $url failed"
 done
 
+# ---------- nginx, the reference proxy, in front of the same instance ----------
+N_RPS=0 N_P50=0 N_P99=0 N_REQS=0 N_NON2XX=0 N_ERRS=0 NGINX_URL=""
+if [[ "${NGINX:-1}" != 0 ]]; then
+  NGINX_PORT="$(free_port)"
+  start_nginx "$NGINX_PORT" "$DIRECT"
+  NGINX_URL="http://127.0.0.1:$NGINX_PORT/joke"
+  curl -fsS -o /dev/null "$NGINX_URL" || die "GET $NGINX_URL (nginx) failed"
+fi
+
 # ---------- measure ----------
 CPU_BUSY_BEFORE="$(busy_check)"
 read -r D_RPS D_P50 D_P99 D_REQS D_NON2XX D_ERRS < <(run_wrk direct "$DIRECT_URL")
+if [[ -n "$NGINX_URL" ]]; then
+  read -r N_RPS N_P50 N_P99 N_REQS N_NON2XX N_ERRS < <(run_wrk nginx "$NGINX_URL")
+fi
 read -r G_RPS G_P50 G_P99 G_REQS G_NON2XX G_ERRS < <(run_wrk gateway "$GATEWAY_URL")
 [[ -n "$D_RPS" && -n "$G_RPS" ]] || die "could not parse wrk output"
 RATIO="$(awk -v g="$G_RPS" -v d="$D_RPS" 'BEGIN { printf "%.3f", (d > 0 ? g / d : 0) }')"
+NGINX_RATIO="$(awk -v g="$G_RPS" -v n="$N_RPS" 'BEGIN { printf "%.3f", (n > 0 ? g / n : 0) }')"
 
 # ---------- report ----------
 echo
 printf '%-9s %-28s %12s %10s %10s %9s %8s\n' target url "req/s" "p50 ms" "p99 ms" "non-2xx" "sockerr"
 printf '%-9s %-28s %12s %10s %10s %9s %8s\n' direct "$DIRECT_URL" "$D_RPS" "$D_P50" "$D_P99" "$D_NON2XX" "$D_ERRS"
+[[ -n "$NGINX_URL" ]] && printf '%-9s %-28s %12s %10s %10s %9s %8s\n' nginx "$NGINX_URL" "$N_RPS" "$N_P50" "$N_P99" "$N_NON2XX" "$N_ERRS"
 printf '%-9s %-28s %12s %10s %10s %9s %8s\n' gateway "$GATEWAY_URL" "$G_RPS" "$G_P50" "$G_P99" "$G_NON2XX" "$G_ERRS"
 echo
 echo "gateway/direct throughput ratio: $RATIO  (wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores)"
+[[ -n "$NGINX_URL" ]] && echo "gateway/nginx throughput ratio:  $NGINX_RATIO  (same run, same upstream instance)"
 if (( D_NON2XX + D_ERRS + G_NON2XX + G_ERRS > 0 )); then
   echo "WARNING: some requests failed (non-2xx or socket errors); throughput includes them"
 fi
@@ -106,7 +131,9 @@ doc = {
     "wrk": {"threads": $THREADS, "connections": $CONNECTIONS, "duration": "$DURATION", "warmup": "$WARMUP"},
     "direct": run("$DIRECT_URL", "$D_RPS", "$D_P50", "$D_P99", "$D_REQS", "$D_NON2XX", "$D_ERRS"),
     "gateway": run("$GATEWAY_URL", "$G_RPS", "$G_P50", "$G_P99", "$G_REQS", "$G_NON2XX", "$G_ERRS"),
+    "nginx": run("$NGINX_URL", "$N_RPS", "$N_P50", "$N_P99", "$N_REQS", "$N_NON2XX", "$N_ERRS") if "$NGINX_URL" else None,
     "gateway_over_direct": float("$RATIO"),
+    "gateway_over_nginx": float("$NGINX_RATIO") if "$NGINX_URL" else None,
 }
 with open(sys.argv[1], "w") as f:
     json.dump(doc, f, indent=2)

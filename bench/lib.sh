@@ -65,10 +65,58 @@ stop_agora() {
   return $rc
 }
 
+NGINX_DIR=""
+# start_nginx PORT UPSTREAM: nginx as a reverse proxy on 127.0.0.1:PORT in front
+# of UPSTREAM (host:port), configured as the reference is: one worker per core,
+# upstream keepalive, access log on (buffered, as a production nginx would be).
+start_nginx() {
+  local port="$1" upstream="$2"
+  NGINX_DIR="$(mktemp -d -t agora-bench-nginx.XXXXXX)"
+  cat >"$NGINX_DIR/nginx.conf" <<CONF
+worker_processes auto;
+pid $NGINX_DIR/nginx.pid;
+error_log $NGINX_DIR/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log $NGINX_DIR/access.log combined buffer=64k flush=1s;
+  client_body_temp_path $NGINX_DIR/body;
+  proxy_temp_path $NGINX_DIR/proxy;
+  fastcgi_temp_path $NGINX_DIR/fastcgi;
+  uwsgi_temp_path $NGINX_DIR/uwsgi;
+  scgi_temp_path $NGINX_DIR/scgi;
+  upstream jokes { server $upstream; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / {
+      proxy_pass http://jokes;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+  log "starting nginx on 127.0.0.1:$port in front of $upstream"
+  nginx -c "$NGINX_DIR/nginx.conf" -p "$NGINX_DIR" || die "nginx did not start"
+  local deadline=$((SECONDS + 10))
+  until curl -fsS -o /dev/null "http://127.0.0.1:$port/joke" 2>/dev/null; do
+    (( SECONDS < deadline )) || die "nginx did not answer within 10 s"
+    sleep 0.2
+  done
+}
+
+stop_nginx() {
+  [[ -n "$NGINX_DIR" && -f "$NGINX_DIR/nginx.pid" ]] || return 0
+  kill -TERM "$(cat "$NGINX_DIR/nginx.pid")" 2>/dev/null || true
+  sleep 0.3
+  rm -rf "$NGINX_DIR"
+  NGINX_DIR=""
+}
+
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   set +e
+  stop_nginx
   stop_agora || { (( rc == 0 )) && rc=1; }
   if (( rc != 0 )); then
     log "last 40 lines of the agora log ($AGORA_LOG, kept):"

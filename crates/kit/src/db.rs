@@ -170,6 +170,8 @@ async fn try_connect(url: &str, shown: &str, policy: ConnectPolicy) -> Result<Da
         let pool = SqlitePoolOptions::new()
             .max_connections(policy.max_connections.clamp(1, 8))
             .acquire_timeout(Duration::from_secs(30))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
             .connect_with(options)
             .await
             .map_err(unreachable)?;
@@ -179,6 +181,8 @@ async fn try_connect(url: &str, shown: &str, policy: ConnectPolicy) -> Result<Da
         let pool = PgPoolOptions::new()
             .max_connections(policy.max_connections)
             .acquire_timeout(policy.connect_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
             .connect_with(options)
             .await
             .map_err(unreachable)?;
@@ -186,6 +190,22 @@ async fn try_connect(url: &str, shown: &str, policy: ConnectPolicy) -> Result<Da
     } else {
         Err(DbError::Unsupported { url: shown.to_string() })
     }
+}
+
+/// A pooled connection idle for longer than this is pinged before it is handed out.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
+
+/// Checks a connection before use only if it sat idle: a connection in steady use is known to work, and
+/// pinging it on every checkout (sqlx's default) costs one round trip per query. A failed ping makes the
+/// pool close it and hand out another.
+async fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    if meta.idle_for < TRUSTED_IDLE {
+        return Ok(true);
+    }
+    Ok(conn.ping().await.is_ok())
 }
 
 impl Database {

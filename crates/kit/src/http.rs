@@ -95,27 +95,28 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
     let start = Instant::now();
     let ctx = RequestContext::from_headers(req.headers());
     let method = req.method().clone();
-    let matched = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
-    let path = req.uri().path().to_string();
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let uri = req.uri().clone();
     let span = tracing::info_span!("request", request_id = %ctx.request_id, trace_id = %ctx.trace_id);
     let request_id = ctx.request_id.clone();
     let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
     let elapsed = start.elapsed();
-    let route = matched
-        .or_else(|| response.extensions().get::<RouteLabel>().map(|l| l.0.to_string()))
-        .unwrap_or_else(|| "unmatched".to_string());
+    let route = match &matched {
+        Some(matched) => matched.as_str(),
+        None => response.extensions().get::<RouteLabel>().map_or("unmatched", |l| l.0),
+    };
     let status = response.status().as_u16();
-    record(&method, &route, status, elapsed);
+    record(&method, route, status, elapsed);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
-    let upstream = response.extensions().get::<Upstream>().map(|u| u.0.as_str()).unwrap_or("-");
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let upstream = response.extensions().get::<Upstream>().map_or("-", |u| u.0.as_str());
     span.in_scope(|| {
+        let line = AccessLine { method: &method, path: uri.path(), route, upstream, status, elapsed };
         if opts.access_log {
-            tracing::info!(%method, %path, %route, upstream, status, latency_ms, "access");
+            line.info();
         } else {
-            tracing::debug!(%method, %path, %route, status, latency_ms, "access");
+            line.debug();
         }
     });
     response
@@ -125,14 +126,110 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
 #[derive(Debug, Clone)]
 pub struct Upstream(pub String);
 
-fn record(method: &http::Method, route: &str, status: u16, elapsed: Duration) {
-    let labels =
-        [("method", method.as_str().to_string()), ("route", route.to_string()), ("status", status.to_string())];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
-    if status >= 500 {
-        metrics::counter!("http_errors_total", &labels).increment(1);
+/// One access-log line: what was asked, where it went, how it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessLine<'a> {
+    /// Request method.
+    pub method: &'a http::Method,
+    /// Request path (no query: it may carry secrets).
+    pub path: &'a str,
+    /// Route template or prefix (the metrics label).
+    pub route: &'a str,
+    /// `host:port` of the instance that answered, or `-`.
+    pub upstream: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// Time to the response head.
+    pub elapsed: Duration,
+}
+
+impl AccessLine<'_> {
+    /// Logs the line at info level (the gateway's access log).
+    pub fn info(&self) {
+        let (method, path, route, upstream, status) =
+            (self.method.as_str(), self.path, self.route, self.upstream, self.status);
+        let latency_ms = self.elapsed.as_secs_f64() * 1000.0;
+        tracing::info!(method, path, route, upstream, status, latency_ms, "access");
     }
+
+    /// Logs the line at info level with the request's ids as fields (for callers without a request span).
+    pub fn info_with(&self, ctx: &RequestContext) {
+        let (method, path, route, upstream, status) =
+            (self.method.as_str(), self.path, self.route, self.upstream, self.status);
+        let latency_ms = self.elapsed.as_secs_f64() * 1000.0;
+        let (request_id, trace_id) = (&*ctx.request_id, &*ctx.trace_id);
+        tracing::info!(request_id, trace_id, method, path, route, upstream, status, latency_ms, "access");
+    }
+
+    /// Logs the line at debug level (services, whose callers log it already).
+    pub fn debug(&self) {
+        let (method, path, route, status) = (self.method.as_str(), self.path, self.route, self.status);
+        let latency_ms = self.elapsed.as_secs_f64() * 1000.0;
+        tracing::debug!(method, path, route, status, latency_ms, "access");
+    }
+}
+
+/// The metric handles of one (method, route, status): looked up in the recorder once per thread, then
+/// reused, so a request costs two atomic updates instead of building label strings and hashing them.
+#[derive(Clone)]
+struct RequestMetrics {
+    method: http::Method,
+    status: u16,
+    count: metrics::Counter,
+    duration: metrics::Histogram,
+    errors: Option<metrics::Counter>,
+}
+
+thread_local! {
+    static REQUEST_METRICS: std::cell::RefCell<std::collections::HashMap<Box<str>, Vec<RequestMetrics>>> =
+        std::cell::RefCell::default();
+}
+
+/// Counts one request in `http_requests_total` (and `http_errors_total` when it is a 5xx) and its latency
+/// in `http_request_duration_seconds`, labelled by method, route template and status.
+pub fn record(method: &http::Method, route: &str, status: u16, elapsed: Duration) {
+    if !crate::metrics::installed() {
+        // Handles taken now would stay no-ops after the recorder arrives: cache nothing yet.
+        let labels =
+            [("method", method.as_str().to_string()), ("route", route.to_string()), ("status", status.to_string())];
+        metrics::counter!("http_requests_total", &labels).increment(1);
+        metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
+        if status >= 500 {
+            metrics::counter!("http_errors_total", &labels).increment(1);
+        }
+        return;
+    }
+    REQUEST_METRICS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let handles = match cache.get_mut(route) {
+            Some(handles) => handles,
+            None => cache.entry(route.into()).or_default(),
+        };
+        let found = handles.iter().position(|h| h.status == status && h.method == *method);
+        let metrics = match found {
+            Some(i) => &handles[i],
+            None => {
+                let labels = [
+                    ("method", method.as_str().to_string()),
+                    ("route", route.to_string()),
+                    ("status", status.to_string()),
+                ];
+                handles.push(RequestMetrics {
+                    method: method.clone(),
+                    status,
+                    count: metrics::counter!("http_requests_total", &labels),
+                    duration: metrics::histogram!("http_request_duration_seconds", &labels),
+                    errors: (status >= 500).then(|| metrics::counter!("http_errors_total", &labels)),
+                });
+                &handles[handles.len() - 1]
+            }
+        };
+        metrics.count.increment(1);
+        metrics.duration.record(elapsed.as_secs_f64());
+        if let Some(errors) = &metrics.errors {
+            errors.increment(1);
+        }
+    });
 }
 
 /// Errors starting or running a server.

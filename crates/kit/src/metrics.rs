@@ -40,6 +40,11 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Whether [`install`] has put the recorder in place (metric handles taken before that record nothing).
+pub(crate) fn installed() -> bool {
+    HANDLE.get().is_some_and(Option::is_some)
+}
+
 /// The Prometheus text exposition of every metric recorded in this process.
 pub async fn render() -> impl axum::response::IntoResponse {
     let body = install().map(|h| h.render()).unwrap_or_default();

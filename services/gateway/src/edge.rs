@@ -94,18 +94,27 @@ pub fn new_csrf_token() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// The middleware.
-pub async fn edge(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    strip_identity_headers(req.headers_mut());
-    let identity = identify(&gw, req.headers()).await;
-    let path = req.uri().path().to_string();
+/// What [`admit`] established about an admitted request.
+#[derive(Debug)]
+pub struct Admitted {
+    /// A CSRF token minted for this browser, to be set as a cookie on the answer (pages only).
+    pub new_csrf: Option<String>,
+}
 
-    if !exempt_from_limits(&path) {
+/// The edge's checks for one request, before it is served: strips spoofable identity headers,
+/// identifies the caller, applies the rate limit, requires a user for protected mutations and a
+/// CSRF token for cookie-authenticated API mutations, then states the identity for upstreams and
+/// leaves the [`Session`] in the request's extensions. `route` is the upstream route serving it, if any.
+pub async fn admit(
+    gw: &Gateway,
+    peer: SocketAddr,
+    route: Option<&'static routes::Route>,
+    req: &mut Request,
+) -> Result<Admitted, Response> {
+    strip_identity_headers(req.headers_mut());
+    let identity = identify(gw, req.headers()).await;
+
+    if !exempt_from_limits(req.uri().path()) {
         let (key, quota) = match &identity {
             Ok(Some(id)) => (format!("user:{}", id.claims.sub), gw.config.user_quota),
             _ => (format!("ip:{}", peer.ip()), gw.config.anon_quota),
@@ -113,24 +122,23 @@ pub async fn edge(
         if let Decision::Deny { retry_after } = gw.limiter.check(&key, quota).await {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             metrics::counter!("gateway_rate_limited_total").increment(1);
-            return Problem::new(
+            return Err(Problem::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate-limited",
                 format!("too many requests; retry in {secs} s"),
             )
             .titled("Too Many Requests")
             .header(header::RETRY_AFTER, &secs.to_string())
-            .into_response();
+            .into_response());
         }
     }
 
-    let route = routes::find_in(gw.config.routes, &path);
     let mutating = routes::is_mutating(req.method());
     if let Some(route) = route.filter(|r| r.protected && mutating) {
         match &identity {
             Ok(Some(_)) => {}
-            Ok(None) => return AuthError::Missing.into_response(),
-            Err(err) => return err.clone().into_response(),
+            Ok(None) => return Err(AuthError::Missing.into_response()),
+            Err(err) => return Err(err.clone().into_response()),
         }
         tracing::debug!(route = route.prefix, "authenticated mutation");
     }
@@ -141,13 +149,13 @@ pub async fn edge(
         // Page forms check their own form field; API calls made with the cookie must send the header.
         if route.is_some() && (sent.is_none() || sent != expected) {
             tracing::warn!(user = %id.claims.name, "cookie-authenticated mutation without a valid CSRF token");
-            return Problem::new(
+            return Err(Problem::new(
                 StatusCode::FORBIDDEN,
                 "csrf",
                 "missing or wrong CSRF token: send the agora_csrf cookie's value in X-CSRF-Token",
             )
             .titled("Forbidden")
-            .into_response();
+            .into_response());
         }
     }
     if let Some(id) = &identity {
@@ -164,12 +172,35 @@ pub async fn edge(
             }
         }
     }
+    if route.is_some() {
+        // Proxied: upstreams get the identity in headers; no page reads the session.
+        return Ok(Admitted { new_csrf: None });
+    }
+    let (csrf, new_csrf) = match cookie(req.headers(), CSRF_COOKIE) {
+        Some(existing) => (existing.to_string(), None),
+        None => {
+            let minted = new_csrf_token();
+            (minted.clone(), Some(minted))
+        }
+    };
+    req.extensions_mut().insert(Session { user: identity, csrf });
+    Ok(Admitted { new_csrf })
+}
 
-    let existing_csrf = cookie(req.headers(), CSRF_COOKIE).map(str::to_string);
-    let csrf = existing_csrf.clone().unwrap_or_else(new_csrf_token);
-    req.extensions_mut().insert(Session { user: identity, csrf: csrf.clone() });
+/// The middleware in front of the gateway's own pages (proxied routes call [`admit`] themselves).
+pub async fn edge(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let route = routes::find_in(gw.config.routes, req.uri().path());
+    let admitted = match admit(&gw, peer, route, &mut req).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
     let mut response = next.run(req).await;
-    if existing_csrf.is_none() && route.is_none() {
+    if let Some(csrf) = admitted.new_csrf {
         let secure = if gw.config.secure_cookies { "; Secure" } else { "" };
         if let Ok(v) = HeaderValue::from_str(&format!("{CSRF_COOKIE}={csrf}; Path=/; SameSite=Strict{secure}")) {
             response.headers_mut().append(header::SET_COOKIE, v);

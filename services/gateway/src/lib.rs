@@ -239,9 +239,9 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .route("/account/login", get(account::login_page).post(account::login))
         .route("/account/signup", get(account::signup_page).post(account::signup))
         .route("/account/logout", post(account::logout))
-        .fallback(proxy::proxy)
+        .fallback(proxy::not_found)
         .layer(axum::middleware::from_fn_with_state(gw.clone(), edge::edge))
-        .with_state(gw);
+        .with_state(gw.clone());
     let app = service_router(
         app,
         RouterOptions {
@@ -251,5 +251,5 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
             own_fallback: true,
         },
     );
-    Ok(serving::start(&config.service, app, config.threads, shutdown).await?)
+    Ok(serving::start(&config.service, gw, app, config.threads, shutdown).await?)
 }

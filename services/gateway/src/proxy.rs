@@ -4,23 +4,25 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use kit::context::inject_current;
-use kit::http::{RouteLabel, Upstream as UpstreamLabel};
+use kit::context::{RequestContext, REQUEST_ID};
+use kit::http::{AccessLine, Upstream as UpstreamLabel};
 use kit::Problem;
 
-use crate::routes;
 use crate::upstreams::Target;
 use crate::Gateway;
+use crate::{edge, routes};
 
 /// The pooled HTTP/1.1 client to upstreams (keep-alive, no Nagle).
 pub type UpstreamClient = Client<HttpConnector, Body>;
@@ -72,32 +74,64 @@ fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The fallback handler: everything that is not a gateway page is proxied (or 404).
-pub async fn proxy(
-    State(gw): State<Arc<Gateway>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
-    let Some(route) = routes::find_in(gw.config.routes, req.uri().path()) else {
-        let wants_html = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("text/html"));
-        if wants_html {
-            // A person in a browser gets a page; API clients get problem+json.
-            return crate::pages::error_page(StatusCode::NOT_FOUND, "There is no page at this address.");
+/// The fallback handler: a path that is neither a gateway page nor an upstream route
+/// (those never reach the router: see [`serve`]).
+pub async fn not_found(req: Request) -> Response {
+    let wants_html = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        // A person in a browser gets a page; API clients get problem+json.
+        return crate::pages::error_page(StatusCode::NOT_FOUND, "There is no page at this address.");
+    }
+    Problem::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+        .titled("Not Found")
+        .into_response()
+}
+
+/// Serves one request for an upstream route, start to finish: request context, the edge's checks,
+/// forwarding, then metrics, the `x-request-id` header and the access-log line. This is the gateway's
+/// hot path, so it is one function rather than a stack of middleware layers (each of which would box
+/// the request's future again and clone the router); what it does matches `kit::http::observe` around
+/// the edge middleware, which still serve the gateway's own pages.
+pub async fn serve(gw: Arc<Gateway>, peer: SocketAddr, route: &'static routes::Route, mut req: Request) -> Response {
+    let start = Instant::now();
+    let ctx = RequestContext::from_headers(req.headers());
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let handled = async {
+        match edge::admit(&gw, peer, Some(route), &mut req).await {
+            Ok(_) => forward(&gw, route, peer, &ctx, req).await,
+            Err(refused) => refused,
         }
-        return Problem::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
-            .titled("Not Found")
-            .into_response();
     };
-    let mut response = forward(&gw, route, client, req).await;
-    response.extensions_mut().insert(RouteLabel(route.prefix));
+    let mut response = match std::panic::AssertUnwindSafe(ctx.clone().scope(handled)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!(request_id = %ctx.request_id, route = route.prefix, "request handler panicked");
+            Problem::internal().into_response()
+        }
+    };
+    let elapsed = start.elapsed();
+    let status = response.status().as_u16();
+    kit::http::record(&method, route.prefix, status, elapsed);
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        response.headers_mut().insert(REQUEST_ID, v);
+    }
+    let upstream = response.extensions().get::<UpstreamLabel>().map_or("-", |u| u.0.as_str());
+    AccessLine { method: &method, path: uri.path(), route: route.prefix, upstream, status, elapsed }.info_with(&ctx);
     response
 }
 
-async fn forward(gw: &Gateway, route: &'static routes::Route, client: SocketAddr, req: Request) -> Response {
+async fn forward(
+    gw: &Gateway,
+    route: &'static routes::Route,
+    client: SocketAddr,
+    ctx: &RequestContext,
+    req: Request,
+) -> Response {
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response();
     };
@@ -125,7 +159,7 @@ async fn forward(gw: &Gateway, route: &'static routes::Route, client: SocketAddr
     let retryable = is_idempotent(&parts.method)
         && declared.unwrap_or(0) == 0
         && !parts.headers.contains_key(header::TRANSFER_ENCODING);
-    prepare_headers(&mut parts.headers, client);
+    prepare_headers(&mut parts.headers, client, ctx);
     let body =
         if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, gw.config.body_limit)) };
     let mut body = Some(body);
@@ -232,7 +266,7 @@ fn is_body_too_large(err: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr) {
+fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, ctx: &RequestContext) {
     strip_hop_by_hop(headers);
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
@@ -245,7 +279,7 @@ fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
     headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
-    inject_current(headers);
+    ctx.inject(headers);
 }
 
 fn build_request(

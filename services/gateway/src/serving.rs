@@ -5,15 +5,78 @@
 //! connections) and its own upstream connection pool, so a request is served
 //! start to finish on one thread. Shared state (routes, breakers, limiter,
 //! instance lists) is the same `Arc<Gateway>` for all threads.
+//!
+//! Each connection is served by a [`Front`]: requests for an upstream route go
+//! straight to [`proxy::serve`], everything else (pages, docs, health) to the
+//! router with the kit's standard layers.
 
+use std::convert::Infallible;
+use std::future::{ready, Ready};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
+use axum::serve::{IncomingStream, Listener};
 use axum::Router;
+use futures::future::BoxFuture;
 use kit::http::ServeError;
 use kit::registry_client::Protocol;
 use kit::service::Started;
 use kit::Shutdown;
+use tower::{Service, ServiceExt};
+
+use crate::{proxy, routes, Gateway};
+
+/// One connection's service: the proxy's hot path for upstream routes, the router for the rest.
+#[derive(Clone)]
+struct Front {
+    gw: Arc<Gateway>,
+    router: Router,
+    peer: SocketAddr,
+}
+
+impl Service<Request> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        if let Some(route) = routes::find_in(self.gw.config.routes, req.uri().path()) {
+            let (gw, peer) = (self.gw.clone(), self.peer);
+            return Box::pin(async move { Ok(proxy::serve(gw, peer, route, req).await) });
+        }
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        Box::pin(self.router.clone().oneshot(req))
+    }
+}
+
+/// Makes a [`Front`] for every accepted connection.
+#[derive(Clone)]
+struct MakeFront {
+    gw: Arc<Gateway>,
+    router: Router,
+}
+
+impl<'a, L: Listener<Addr = SocketAddr>> Service<IncomingStream<'a, L>> for MakeFront {
+    type Response = Front;
+    type Error = Infallible;
+    type Future = Ready<Result<Front, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, incoming: IncomingStream<'a, L>) -> Self::Future {
+        ready(Ok(Front { gw: self.gw.clone(), router: self.router.clone(), peer: *incoming.remote_addr() }))
+    }
+}
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
@@ -25,9 +88,11 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     Ok(socket.into())
 }
 
-/// Binds `threads` listeners on one address and serves `app` on each from its own thread.
+/// Binds `threads` listeners on one address and serves the gateway on each from its own thread
+/// (`app`: its own pages; upstream routes are proxied without going through it).
 pub async fn start(
     config: &kit::config::ServiceConfig,
+    gw: Arc<Gateway>,
     app: Router,
     threads: usize,
     shutdown: Shutdown,
@@ -44,7 +109,7 @@ pub async fn start(
     let grace = config.shutdown_timeout;
     let mut handles = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let (app, stop) = (app.clone(), serving.clone());
+        let (make, stop) = (MakeFront { gw: gw.clone(), router: app.clone() }, serving.clone());
         let handle =
             std::thread::Builder::new().name(format!("gateway-{i}")).spawn(move || -> Result<(), ServeError> {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -54,7 +119,6 @@ pub async fn start(
                     let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
                         let _ = tcp.set_nodelay(true);
                     });
-                    let make = app.into_make_service_with_connect_info::<SocketAddr>();
                     let server = axum::serve(listener, make).with_graceful_shutdown(stop.clone().cancelled_owned());
                     let deadline = async {
                         stop.cancelled().await;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use agora_proto::threads::v1 as pb;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,7 @@ use kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
+use crate::cache::PageCache;
 use crate::domain::{self, Direction, Invalid, Proposal, ThreadType};
 use crate::outbox::Relay;
 use crate::store::{Project, Proposer, Store, StoreError};
@@ -32,6 +34,8 @@ pub struct AppState {
     pub relay: Arc<Relay>,
     /// Checks tokens (also for reads, to mark the reader's own votes).
     pub verifier: Arc<Verifier>,
+    /// Project pages as anonymous readers see them.
+    pub pages: PageCache,
 }
 
 /// The projects service's errors, each a problem+json response.
@@ -52,6 +56,9 @@ pub enum ApiError {
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
+    /// An answer could not be serialised.
+    #[error("cannot encode the answer: {0}")]
+    Encode(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -102,6 +109,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Store(err) => {
                 tracing::error!(error = %err, "database failure");
+                Problem::internal()
+            }
+            ApiError::Encode(err) => {
+                tracing::error!(error = %err, "answer not encodable");
                 Problem::internal()
             }
         };
@@ -327,13 +338,19 @@ async fn detail(
     State(state): State<Arc<AppState>>,
     Path(project_id): Path<i64>,
     headers: HeaderMap,
-) -> Result<Json<ProjectDetail>, ApiError> {
+) -> Result<Response, ApiError> {
+    let voter = reader(&state.verifier, &headers).await;
+    if voter.is_none() {
+        if let Some(page) = state.pages.page(project_id) {
+            return Ok(([(header::CONTENT_TYPE, "application/json")], page).into_response());
+        }
+    }
+    let stamp = state.pages.stamp(project_id);
     let project =
         state.store.get(project_id).await?.ok_or_else(|| ApiError::NotFound(format!("no project {project_id}")))?;
-    let voter = reader(&state.verifier, &headers).await;
     let threads_pending = project.pending_threads;
     let (threads, threads_problem) = match state.threads.of_project(project_id, voter.as_deref()).await {
-        Ok(threads) => (Some(threads.into_iter().map(ThreadView::from_pb).collect()), None),
+        Ok(threads) => (Some(threads.into_iter().map(ThreadView::from_pb).collect::<Vec<_>>()), None),
         Err(err) => {
             tracing::warn!(project_id, error = %err, "project served without its threads");
             let problem = Problem::unavailable(format!("the project's threads cannot be shown right now: {err}"))
@@ -341,7 +358,16 @@ async fn detail(
             (None, Some(problem))
         }
     };
-    Ok(Json(ProjectDetail { project: project.into(), threads, threads_pending, threads_problem }))
+    let thread_ids: Vec<i64> = threads.iter().flatten().map(|t| t.thread_id).collect();
+    // A complete page (threads read, none still in the outbox) is the same for every anonymous reader.
+    let cacheable = voter.is_none() && threads.is_some() && threads_pending == 0;
+    let detail = ProjectDetail { project: project.into(), threads, threads_pending, threads_problem };
+    if !cacheable {
+        return Ok(Json(detail).into_response());
+    }
+    let page = Bytes::from(serde_json::to_vec(&detail).map_err(|e| ApiError::Encode(e.to_string()))?);
+    state.pages.keep(project_id, stamp, thread_ids.into_iter(), page.clone());
+    Ok(([(header::CONTENT_TYPE, "application/json")], page).into_response())
 }
 
 /// Adds and removes tags of a project, atomically: all of the change or none of it.
@@ -353,6 +379,7 @@ async fn update_tags(
     Json(change): Json<TagChange>,
 ) -> Result<Json<TagList>, ApiError> {
     let tags = state.store.update_tags(change.project_id, &user.id, &change.add, &change.remove).await?;
+    state.pages.forget(change.project_id);
     tracing::info!(project_id = change.project_id, user = %user.id, tags = tags.len(), "tags changed");
     Ok(Json(TagList { project_id: change.project_id, tags }))
 }
@@ -388,7 +415,9 @@ async fn new_thread(
         idempotency_key: key,
         ..Default::default()
     };
-    let created = state.threads.create(vec![thread]).await?;
+    let created = state.threads.create(vec![thread]).await;
+    state.pages.forget(project_id);
+    let created = created?;
     let thread = created
         .into_iter()
         .next()
@@ -407,7 +436,10 @@ async fn vote(
     Json(body): Json<VoteBody>,
 ) -> Result<Json<VoteCounts>, ApiError> {
     let direction = wire_direction(body.direction);
-    let counts = state.threads.vote(thread_id, &user.id, direction).await?;
+    let counts = state.threads.vote(thread_id, &user.id, direction).await;
+    // Even a failed call may have counted the vote: the page is dropped either way.
+    state.pages.forget_thread(thread_id);
+    let counts = counts?;
     Ok(Json(VoteCounts {
         thread_id: counts.thread_id,
         up_vote: counts.up_vote,

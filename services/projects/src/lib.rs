@@ -5,6 +5,7 @@
 //! its threads go through an outbox (see [`outbox`]).
 
 pub mod api;
+pub mod cache;
 pub mod domain;
 pub mod outbox;
 pub mod store;
@@ -46,6 +47,10 @@ pub struct Config {
     pub threads_deadline: Duration,
     /// How often the outbox is checked for threads to deliver (`PROJECTS_OUTBOX_INTERVAL_MS`).
     pub outbox_interval: Duration,
+    /// How long an anonymous reader's project page is kept (`PROJECTS_CACHE_TTL_MS`, 0 turns the cache off).
+    pub cache_ttl: Duration,
+    /// How many project pages are kept at most (`PROJECTS_CACHE_CAPACITY`).
+    pub cache_capacity: u64,
     /// What tokens must say (`AUTH_ISSUER`, `AUTH_AUDIENCE`).
     pub auth: AuthConfig,
     /// Where the token keys come from (`AUTH_JWKS_URL`, else the auth service via discovery).
@@ -61,6 +66,8 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("threads_deadline", &self.threads_deadline)
             .field("outbox_interval", &self.outbox_interval)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_capacity", &self.cache_capacity)
             .field("auth", &self.auth)
             .finish()
     }
@@ -82,6 +89,8 @@ impl Config {
             tls: GrpcTls::from_env(env)?,
             threads_deadline: Duration::from_millis(env.parse_or("PROJECTS_THREADS_DEADLINE_MS", 3000)?),
             outbox_interval: Duration::from_millis(env.parse_or("PROJECTS_OUTBOX_INTERVAL_MS", 1000)?),
+            cache_ttl: Duration::from_millis(env.parse_or("PROJECTS_CACHE_TTL_MS", 10_000)?),
+            cache_capacity: env.parse_or("PROJECTS_CACHE_CAPACITY", 100_000)?,
             auth: AuthConfig::from_env(env)?,
             keys,
             service,
@@ -99,6 +108,8 @@ impl Config {
             tls: GrpcTls::none(),
             threads_deadline: Duration::from_secs(10),
             outbox_interval: Duration::from_millis(100),
+            cache_ttl: Duration::from_secs(5),
+            cache_capacity: 10_000,
             auth: AuthConfig { issuer: "agora-auth".into(), audience: "agora".into() },
             keys,
         }
@@ -139,7 +150,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let relay = Arc::new(Relay::new(store.clone(), threads.clone(), config.outbox_interval, backoff));
     let verifier = Arc::new(Verifier::new(config.auth.clone(), config.keys.clone()));
-    let state = Arc::new(api::AppState { store: store.clone(), threads, relay: relay.clone(), verifier });
+    let pages = cache::PageCache::new(config.cache_ttl, config.cache_capacity);
+    let state = Arc::new(api::AppState { store: store.clone(), threads, relay: relay.clone(), verifier, pages });
     let probe = store.clone();
     let readiness: Readiness = Arc::new(move || {
         let store = probe.clone();

@@ -137,6 +137,10 @@ async fn the_seed_curl_works_through_the_gateway_with_a_bearer_token() {
         ]
     );
     let problem_id = project["threads"][0]["thread_id"].as_i64().unwrap();
+    // An anonymous reader's page (the one the projects service caches).
+    let anonymous = detail(&http, &gw, id, None).await;
+    assert_eq!(anonymous["threads"][0]["my_vote"], "none");
+    assert_eq!(anonymous["threads"].as_array().unwrap().len(), 3);
 
     // A reply, and votes: counted once per voter, changed, withdrawn.
     let resp = http
@@ -165,7 +169,25 @@ async fn the_seed_curl_works_through_the_gateway_with_a_bearer_token() {
     let project = detail(&http, &gw, id, Some(&token)).await;
     assert_eq!(project["threads"][0]["my_vote"], "down");
     assert_eq!(project["threads"].as_array().unwrap().len(), 4);
+    // Anonymous readers see the reply and the vote at once: the cached page was dropped.
+    let anonymous = detail(&http, &gw, id, None).await;
+    assert_eq!(anonymous["threads"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        (anonymous["threads"][0]["up_vote"].as_i64(), anonymous["threads"][0]["down_vote"].as_i64()),
+        (Some(0), Some(1))
+    );
     assert_eq!(vote("none").await, (0, 0));
+    let resp = http
+        .put(format!("{gw}/projects/tags"))
+        .bearer_auth(&token)
+        .json(&json!({"project_id": id, "add": ["drums"], "remove": ["circus"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let anonymous = detail(&http, &gw, id, None).await;
+    assert_eq!(anonymous["tags"], json!(["clown", "drums"]));
+    assert_eq!(anonymous["threads"][0]["down_vote"], 0);
 
     // Unknown thread and a reply to a thread of another project are refused.
     let resp = http
@@ -348,8 +370,10 @@ async fn projects_spread_calls_across_two_threads_instances_and_survive_losing_o
     let projects = spawn_projects(&projects_db, "", Some(&reg), issuer.key_source(), GrpcTls::none()).await;
     let http = kit::test_support::client();
     let (id, _) = propose(&http, &projects.url, &issuer.token("u", "u")).await;
+    // A signed-in reader: their own votes are marked, so every read asks the threads service (no page cache).
+    let reader = issuer.token("reader", "reader");
     for _ in 0..40 {
-        assert!(detail(&http, &projects.url, id, None).await["threads"].is_array());
+        assert!(detail(&http, &projects.url, id, Some(&reader)).await["threads"].is_array());
     }
     let served: Vec<u64> = instances.iter().map(|(_, p)| p.bytes.load(Ordering::Relaxed)).collect();
     assert!(served.iter().all(|b| *b > 1_000), "both instances serve calls: {served:?} bytes");
@@ -357,7 +381,7 @@ async fn projects_spread_calls_across_two_threads_instances_and_survive_losing_o
     let (first, _) = instances.remove(0);
     drop(first);
     for _ in 0..20 {
-        let project = detail(&http, &projects.url, id, None).await;
+        let project = detail(&http, &projects.url, id, Some(&reader)).await;
         assert!(project["threads"].is_array(), "{project}");
     }
 }
