@@ -66,7 +66,9 @@ impl Limiter {
     pub async fn check(&self, key: &str, quota: Quota) -> Decision {
         match self {
             Limiter::Memory(m) => m.check(key, quota, Instant::now()),
-            Limiter::Redis(r) => r.check(key, quota).await,
+            // Boxed: the Redis call's state is large, and would otherwise make every caller's future
+            // (and so every request's) as large even when the limiter is in memory.
+            Limiter::Redis(r) => Box::pin(r.check(key, quota)).await,
         }
     }
 }

@@ -48,8 +48,10 @@ pub fn init(service: &str) {
         // Buffered: the background writer flushes whenever its queue runs dry, so
         // under load many lines share one write instead of one syscall each.
         .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));
+    let format = LogFormat::from_env();
+    let json_writer = (format == LogFormat::Json).then(|| writer.clone());
     let base = tracing_subscriber::fmt::layer().with_writer(writer);
-    let result = match LogFormat::from_env() {
+    let result = match format {
         LogFormat::Json => tracing_subscriber::registry()
             .with(filter)
             .with(base.json().flatten_event(true).with_current_span(true).with_span_list(false))
@@ -61,6 +63,9 @@ pub fn init(service: &str) {
     };
     if result.is_ok() {
         let _ = GUARD.set(guard);
+        if let Some(writer) = json_writer {
+            crate::access_log::use_json_writer(writer);
+        }
         tracing::debug!(service, "logging initialised");
     }
 }

@@ -103,7 +103,8 @@ pub async fn serve(gw: Arc<Gateway>, peer: SocketAddr, route: &'static routes::R
     let uri = req.uri().clone();
     let handled = async {
         match edge::admit(&gw, peer, Some(route), &mut req).await {
-            Ok(_) => forward(&gw, route, peer, &ctx, req).await,
+            // Boxed, so that this future stays small: hyper moves it whole into its connection task.
+            Ok(_) => Box::pin(forward(&gw, route, peer, &ctx, req)).await,
             Err(refused) => refused,
         }
     };
@@ -121,7 +122,8 @@ pub async fn serve(gw: Arc<Gateway>, peer: SocketAddr, route: &'static routes::R
         response.headers_mut().insert(REQUEST_ID, v);
     }
     let upstream = response.extensions().get::<UpstreamLabel>().map_or("-", |u| u.0.as_str());
-    AccessLine { method: &method, path: uri.path(), route: route.prefix, upstream, status, elapsed }.info_with(&ctx);
+    let line = AccessLine { method: &method, path: uri.path(), route: route.prefix, upstream, status, elapsed };
+    kit::access_log::write(&line, &ctx);
     response
 }
 

@@ -30,6 +30,9 @@ use tower::{Service, ServiceExt};
 
 use crate::{proxy, routes, Gateway};
 
+/// How long an access-log line may wait in its thread's buffer.
+const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(100);
+
 /// One connection's service: the proxy's hot path for upstream routes, the router for the rest.
 #[derive(Clone)]
 struct Front {
@@ -124,10 +127,15 @@ pub async fn start(
                         stop.cancelled().await;
                         tokio::time::sleep(grace).await;
                     };
-                    tokio::select! {
-                        result = server => Ok(result?),
+                    // This thread's access-log lines are written in batches: at least every 100 ms.
+                    let flusher = tokio::spawn(kit::access_log::flush_every(ACCESS_LOG_FLUSH));
+                    let result = tokio::select! {
+                        result = server => result.map_err(ServeError::from),
                         () = deadline => Ok(()),
-                    }
+                    };
+                    flusher.abort();
+                    kit::access_log::flush();
+                    result
                 })
             })?;
         handles.push(handle);

@@ -64,7 +64,14 @@ impl Threads for ThreadsApi {
         request: Request<pb::UpdateThreadsRequest>,
     ) -> Result<Response<pb::UpdateThreadsResponse>, Status> {
         let changes = domain::changes(&request.get_ref().threads)?;
-        let stored = self.store.apply(&changes).await?;
+        // The transaction runs in its own task: a caller that gives up (its deadline) cancels this handler,
+        // and a transaction cancelled half-way (even inside BEGIN) would hand its connection back to the
+        // pool still inside it. Detached, it commits or rolls back whatever the caller does.
+        let store = self.store.clone();
+        let stored = tokio::spawn(async move { store.apply(&changes).await }).await.map_err(|e| {
+            tracing::error!(error = %e, "threads batch task failed");
+            Status::internal("internal error")
+        })??;
         Ok(Response::new(pb::UpdateThreadsResponse {
             thread_ids: stored.iter().map(|t| t.thread_id).collect(),
             threads: stored.iter().map(|t| t.to_pb()).collect(),

@@ -1,0 +1,170 @@
+//! The access log on a busy proxy: one line per request, so its cost is paid
+//! on every request. Through `tracing`, each line is formatted field by field
+//! by the JSON layer and handed to the background writer on its own; here,
+//! when logs are JSON, the line is written straight into a per-thread buffer
+//! (the same JSON shape and fields the `tracing` layer would produce), and the
+//! buffer goes to the same background writer as every other log line when it
+//! fills up or when [`flush_every`]'s timer fires (as nginx's
+//! `access_log … buffer= flush=` does). With pretty or compact logs (a
+//! developer's terminal) the line simply goes through `tracing`.
+//!
+//! The `RUST_LOG` filter applies as to any info event of target `kit::http`.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tracing_appender::non_blocking::NonBlocking;
+
+use crate::context::RequestContext;
+use crate::http::AccessLine;
+
+/// A thread's buffer is handed to the writer once it holds this many bytes.
+const BATCH_BYTES: usize = 32 * 1024;
+
+/// The background writer of the JSON log, once logging is initialised in JSON.
+static JSON_WRITER: OnceLock<NonBlocking> = OnceLock::new();
+
+/// Called by [`crate::telemetry::init`] when lines are JSON.
+pub(crate) fn use_json_writer(writer: NonBlocking) {
+    let _ = JSON_WRITER.set(writer);
+}
+
+struct ThreadBuffer {
+    lines: Vec<u8>,
+    writer: Option<NonBlocking>,
+    /// The Unix second the cached `YYYY-MM-DDTHH:MM:SS` prefix is for.
+    second: i64,
+    prefix: String,
+}
+
+thread_local! {
+    static BUFFER: RefCell<ThreadBuffer> = RefCell::new(ThreadBuffer {
+        lines: Vec::with_capacity(BATCH_BYTES + 1024),
+        writer: JSON_WRITER.get().cloned(),
+        second: i64::MIN,
+        prefix: String::new(),
+    });
+}
+
+/// Writes one access-log line for the request `ctx` (info level, target `kit::http`).
+pub fn write(line: &AccessLine<'_>, ctx: &RequestContext) {
+    if !tracing::enabled!(target: "kit::http", tracing::Level::INFO) {
+        return;
+    }
+    let buffered = BUFFER.with(|buffer| {
+        let mut buffer = buffer.borrow_mut();
+        if buffer.writer.is_none() {
+            buffer.writer = JSON_WRITER.get().cloned();
+            if buffer.writer.is_none() {
+                return false;
+            }
+        }
+        buffer.append(line, ctx);
+        if buffer.lines.len() >= BATCH_BYTES {
+            buffer.flush();
+        }
+        true
+    });
+    if !buffered {
+        line.info_with(ctx);
+    }
+}
+
+/// Hands this thread's buffered lines to the writer now.
+pub fn flush() {
+    BUFFER.with(|buffer| buffer.borrow_mut().flush());
+}
+
+/// Flushes this thread's buffer every `period`, forever: spawn it on each
+/// thread that writes access lines (a current-thread runtime runs it there).
+pub async fn flush_every(period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        flush();
+    }
+}
+
+impl ThreadBuffer {
+    fn flush(&mut self) {
+        if self.lines.is_empty() {
+            return;
+        }
+        if let Some(writer) = self.writer.as_mut() {
+            // The writer queues whole buffers; lines are never split between two writes.
+            let _ = writer.write_all(&self.lines);
+        }
+        self.lines.clear();
+    }
+
+    fn append(&mut self, line: &AccessLine<'_>, ctx: &RequestContext) {
+        let now = chrono::Utc::now();
+        if now.timestamp() != self.second {
+            self.second = now.timestamp();
+            self.prefix = now.format("%Y-%m-%dT%H:%M:%S").to_string();
+        }
+        let out = &mut self.lines;
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        out.extend_from_slice(self.prefix.as_bytes());
+        let _ = write!(out, ".{:06}Z\",\"level\":\"INFO\",\"message\":\"access\"", now.timestamp_subsec_micros());
+        field(out, "request_id", &ctx.request_id);
+        field(out, "trace_id", &ctx.trace_id);
+        field(out, "method", line.method.as_str());
+        field(out, "path", line.path);
+        field(out, "route", line.route);
+        field(out, "upstream", line.upstream);
+        let _ = writeln!(
+            out,
+            ",\"status\":{},\"latency_ms\":{},\"target\":\"kit::http\"}}",
+            line.status,
+            line.elapsed.as_secs_f64() * 1000.0
+        );
+    }
+}
+
+/// `,"name":"value"` with the value escaped as JSON.
+fn field(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_one_json_object_with_the_fields_of_the_tracing_line() {
+        let mut buffer = ThreadBuffer { lines: Vec::new(), writer: None, second: i64::MIN, prefix: String::new() };
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-request-id", http::HeaderValue::from_static("req-\"1\""));
+        let ctx = RequestContext::from_headers(&headers);
+        let line = AccessLine {
+            method: &http::Method::GET,
+            path: "/joke/\\x",
+            route: "/joke",
+            upstream: "127.0.0.1:9",
+            status: 200,
+            elapsed: Duration::from_micros(1500),
+        };
+        buffer.append(&line, &ctx);
+        buffer.append(&line, &ctx);
+        let text = String::from_utf8(buffer.lines.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let parsed: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(parsed["message"], "access");
+        assert_eq!(parsed["level"], "INFO");
+        assert_eq!(parsed["request_id"], "req-\"1\"");
+        assert_eq!(parsed["path"], "/joke/\\x");
+        assert_eq!(parsed["status"], 200);
+        assert_eq!(parsed["latency_ms"], 1.5);
+        assert_eq!(parsed["trace_id"].as_str().map(str::len), Some(32));
+        let stamp = parsed["timestamp"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{stamp}");
+    }
+}
