@@ -364,6 +364,8 @@ async fn pipe<R: tokio::io::AsyncRead + Unpin>(
     out: Arc<Output>,
 ) {
     let mut pending: Vec<u8> = Vec::new();
+    let mut batch: Vec<u8> = Vec::new();
+    let prefix = out.prefix(&label, index);
     loop {
         let chunk = match reader.fill_buf().await {
             Ok([]) | Err(_) => break,
@@ -373,12 +375,13 @@ async fn pipe<R: tokio::io::AsyncRead + Unpin>(
         let consumed = chunk.len();
         reader.consume(consumed);
         if let Some(last_newline) = pending.iter().rposition(|&b| b == b'\n') {
-            let complete: Vec<u8> = pending.drain(..=last_newline).collect();
-            out.child_lines(&label, index, &String::from_utf8_lossy(&complete));
+            out.child_lines(&prefix, &pending[..=last_newline], &mut batch);
+            pending.drain(..=last_newline);
         }
     }
     if !pending.is_empty() {
-        out.child_lines(&label, index, &String::from_utf8_lossy(&pending));
+        pending.push(b'\n');
+        out.child_lines(&prefix, &pending, &mut batch);
     }
 }
 
@@ -391,17 +394,26 @@ struct Output {
 const COLOURS: [&str; 6] = ["36", "33", "35", "32", "34", "91"];
 
 impl Output {
-    fn child_lines(&self, label: &str, index: usize, text: &str) {
-        let mut batch = String::with_capacity(text.len() + 64);
-        for line in text.lines() {
-            if self.colour {
-                let colour = COLOURS[index % COLOURS.len()];
-                batch.push_str(&format!("\x1b[{colour}m{label:<w$} |\x1b[0m {line}\n", w = self.width));
-            } else {
-                batch.push_str(&format!("{label:<w$} | {line}\n", w = self.width));
-            }
+    /// What every line of the child `label` starts with (its name, padded, and a colour on a terminal).
+    fn prefix(&self, label: &str, index: usize) -> Vec<u8> {
+        let prefix = if self.colour {
+            let colour = COLOURS[index % COLOURS.len()];
+            format!("\x1b[{colour}m{label:<w$} |\x1b[0m ", w = self.width)
+        } else {
+            format!("{label:<w$} | ", w = self.width)
+        };
+        prefix.into_bytes()
+    }
+
+    /// Writes complete lines (`text` ends with a newline), each after `prefix`, in one write.
+    /// The bytes are passed through as they are: a child's output is not re-decoded.
+    fn child_lines(&self, prefix: &[u8], text: &[u8], batch: &mut Vec<u8>) {
+        batch.clear();
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            batch.extend_from_slice(prefix);
+            batch.extend_from_slice(line);
         }
-        let _ = std::io::stdout().lock().write_all(batch.as_bytes());
+        let _ = std::io::stdout().lock().write_all(batch);
     }
 
     fn line(&self, label: &str, message: &str) {

@@ -192,6 +192,25 @@ async fn try_connect(url: &str, shown: &str, policy: ConnectPolicy) -> Result<Da
     }
 }
 
+/// Why [`detached`] database work has no result: it panicked, or the runtime is shutting down.
+#[derive(Debug, thiserror::Error)]
+#[error("database work did not complete: {0}")]
+pub struct Detached(String);
+
+/// Runs database work in a task of its own and waits for it. sqlx transactions are not safe to cancel:
+/// a future dropped half-way (a client that disconnects, a caller's deadline) can hand its connection
+/// back to the pool still inside the transaction, or with a `BEGIN` the server ran but the driver never
+/// counted, and every later use of that connection then fails or, worse, writes into a transaction
+/// that is never committed. Detached, the work always ends with its commit or rollback, whoever stops
+/// waiting for it. Use it for every write that opens a transaction on behalf of a request.
+pub async fn detached<T, F>(work: F) -> Result<T, Detached>
+where
+    F: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(work).await.map_err(|e| Detached(e.to_string()))
+}
+
 /// A pooled connection idle for longer than this is pinged before it is handed out.
 const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 

@@ -132,3 +132,69 @@ async fn a_database_that_appears_while_retrying_is_used() {
     let db = connect(late.as_str(), MIGRATIONS, quick_policy(30)).await.expect("connects once the database appears");
     assert_eq!(count(&db).await, 0);
 }
+
+/// Inserts two notes in one transaction that takes `pause` between them.
+async fn insert_two_slowly(db: Database, pause: Duration) -> Result<(), Failed> {
+    match &db {
+        Database::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO notes (body) VALUES ('slow first')").execute(&mut *tx).await?;
+            tokio::time::sleep(pause).await;
+            sqlx::query("INSERT INTO notes (body) VALUES ('slow second')").execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+        Database::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO notes (body) VALUES ('slow first')").execute(&mut *tx).await?;
+            tokio::time::sleep(pause).await;
+            sqlx::query("INSERT INTO notes (body) VALUES ('slow second')").execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+async fn a_detached_transaction_ends_whoever_stops_waiting(url: &str) {
+    let db = connect(url, MIGRATIONS, quick_policy(0)).await.expect("connects and migrates");
+    // The caller gives up (a deadline, a client gone) while the transaction is half-way.
+    let work = kit::db::detached(insert_two_slowly(db.clone(), Duration::from_millis(300)));
+    assert!(tokio::time::timeout(Duration::from_millis(50), work).await.is_err(), "the caller stopped waiting");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while count(&db).await < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the detached transaction never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every pooled connection is still usable for transactions.
+    for _ in 0..8 {
+        insert_two(&db, false).await.expect("a transaction on a pooled connection commits");
+        let removed = match &db {
+            Database::Sqlite(p) => {
+                sqlx::query("DELETE FROM notes WHERE body <> 'slow first' AND body <> 'slow second'")
+                    .execute(p)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+            Database::Postgres(p) => {
+                sqlx::query("DELETE FROM notes WHERE body <> 'slow first' AND body <> 'slow second'")
+                    .execute(p)
+                    .await
+                    .map(|r| r.rows_affected())
+            }
+        };
+        assert_eq!(removed.expect("deletes"), 2);
+    }
+    assert_eq!(count(&db).await, 2);
+}
+
+#[tokio::test]
+async fn sqlite_detached_transactions_end_whoever_stops_waiting() {
+    let (_dir, url) = temp_sqlite_url("kit");
+    a_detached_transaction_ends_whoever_stops_waiting(&url).await;
+}
+
+#[tokio::test]
+async fn postgres_detached_transactions_end_whoever_stops_waiting() {
+    let Some(server) = postgres_url() else { return };
+    let url = fresh_postgres_database(&server).await;
+    a_detached_transaction_ends_whoever_stops_waiting(&url).await;
+}

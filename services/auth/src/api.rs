@@ -304,7 +304,11 @@ async fn login(
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let ok = state.hasher.verify(password, stored).await.map_err(anyhow::Error::from)?;
     let Some(user) = user.filter(|_| ok) else {
-        state.store.record_failure(&[user_subject, ip_subject], now_ms()).await?;
+        // Its transaction runs detached: a client that hangs up must not cut it short (`kit::db::detached`).
+        let store = state.store.clone();
+        kit::db::detached(async move { store.record_failure(&[user_subject, ip_subject], now_ms()).await })
+            .await
+            .map_err(anyhow::Error::from)??;
         tracing::info!(%ip, "login failed");
         return Err(ApiError::BadCredentials);
     };

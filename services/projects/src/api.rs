@@ -302,8 +302,14 @@ async fn propose(
     Json(proposal): Json<Proposal>,
 ) -> Result<Response, ApiError> {
     let valid = proposal.validate()?;
-    let by = Proposer { id: &user.id, name: &user.name, at: Utc::now() };
-    let (project, outbox) = state.store.propose(&valid, by).await?;
+    // The transaction runs detached: a client that disconnects must not cut it short (`kit::db::detached`).
+    let store = state.store.clone();
+    let (project, outbox) = kit::db::detached(async move {
+        let by = Proposer { id: &user.id, name: &user.name, at: Utc::now() };
+        store.propose(&valid, by).await
+    })
+    .await
+    .map_err(StoreError::from)??;
     let delivered = state.relay.deliver(&outbox).await;
     tracing::info!(project_id = project.project_id, threads = outbox.len(), delivered, "project proposed");
     let location = format!("/projects/{}", project.project_id);
@@ -378,10 +384,15 @@ async fn update_tags(
     user: CurrentUser,
     Json(change): Json<TagChange>,
 ) -> Result<Json<TagList>, ApiError> {
-    let tags = state.store.update_tags(change.project_id, &user.id, &change.add, &change.remove).await?;
-    state.pages.forget(change.project_id);
-    tracing::info!(project_id = change.project_id, user = %user.id, tags = tags.len(), "tags changed");
-    Ok(Json(TagList { project_id: change.project_id, tags }))
+    let store = state.store.clone();
+    let (project_id, user_id) = (change.project_id, user.id.clone());
+    let tags =
+        kit::db::detached(async move { store.update_tags(project_id, &user_id, &change.add, &change.remove).await })
+            .await
+            .map_err(StoreError::from)??;
+    state.pages.forget(project_id);
+    tracing::info!(project_id, user = %user.id, tags = tags.len(), "tags changed");
+    Ok(Json(TagList { project_id, tags }))
 }
 
 /// Starts a thread on a project, or replies to one of its threads.

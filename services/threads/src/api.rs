@@ -64,11 +64,10 @@ impl Threads for ThreadsApi {
         request: Request<pb::UpdateThreadsRequest>,
     ) -> Result<Response<pb::UpdateThreadsResponse>, Status> {
         let changes = domain::changes(&request.get_ref().threads)?;
-        // The transaction runs in its own task: a caller that gives up (its deadline) cancels this handler,
-        // and a transaction cancelled half-way (even inside BEGIN) would hand its connection back to the
-        // pool still inside it. Detached, it commits or rolls back whatever the caller does.
+        // A caller that gives up (its deadline) cancels this handler; the transaction must not be cut
+        // short with it (see `kit::db::detached`).
         let store = self.store.clone();
-        let stored = tokio::spawn(async move { store.apply(&changes).await }).await.map_err(|e| {
+        let stored = kit::db::detached(async move { store.apply(&changes).await }).await.map_err(|e| {
             tracing::error!(error = %e, "threads batch task failed");
             Status::internal("internal error")
         })??;

@@ -95,6 +95,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Detached database work did not finish (it panicked, or the service is stopping).
+    #[error(transparent)]
+    Interrupted(#[from] kit::db::Detached),
 }
 
 /// A boxed future returned by [`Store`] methods (object safe, `Send`).
