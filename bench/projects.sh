@@ -120,30 +120,31 @@ while True:
 with open(out, "w") as f:
     f.write("ids = {" + ",".join(map(str, ids)) + "}\n")
 PY
-# Each wrk thread draws its own random sequence (the same seed in both would send every id twice at once).
+# Each wrk thread draws its own random sequence (the same seed in both would send every id twice at once):
+# per_thread_seeds(base) gives wrk thread n the seed base + n.
+cat >"$SCRIPTS/seeds.lua" <<'LUA'
+function per_thread_seeds(base)
+  local threads = 0
+  setup = function(thread)
+    threads = threads + 1
+    thread:set("seed", base + threads)
+  end
+  init = function(args)
+    math.randomseed(seed)
+  end
+end
+LUA
 cat >"$SCRIPTS/get.lua" <<LUA
+dofile("$SCRIPTS/seeds.lua")
 dofile("$SCRIPTS/ids.lua")
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("seed", 42 + threads)
-end
-function init(args)
-  math.randomseed(seed)
-end
+per_thread_seeds(42)
 request = function()
   return wrk.format("GET", "/projects/" .. ids[math.random(1, #ids)])
 end
 LUA
 cat >"$SCRIPTS/vote.lua" <<LUA
-local threads = 0
-function setup(thread)
-  threads = threads + 1
-  thread:set("seed", 7 + threads)
-end
-function init(args)
-  math.randomseed(seed)
-end
+dofile("$SCRIPTS/seeds.lua")
+per_thread_seeds(7)
 local directions = { "up", "down", "none" }
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

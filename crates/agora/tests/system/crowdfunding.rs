@@ -103,6 +103,16 @@ async fn the_seed_curl_works_through_the_gateway_with_a_bearer_token() {
     let gw = gateway.url.clone();
     let http = kit::test_support::client();
 
+    // The gateway finds auth and projects in the registry within a refresh or two.
+    for route in ["/.well-known/jwks.json", "/projects"] {
+        let url = format!("{gw}{route}");
+        eventually("the gateway to route to its upstreams", Duration::from_secs(10), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(&url).send().await.ok().filter(|r| r.status() == 200) }
+        })
+        .await;
+    }
+
     // A user signs up and logs in for a token.
     let creds = json!({"username": "popee", "password": "correct horse battery staple"});
     let resp = http.post(format!("{gw}/signup")).json(&creds).send().await.unwrap();
@@ -111,12 +121,6 @@ async fn the_seed_curl_works_through_the_gateway_with_a_bearer_token() {
     let token = login["access_token"].as_str().unwrap().to_string();
 
     // Without a token the gateway refuses the write.
-    let ready = format!("{gw}/projects");
-    eventually("the gateway to route /projects", Duration::from_secs(10), || {
-        let (http, url) = (http.clone(), ready.clone());
-        async move { http.get(&url).send().await.ok().filter(|r| r.status() == 200) }
-    })
-    .await;
     let resp = http.post(format!("{gw}/projects/propose")).json(&seed_proposal()).send().await.unwrap();
     expect_problem(resp, 401).await;
 
