@@ -68,7 +68,7 @@ pub fn write(line: &AccessLine<'_>, ctx: &RequestContext) {
         true
     });
     if !buffered {
-        line.info_with(ctx);
+        line.info(Some(ctx));
     }
 }
 

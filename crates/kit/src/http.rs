@@ -114,7 +114,7 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
     span.in_scope(|| {
         let line = AccessLine { method: &method, path: uri.path(), route, upstream, status, elapsed };
         if opts.access_log {
-            line.info();
+            line.info(None);
         } else {
             line.debug();
         }
@@ -144,20 +144,14 @@ pub struct AccessLine<'a> {
 }
 
 impl AccessLine<'_> {
-    /// Logs the line at info level (the gateway's access log).
-    pub fn info(&self) {
+    /// Logs the line at info level (the gateway's access log), with the request's ids as fields when
+    /// given (callers without a request span; inside one, the span carries them).
+    pub fn info(&self, ctx: Option<&RequestContext>) {
         let (method, path, route, upstream, status) =
             (self.method.as_str(), self.path, self.route, self.upstream, self.status);
         let latency_ms = self.elapsed.as_secs_f64() * 1000.0;
-        tracing::info!(method, path, route, upstream, status, latency_ms, "access");
-    }
-
-    /// Logs the line at info level with the request's ids as fields (for callers without a request span).
-    pub fn info_with(&self, ctx: &RequestContext) {
-        let (method, path, route, upstream, status) =
-            (self.method.as_str(), self.path, self.route, self.upstream, self.status);
-        let latency_ms = self.elapsed.as_secs_f64() * 1000.0;
-        let (request_id, trace_id) = (&*ctx.request_id, &*ctx.trace_id);
+        let request_id = ctx.map(|c| &*c.request_id);
+        let trace_id = ctx.map(|c| &*c.trace_id);
         tracing::info!(request_id, trace_id, method, path, route, upstream, status, latency_ms, "access");
     }
 
@@ -190,13 +184,7 @@ thread_local! {
 pub fn record(method: &http::Method, route: &str, status: u16, elapsed: Duration) {
     if !crate::metrics::installed() {
         // Handles taken now would stay no-ops after the recorder arrives: cache nothing yet.
-        let labels =
-            [("method", method.as_str().to_string()), ("route", route.to_string()), ("status", status.to_string())];
-        metrics::counter!("http_requests_total", &labels).increment(1);
-        metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed.as_secs_f64());
-        if status >= 500 {
-            metrics::counter!("http_errors_total", &labels).increment(1);
-        }
+        RequestMetrics::new(method, route, status).record(elapsed);
         return;
     }
     REQUEST_METRICS.with(|cache| {
@@ -205,31 +193,38 @@ pub fn record(method: &http::Method, route: &str, status: u16, elapsed: Duration
             Some(handles) => handles,
             None => cache.entry(route.into()).or_default(),
         };
-        let found = handles.iter().position(|h| h.status == status && h.method == *method);
-        let metrics = match found {
-            Some(i) => &handles[i],
+        match handles.iter().find(|h| h.status == status && h.method == *method) {
+            Some(metrics) => metrics.record(elapsed),
             None => {
-                let labels = [
-                    ("method", method.as_str().to_string()),
-                    ("route", route.to_string()),
-                    ("status", status.to_string()),
-                ];
-                handles.push(RequestMetrics {
-                    method: method.clone(),
-                    status,
-                    count: metrics::counter!("http_requests_total", &labels),
-                    duration: metrics::histogram!("http_request_duration_seconds", &labels),
-                    errors: (status >= 500).then(|| metrics::counter!("http_errors_total", &labels)),
-                });
-                &handles[handles.len() - 1]
+                let metrics = RequestMetrics::new(method, route, status);
+                metrics.record(elapsed);
+                handles.push(metrics);
             }
-        };
-        metrics.count.increment(1);
-        metrics.duration.record(elapsed.as_secs_f64());
-        if let Some(errors) = &metrics.errors {
-            errors.increment(1);
         }
     });
+}
+
+impl RequestMetrics {
+    /// Looks the handles up in the recorder (label strings built and hashed: the slow part).
+    fn new(method: &http::Method, route: &str, status: u16) -> Self {
+        let labels =
+            [("method", method.as_str().to_string()), ("route", route.to_string()), ("status", status.to_string())];
+        Self {
+            method: method.clone(),
+            status,
+            count: metrics::counter!("http_requests_total", &labels),
+            duration: metrics::histogram!("http_request_duration_seconds", &labels),
+            errors: (status >= 500).then(|| metrics::counter!("http_errors_total", &labels)),
+        }
+    }
+
+    fn record(&self, elapsed: Duration) {
+        self.count.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+        if let Some(errors) = &self.errors {
+            errors.increment(1);
+        }
+    }
 }
 
 /// Errors starting or running a server.

@@ -188,15 +188,15 @@ pub async fn admit(
     Ok(Admitted { new_csrf })
 }
 
-/// The middleware in front of the gateway's own pages (proxied routes call [`admit`] themselves).
+/// The middleware in front of the gateway's own pages. Upstream routes never reach it: the
+/// connection's front service sends them to `proxy::serve`, which calls [`admit`] itself.
 pub async fn edge(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let route = routes::find_in(gw.config.routes, req.uri().path());
-    let admitted = match admit(&gw, peer, route, &mut req).await {
+    let admitted = match admit(&gw, peer, None, &mut req).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };

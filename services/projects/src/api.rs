@@ -364,7 +364,6 @@ async fn detail(
             (None, Some(problem))
         }
     };
-    let thread_ids: Vec<i64> = threads.iter().flatten().map(|t| t.thread_id).collect();
     // A complete page (threads read, none still in the outbox) is the same for every anonymous reader.
     let cacheable = voter.is_none() && threads.is_some() && threads_pending == 0;
     let detail = ProjectDetail { project: project.into(), threads, threads_pending, threads_problem };
@@ -372,7 +371,8 @@ async fn detail(
         return Ok(Json(detail).into_response());
     }
     let page = Bytes::from(serde_json::to_vec(&detail).map_err(|e| ApiError::Encode(e.to_string()))?);
-    state.pages.keep(project_id, stamp, thread_ids.into_iter(), page.clone());
+    let thread_ids = detail.threads.iter().flatten().map(|t| t.thread_id);
+    state.pages.keep(project_id, stamp, thread_ids, page.clone());
     Ok(([(header::CONTENT_TYPE, "application/json")], page).into_response())
 }
 
