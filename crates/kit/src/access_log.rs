@@ -109,28 +109,43 @@ impl ThreadBuffer {
         let out = &mut self.lines;
         out.extend_from_slice(b"{\"timestamp\":\"");
         out.extend_from_slice(self.prefix.as_bytes());
-        let _ = write!(out, ".{:06}Z\",\"level\":\"INFO\",\"message\":\"access\"", now.timestamp_subsec_micros());
+        let micros = now.timestamp_subsec_micros();
+        out.push(b'.');
+        out.extend((0..6).rev().map(|i| b'0' + (micros / 10u32.pow(i) % 10) as u8));
+        out.extend_from_slice(b"Z\",\"level\":\"INFO\",\"message\":\"access\"");
         field(out, "request_id", &ctx.request_id);
-        field(out, "trace_id", &ctx.trace_id);
-        field(out, "method", line.method.as_str());
+        // Hex digits, an HTTP token and our own route prefix: nothing in them needs escaping.
+        plain_field(out, "trace_id", &ctx.trace_id);
+        plain_field(out, "method", line.method.as_str());
         field(out, "path", line.path);
-        field(out, "route", line.route);
+        plain_field(out, "route", line.route);
         field(out, "upstream", line.upstream);
-        let _ = writeln!(
-            out,
-            ",\"status\":{},\"latency_ms\":{},\"target\":\"kit::http\"}}",
-            line.status,
-            line.elapsed.as_secs_f64() * 1000.0
-        );
+        // Numbers as serde_json writes them (the `tracing` JSON layer's format), without `fmt`.
+        out.extend_from_slice(b",\"status\":");
+        let _ = serde_json::to_writer(&mut *out, &line.status);
+        out.extend_from_slice(b",\"latency_ms\":");
+        let _ = serde_json::to_writer(&mut *out, &(line.elapsed.as_secs_f64() * 1000.0));
+        out.extend_from_slice(b",\"target\":\"kit::http\"}\n");
     }
 }
 
 /// `,"name":"value"` with the value escaped as JSON.
 fn field(out: &mut Vec<u8>, name: &str, value: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b"\":");
-    let _ = serde_json::to_writer(&mut *out, value);
+    if value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        let _ = serde_json::to_writer(&mut *out, value);
+    } else {
+        plain_field(out, name, value);
+    }
+}
+
+/// `,"name":"value"` for a value with nothing to escape (checked by the caller).
+fn plain_field(out: &mut Vec<u8>, name: &str, value: &str) {
+    for part in [",\"", name, "\":\"", value, "\""] {
+        out.extend_from_slice(part.as_bytes());
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! longer cool-down) on failure. Callers ask [`CircuitBreaker::try_acquire`]
 //! before a call and report the outcome with the returned [`Permit`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,9 @@ struct Inner {
 pub struct CircuitBreaker {
     config: BreakerConfig,
     inner: Mutex<Inner>,
+    /// Closed with no failure counted: the common case, answered without taking the lock
+    /// (a breaker is shared by every thread calling its peer). Written only under the lock.
+    healthy: AtomicBool,
 }
 
 /// Permission to make one call; report its outcome exactly once.
@@ -105,12 +109,19 @@ impl CircuitBreaker {
                 failed_probes: 0,
                 open_until: Instant::now(),
             }),
+            healthy: AtomicBool::new(true),
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned breaker only means a panic elsewhere; its counters are still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records whether the breaker is back to (or still in) its common case; called with the lock held.
+    fn note_health(&self, inner: &Inner) {
+        let healthy = inner.state == CircuitState::Closed && inner.consecutive_failures == 0;
+        self.healthy.store(healthy, Ordering::Release);
     }
 
     /// The current state (an open breaker past its cool-down reports half-open).
@@ -129,6 +140,9 @@ impl CircuitBreaker {
 
     /// Asks to make a call now.
     pub fn try_acquire(&self) -> Result<Permit<'_>, Rejected> {
+        if self.healthy.load(Ordering::Acquire) {
+            return Ok(Permit { breaker: self, probe: false });
+        }
         self.try_acquire_at(Instant::now())
     }
 
@@ -139,6 +153,7 @@ impl CircuitBreaker {
             CircuitState::Closed => Ok(Permit { breaker: self, probe: false }),
             CircuitState::Open if now >= inner.open_until => {
                 inner.state = CircuitState::HalfOpen;
+                self.note_health(&inner);
                 Ok(Permit { breaker: self, probe: true })
             }
             CircuitState::Open => Err(Rejected { retry_in: inner.open_until - now }),
@@ -147,12 +162,16 @@ impl CircuitBreaker {
     }
 
     fn on_success(&self, probe: bool) {
+        if !probe && self.healthy.load(Ordering::Acquire) {
+            return; // nothing to reset
+        }
         let mut inner = self.lock();
         inner.consecutive_failures = 0;
         if probe || inner.state == CircuitState::HalfOpen {
             inner.failed_probes = 0;
             inner.state = CircuitState::Closed;
         }
+        self.note_health(&inner);
     }
 
     fn on_failure(&self, probe: bool, now: Instant) {
@@ -171,6 +190,7 @@ impl CircuitBreaker {
             let probes = inner.failed_probes.saturating_sub(1);
             inner.open_until = now + self.config.open_backoff.delay(probes);
         }
+        self.note_health(&inner);
     }
 
     fn release_probe(&self) {
@@ -178,6 +198,7 @@ impl CircuitBreaker {
         if inner.state == CircuitState::HalfOpen {
             inner.state = CircuitState::Open;
         }
+        self.note_health(&inner);
     }
 }
 
@@ -239,6 +260,18 @@ mod tests {
         let t2 = t1 + Duration::from_secs(1);
         fail(&b, t2); // second failed probe: cool-down doubles
         assert_eq!(b.try_acquire_at(t2).unwrap_err().retry_in, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_lock_free_path_agrees_with_the_state_machine() {
+        let b = breaker();
+        b.try_acquire().expect("closed").failure();
+        assert!(!b.healthy.load(Ordering::Relaxed), "a counted failure leaves the fast path");
+        b.try_acquire().expect("still closed").success();
+        assert!(b.healthy.load(Ordering::Relaxed), "a success resets the count");
+        (0..3).for_each(|_| b.try_acquire().expect("closed").failure());
+        assert_eq!(b.state(), CircuitState::Open);
+        assert!(b.try_acquire().is_err(), "an open circuit refuses through the public path too");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -98,7 +98,7 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let uri = req.uri().clone();
     let span = tracing::info_span!("request", request_id = %ctx.request_id, trace_id = %ctx.trace_id);
-    let request_id = ctx.request_id.clone();
+    let request_id = ctx.request_id_header.clone();
     let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let route = match &matched {
@@ -107,10 +107,8 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
     };
     let status = response.status().as_u16();
     record(&method, route, status, elapsed);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID, v);
-    }
-    let upstream = response.extensions().get::<Upstream>().map_or("-", |u| u.0.as_str());
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    let upstream = response.extensions().get::<Upstream>().map_or("-", |u| &*u.0);
     span.in_scope(|| {
         let line = AccessLine { method: &method, path: uri.path(), route, upstream, status, elapsed };
         if opts.access_log {
@@ -124,7 +122,7 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
 
 /// The instance a proxied request went to, for the access log.
 #[derive(Debug, Clone)]
-pub struct Upstream(pub String);
+pub struct Upstream(pub std::sync::Arc<str>);
 
 /// One access-log line: what was asked, where it went, how it ended.
 #[derive(Debug, Clone, Copy)]
@@ -175,7 +173,7 @@ struct RequestMetrics {
 }
 
 thread_local! {
-    static REQUEST_METRICS: std::cell::RefCell<std::collections::HashMap<Box<str>, Vec<RequestMetrics>>> =
+    static REQUEST_METRICS: std::cell::RefCell<foldhash::HashMap<Box<str>, Vec<RequestMetrics>>> =
         std::cell::RefCell::default();
 }
 

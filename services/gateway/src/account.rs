@@ -68,7 +68,7 @@ async fn call_auth(gw: &Gateway, path: &str, peer: SocketAddr, creds: &Credentia
     }
     let resp = gw
         .side
-        .post(format!("http://{}{path}", target.address))
+        .post(format!("http://{}{path}", target.instance.address))
         .headers(headers)
         .json(&serde_json::json!({ "username": creds.username, "password": creds.password }))
         .send()

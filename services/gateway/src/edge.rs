@@ -49,6 +49,30 @@ pub struct Session {
     pub csrf: String,
 }
 
+/// The far end of a connection, with what the edge derives from it computed once per connection
+/// rather than on every request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its IP as an `X-Forwarded-For` value.
+    pub forwarded_for: HeaderValue,
+    /// `ip:<address>`: its rate-limit key while anonymous.
+    limit_key: Arc<str>,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = addr.ip().to_string();
+        Self {
+            addr,
+            forwarded_for: HeaderValue::from_str(&ip).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            limit_key: format!("ip:{ip}").into(),
+        }
+    }
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
@@ -108,7 +132,7 @@ pub struct Admitted {
 /// leaves the [`Session`] in the request's extensions. `route` is the upstream route serving it, if any.
 pub async fn admit(
     gw: &Gateway,
-    peer: SocketAddr,
+    peer: &Peer,
     route: Option<&'static routes::Route>,
     req: &mut Request,
 ) -> Result<Admitted, Response> {
@@ -116,11 +140,15 @@ pub async fn admit(
     let identity = identify(gw, req.headers()).await;
 
     if !exempt_from_limits(req.uri().path()) {
+        let user_key;
         let (key, quota) = match &identity {
-            Ok(Some(id)) => (format!("user:{}", id.claims.sub), gw.config.user_quota),
-            _ => (format!("ip:{}", peer.ip()), gw.config.anon_quota),
+            Ok(Some(id)) => {
+                user_key = format!("user:{}", id.claims.sub);
+                (user_key.as_str(), gw.config.user_quota)
+            }
+            _ => (&*peer.limit_key, gw.config.anon_quota),
         };
-        if let Decision::Deny { retry_after } = gw.limiter.check(&key, quota).await {
+        if let Decision::Deny { retry_after } = gw.limiter.check(key, quota).await {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             metrics::counter!("gateway_rate_limited_total").increment(1);
             return Err(Problem::new(
@@ -196,7 +224,7 @@ pub async fn edge(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let admitted = match admit(&gw, peer, None, &mut req).await {
+    let admitted = match admit(&gw, &Peer::new(peer), None, &mut req).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };

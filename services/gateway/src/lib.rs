@@ -4,6 +4,7 @@
 //! upstream, per-route timeouts, a body limit and an access log line per request.
 
 pub mod account;
+pub mod client;
 pub mod docs;
 pub mod edge;
 pub mod pages;
@@ -146,7 +147,8 @@ impl Gateway {
         let target = self.upstreams.get(service)?.pick(None)?;
         let mut headers = reqwest::header::HeaderMap::new();
         kit::context::inject_current(&mut headers);
-        let resp = self.side.get(format!("http://{}{path}", target.address)).headers(headers).send().await.ok()?;
+        let resp =
+            self.side.get(format!("http://{}{path}", target.instance.address)).headers(headers).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }

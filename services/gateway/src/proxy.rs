@@ -2,7 +2,6 @@
 //! is open, forward with a deadline and the request context, retry idempotent
 //! requests once on another instance when a connection fails.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,37 +10,13 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
-use http_body_util::BodyExt;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use kit::context::{RequestContext, REQUEST_ID};
 use kit::http::{AccessLine, Upstream as UpstreamLabel};
 use kit::Problem;
 
 use crate::upstreams::Target;
 use crate::Gateway;
-use crate::{edge, routes};
-
-/// The pooled HTTP/1.1 client to upstreams (keep-alive, no Nagle).
-pub type UpstreamClient = Client<HttpConnector, Body>;
-
-thread_local! {
-    /// One pool per serving thread: a pooled connection's driver task lives on
-    /// the runtime that opened it, which is the thread that uses it.
-    static CLIENT: UpstreamClient = client();
-}
-
-/// Builds the upstream client.
-pub fn client() -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(512)
-        .build(connector)
-}
+use crate::{client, edge, routes};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -55,7 +30,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of them: one pass over the names, no lookups, decides that.
+    let any = headers.keys().any(|name| HOP_BY_HOP.contains(name) || name == header::TRANSFER_ENCODING);
+    if !any {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -95,15 +79,20 @@ pub async fn not_found(req: Request) -> Response {
 /// hot path, so it is one function rather than a stack of middleware layers (each of which would box
 /// the request's future again and clone the router); what it does matches `kit::http::observe` around
 /// the edge middleware, which still serve the gateway's own pages.
-pub async fn serve(gw: Arc<Gateway>, peer: SocketAddr, route: &'static routes::Route, mut req: Request) -> Response {
+pub async fn serve(
+    gw: Arc<Gateway>,
+    peer: Arc<edge::Peer>,
+    route: &'static routes::Route,
+    mut req: Request,
+) -> Response {
     let start = Instant::now();
     let ctx = RequestContext::from_headers(req.headers());
     let method = req.method().clone();
     let uri = req.uri().clone();
     let handled = async {
-        match edge::admit(&gw, peer, Some(route), &mut req).await {
+        match edge::admit(&gw, &peer, Some(route), &mut req).await {
             // Boxed, so that this future stays small: hyper moves it whole into its connection task.
-            Ok(_) => Box::pin(forward(&gw, route, peer, &ctx, req)).await,
+            Ok(_) => Box::pin(forward(&gw, route, &peer, &ctx, req)).await,
             Err(refused) => refused,
         }
     };
@@ -117,10 +106,8 @@ pub async fn serve(gw: Arc<Gateway>, peer: SocketAddr, route: &'static routes::R
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
     kit::http::record(&method, route.prefix, status, elapsed);
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        response.headers_mut().insert(REQUEST_ID, v);
-    }
-    let upstream = response.extensions().get::<UpstreamLabel>().map_or("-", |u| u.0.as_str());
+    response.headers_mut().insert(REQUEST_ID, ctx.request_id_header.clone());
+    let upstream = response.extensions().get::<UpstreamLabel>().map_or("-", |u| &*u.0);
     let line = AccessLine { method: &method, path: uri.path(), route: route.prefix, upstream, status, elapsed };
     kit::access_log::write(&line, &ctx);
     response
@@ -129,7 +116,7 @@ pub async fn serve(gw: Arc<Gateway>, peer: SocketAddr, route: &'static routes::R
 async fn forward(
     gw: &Gateway,
     route: &'static routes::Route,
-    client: SocketAddr,
+    client: &edge::Peer,
     ctx: &RequestContext,
     req: Request,
 ) -> Response {
@@ -179,13 +166,8 @@ async fn forward(
                 .header(header::RETRY_AFTER, "1")
                 .into_response();
         };
-        let Some(outgoing) =
-            build_request(&parts.method, &parts.uri, &parts.headers, &target, body.take().unwrap_or_default())
-        else {
-            permit.neutral();
-            return Problem::bad_request("the request path cannot be forwarded").into_response();
-        };
-        match tokio::time::timeout(route.timeout, CLIENT.with(Clone::clone).request(outgoing)).await {
+        let outgoing = build_request(&parts.method, &parts.uri, &parts.headers, body.take().unwrap_or_default());
+        match tokio::time::timeout(route.timeout, client::send(&target.instance, outgoing)).await {
             Ok(Ok(resp)) => {
                 let status = resp.status();
                 let unhealthy = matches!(
@@ -256,7 +238,7 @@ fn too_large(limit: usize) -> Response {
     .into_response()
 }
 
-fn is_body_too_large(err: &hyper_util::client::legacy::Error) -> bool {
+fn is_body_too_large(err: &client::SendError) -> bool {
     let mut source = std::error::Error::source(err);
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {
@@ -267,42 +249,38 @@ fn is_body_too_large(err: &hyper_util::client::legacy::Error) -> bool {
     false
 }
 
-fn prepare_headers(headers: &mut HeaderMap, client: SocketAddr, ctx: &RequestContext) {
+fn prepare_headers(headers: &mut HeaderMap, client: &edge::Peer, ctx: &RequestContext) {
     strip_hop_by_hop(headers);
     if let Some(host) = headers.remove(header::HOST) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) => format!("{prior}, {}", client.ip()),
-        None => client.ip().to_string(),
+    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", client.addr.ip())).ok(),
+        None => Some(client.forwarded_for.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    if let Some(v) = forwarded_for {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     ctx.inject(headers);
 }
 
-fn build_request(
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    target: &Target,
-    body: Body,
-) -> Option<axum::http::Request<Body>> {
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let uri: Uri = format!("http://{}{}", target.address, path).parse().ok()?;
-    let mut req = axum::http::Request::builder().method(method.clone()).uri(uri);
-    if let Some(h) = req.headers_mut() {
-        h.clone_from(headers);
-    }
-    req.body(body).ok()
+/// The request to send upstream: the same method, origin-form path and query, and headers.
+fn build_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> axum::http::Request<Body> {
+    let mut req = axum::http::Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = match (uri.scheme(), uri.path_and_query()) {
+        (None, _) => uri.clone(),
+        // A client may send the absolute form (RFC 9112 §3.2.2); upstreams get the origin form.
+        (Some(_), Some(path)) => Uri::from(path.clone()),
+        (Some(_), None) => Uri::from_static("/"),
+    };
+    req.headers_mut().clone_from(headers);
+    req
 }
 
-fn respond(resp: hyper::Response<hyper::body::Incoming>, target: &Target) -> Response {
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    let mut response = Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)));
-    response.extensions_mut().insert(UpstreamLabel(target.address.clone()));
+fn respond(mut response: Response, target: &Target) -> Response {
+    strip_hop_by_hop(response.headers_mut());
+    response.extensions_mut().insert(UpstreamLabel(target.instance.address.clone()));
     response
 }

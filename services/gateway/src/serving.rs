@@ -6,78 +6,104 @@
 //! start to finish on one thread. Shared state (routes, breakers, limiter,
 //! instance lists) is the same `Arc<Gateway>` for all threads.
 //!
-//! Each connection is served by a [`Front`]: requests for an upstream route go
-//! straight to [`proxy::serve`], everything else (pages, docs, health) to the
-//! router with the kit's standard layers.
+//! Connections are served by hyper's HTTP/1.1 server directly (cleartext
+//! HTTP/2 is left out: browsers only speak it over TLS, and its detection
+//! costs a buffered read on every connection). Each connection gets a
+//! [`Front`]: requests for an upstream route go straight to
+//! [`proxy::serve`], everything else (pages, docs, health) to the router with
+//! the kit's standard layers.
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::response::Response;
-use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use futures::future::BoxFuture;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use kit::http::ServeError;
 use kit::registry_client::Protocol;
 use kit::service::Started;
 use kit::Shutdown;
-use tower::{Service, ServiceExt};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
 
+use crate::edge::Peer;
 use crate::{proxy, routes, Gateway};
 
 /// How long an access-log line may wait in its thread's buffer.
 const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(100);
+/// How long a client may take to send a request's head (also how long an idle keep-alive
+/// connection is kept): a slow or silent client cannot hold a connection forever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One connection's service: the proxy's hot path for upstream routes, the router for the rest.
 #[derive(Clone)]
 struct Front {
     gw: Arc<Gateway>,
     router: Router,
-    peer: SocketAddr,
+    peer: Arc<Peer>,
 }
 
-impl Service<Request> for Front {
+impl hyper::service::Service<hyper::Request<Incoming>> for Front {
     type Response = Response;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+        let mut req = req.map(Body::new);
         if let Some(route) = routes::find_in(self.gw.config.routes, req.uri().path()) {
-            let (gw, peer) = (self.gw.clone(), self.peer);
+            let (gw, peer) = (self.gw.clone(), self.peer.clone());
             return Box::pin(async move { Ok(proxy::serve(gw, peer, route, req).await) });
         }
-        req.extensions_mut().insert(ConnectInfo(self.peer));
+        req.extensions_mut().insert(ConnectInfo(self.peer.addr));
         Box::pin(self.router.clone().oneshot(req))
     }
 }
 
-/// Makes a [`Front`] for every accepted connection.
-#[derive(Clone)]
-struct MakeFront {
-    gw: Arc<Gateway>,
-    router: Router,
+/// Accepts connections on `listener` and serves each with a [`Front`] until `stop` trips, then
+/// waits for the open connections to finish their requests.
+async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, router: Router, stop: Shutdown) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (tcp, addr) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    wait_after_accept_error(err).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        // Responses are written whole: no reason to let Nagle delay them.
+        let _ = tcp.set_nodelay(true);
+        let front = Front { gw: gw.clone(), router: router.clone(), peer: Arc::new(Peer::new(addr)) };
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), front));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(peer = %addr, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
-impl<'a, L: Listener<Addr = SocketAddr>> Service<IncomingStream<'a, L>> for MakeFront {
-    type Response = Front;
-    type Error = Infallible;
-    type Future = Ready<Result<Front, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, incoming: IncomingStream<'a, L>) -> Self::Future {
-        ready(Ok(Front { gw: self.gw.clone(), router: self.router.clone(), peer: *incoming.remote_addr() }))
+/// After a failed `accept`: a connection that died in the backlog is nothing; anything else
+/// (out of file descriptors, say) is logged and retried after a pause instead of spinning.
+async fn wait_after_accept_error(err: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if !matches!(err.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        tracing::error!(error = %err, "accepting a connection failed; retrying in 1 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -112,17 +138,13 @@ pub async fn start(
     let grace = config.shutdown_timeout;
     let mut handles = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let (make, stop) = (MakeFront { gw: gw.clone(), router: app.clone() }, serving.clone());
+        let (gw, router, stop) = (gw.clone(), app.clone(), serving.clone());
         let handle =
             std::thread::Builder::new().name(format!("gateway-{i}")).spawn(move || -> Result<(), ServeError> {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 runtime.block_on(async move {
-                    use axum::serve::ListenerExt;
-                    // Responses are written whole: no reason to let Nagle delay them.
-                    let listener = tokio::net::TcpListener::from_std(listener)?.tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
-                    let server = axum::serve(listener, make).with_graceful_shutdown(stop.clone().cancelled_owned());
+                    let listener = TcpListener::from_std(listener)?;
+                    let server = accept_loop(listener, gw, router, stop.clone());
                     let deadline = async {
                         stop.cancelled().await;
                         tokio::time::sleep(grace).await;
@@ -130,7 +152,7 @@ pub async fn start(
                     // This thread's access-log lines are written in batches: at least every 100 ms.
                     let flusher = tokio::spawn(kit::access_log::flush_every(ACCESS_LOG_FLUSH));
                     let result = tokio::select! {
-                        result = server => result.map_err(ServeError::from),
+                        () = server => Ok(()),
                         () = deadline => Ok(()),
                     };
                     flusher.abort();

@@ -11,13 +11,15 @@ use kit::circuit_breaker::{BreakerConfig, CircuitBreaker, CircuitState};
 use kit::discovery::{Discovery, Endpoint};
 use serde::Serialize;
 
+use crate::client::Instance;
+
 /// One instance of an upstream as the gateway sees it.
 #[derive(Debug)]
 pub struct Target {
     /// Registry instance id.
     pub id: String,
-    /// `host:port`.
-    pub address: String,
+    /// `host:port`, and the `Host` header naming it.
+    pub instance: Instance,
     /// Software version.
     pub version: String,
     /// Whether its `/readyz` answered 200 at the last probe.
@@ -112,22 +114,23 @@ impl Upstream {
     fn replace_targets(&self, found: Vec<Endpoint>) {
         let old = self.targets();
         let by_id: HashMap<&str, &Arc<Target>> = old.iter().map(|t| (t.id.as_str(), t)).collect();
+        // An address that cannot be a `Host` header cannot be proxied to: such an instance is left out.
         let fresh: Vec<Arc<Target>> = found
             .into_iter()
-            .map(|e| match by_id.get(e.id.as_str()) {
-                Some(existing) if existing.address == e.address() => {
+            .filter_map(|e| match by_id.get(e.id.as_str()) {
+                Some(existing) if *existing.instance.address == *e.address() => {
                     existing.last_heartbeat_ms_ago.store(e.last_heartbeat_ms_ago, Ordering::Relaxed);
-                    Arc::clone(existing)
+                    Some(Arc::clone(existing))
                 }
-                _ => Arc::new(Target {
-                    address: e.address().to_string(),
+                _ => Some(Arc::new(Target {
+                    instance: Instance::new(e.address())?,
                     id: e.id,
                     version: e.version,
                     // Trusted until the first probe says otherwise: it just registered.
                     ready: AtomicBool::new(true),
                     ejected_until_ms: AtomicU64::new(0),
                     last_heartbeat_ms_ago: AtomicU64::new(e.last_heartbeat_ms_ago),
-                }),
+                })),
             })
             .collect();
         *self.targets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
@@ -181,7 +184,7 @@ impl Upstream {
                 .iter()
                 .map(|t| InstanceStatus {
                     id: t.id.clone(),
-                    address: t.address.clone(),
+                    address: t.instance.address.to_string(),
                     version: t.version.clone(),
                     healthy: t.ready.load(Ordering::Relaxed),
                     last_seen_secs: t.last_heartbeat_ms_ago.load(Ordering::Relaxed) as f64 / 1000.0,
@@ -258,7 +261,7 @@ impl Upstreams {
             let targets = up.targets();
             let probes = targets.iter().map(|t| async move {
                 let ok = http
-                    .get(format!("http://{}/readyz", t.address))
+                    .get(format!("http://{}/readyz", t.instance.address))
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success());
