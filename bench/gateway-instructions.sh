@@ -12,7 +12,8 @@
 # run - of the short run): start-up costs cancel out. Every answer must be 200.
 #
 # Environment: AGORA=path (default target/release/agora), SKIP_BUILD=1,
-# SHORT=3 LONG=13 (seconds of load), CONNECTIONS=8.
+# SHORT=3 LONG=13 (seconds of load), CONNECTIONS=8, KEEP=dir (keep both
+# callgrind outputs there, for callgrind_annotate).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -51,16 +52,26 @@ one() {
     (( SECONDS < deadline )) || die "the gateway under callgrind did not answer within 120 s"
     sleep 1
   done
-  local n
+  # Answers before this one (the instance list still loading: 503) are not the load's.
+  sleep 0.5
+  local skip n
+  skip="$(grep -c '"status":' "$log" || true)"
   n="$(wrk -t1 -c"$CONNECTIONS" -d"$1"s "http://127.0.0.1:$GW_PORT/joke" | awk '/requests in/ {print $1}')"
   kill -INT "$pid"; wait "$pid" || true
   local total non200
   total="$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')"
-  non200="$(grep -o '"status":[0-9]*' "$log" | grep -vc '"status":200' || true)"
+  non200="$(grep '"status":' "$log" | tail -n +"$((skip + 1))" | grep -vc '"status":200' || true)"
+  if (( non200 > 0 )); then
+    log "answers other than 200 in the ${1} s run:"
+    grep '"status":' "$log" | tail -n +"$((skip + 1))" | grep -v '"status":200' | head -5 >&2
+  fi
   echo "$total $n $non200"
 }
 read -r T1 N1 E1 < <(one "$SHORT")
 read -r T2 N2 E2 < <(one "$LONG")
+if [[ -n "${KEEP:-}" ]]; then
+  mkdir -p "$KEEP" && cp "$OUT_DIR"/cg.* "$KEEP"/ && log "callgrind outputs kept in $KEEP"
+fi
 rm -rf "$OUT_DIR"
 (( E1 + E2 == 0 )) || die "$((E1 + E2)) answers were not 200: the count would measure an error path"
 (( N2 > N1 )) || die "the long run served no more requests than the short one"

@@ -113,9 +113,9 @@ impl ThreadBuffer {
         out.push(b'.');
         out.extend((0..6).rev().map(|i| b'0' + (micros / 10u32.pow(i) % 10) as u8));
         out.extend_from_slice(b"Z\",\"level\":\"INFO\",\"message\":\"access\"");
-        field(out, "request_id", &ctx.request_id);
+        field(out, "request_id", ctx.request_id());
         // Hex digits, an HTTP token and our own route prefix: nothing in them needs escaping.
-        plain_field(out, "trace_id", &ctx.trace_id);
+        plain_field(out, "trace_id", ctx.trace_id());
         plain_field(out, "method", line.method.as_str());
         field(out, "path", line.path);
         plain_field(out, "route", line.route);

@@ -1,8 +1,6 @@
 //! The request context — request id and W3C trace context — carried from the
 //! incoming request to every outgoing HTTP and gRPC call made while serving it.
 
-use std::sync::Arc;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Header carrying our request id.
@@ -11,67 +9,92 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Who is asking, for logs and propagation.
+///
+/// Both values are kept as the header values they are sent as, made once per request: the
+/// context is read on every hop and log line, and cloning it only bumps two reference counts.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    /// Stable id of the end-to-end request (same on every hop).
-    pub request_id: Arc<str>,
-    /// 32 hex digits shared by every span of the trace.
-    pub trace_id: Arc<str>,
-    /// 16 hex digits naming this hop's span.
-    pub span_id: String,
-    /// Trace flags (`01` = sampled).
-    pub flags: String,
-    /// `request_id` as a header value, made once: it goes to every upstream and back to the client.
-    pub request_id_header: HeaderValue,
+    /// This hop's span in W3C form, `00-{trace id}-{span id}-{flags}`: all ASCII, 55 bytes.
+    traceparent: HeaderValue,
+    /// Stable id of the end-to-end request (same on every hop), printable ASCII.
+    request_id: HeaderValue,
 }
 
 tokio::task_local! {
     static CURRENT: RequestContext;
 }
 
+/// Length of a version-00 `traceparent` value; its parts' positions follow.
+const TRACEPARENT_LEN: usize = 55;
+const TRACE_ID: std::ops::Range<usize> = 3..35;
+const SPAN_ID: std::ops::Range<usize> = 36..52;
+const FLAGS: std::ops::Range<usize> = 53..55;
+
 impl RequestContext {
     /// Continues the caller's trace (or starts one) from incoming headers.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let parent = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse_traceparent);
-        let (trace_id, flags) = match parent {
-            Some((trace, flags)) => (trace, flags),
-            None => (hex(rand::random::<u128>() | 1, 32), "01".to_string()),
-        };
-        let (request_id, request_id_header) = match headers
+        let mut traceparent = [0u8; TRACEPARENT_LEN];
+        traceparent[..3].copy_from_slice(b"00-");
+        traceparent[35] = b'-';
+        traceparent[52] = b'-';
+        match headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse_traceparent) {
+            Some((trace, flags)) => {
+                traceparent[TRACE_ID].copy_from_slice(trace.as_bytes());
+                traceparent[FLAGS].copy_from_slice(flags.as_bytes());
+            }
+            None => {
+                write_hex(&mut traceparent[TRACE_ID], rand::random::<u128>() | 1);
+                traceparent[FLAGS].copy_from_slice(b"01");
+            }
+        }
+        write_hex(&mut traceparent[SPAN_ID], u128::from(rand::random::<u64>() | 1));
+        let request_id = headers
             .get(&REQUEST_ID)
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic))
-        {
-            Some(sent) => (String::from_utf8_lossy(sent.as_bytes()).into(), sent.clone()),
-            None => {
-                let id = &trace_id[..16];
-                (Arc::from(id), HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-")))
-            }
-        };
-        Self {
-            request_id,
-            request_id_header,
-            trace_id: trace_id.into(),
-            span_id: hex(u128::from(rand::random::<u64>() | 1), 16),
-            flags,
-        }
+            .cloned()
+            // The first half of the trace id: unique enough for one request, short enough to quote.
+            .or_else(|| HeaderValue::from_bytes(&traceparent[3..19]).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("-"));
+        // Lowercase hex digits, dashes and the digits 0 and 1: always a valid header value.
+        let traceparent =
+            HeaderValue::from_bytes(&traceparent).unwrap_or_else(|_| HeaderValue::from_static(NO_TRACEPARENT));
+        Self { traceparent, request_id }
+    }
+
+    /// The request's id, as logged and sent in `x-request-id`.
+    pub fn request_id(&self) -> &str {
+        ascii(&self.request_id)
+    }
+
+    /// The request id as a header value, for responses and outgoing calls.
+    pub fn request_id_header(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
+    /// The 32 hex digits shared by every span of the trace.
+    pub fn trace_id(&self) -> &str {
+        ascii(&self.traceparent).get(TRACE_ID).unwrap_or_default()
+    }
+
+    /// The 16 hex digits naming this hop's span.
+    pub fn span_id(&self) -> &str {
+        ascii(&self.traceparent).get(SPAN_ID).unwrap_or_default()
+    }
+
+    /// Trace flags (`01` = sampled).
+    pub fn flags(&self) -> &str {
+        ascii(&self.traceparent).get(FLAGS).unwrap_or_default()
     }
 
     /// The `traceparent` value for a call made from this span.
-    pub fn traceparent(&self) -> String {
-        // Built by hand: this runs for every proxied request, and `format!` costs several times more.
-        let mut value = String::with_capacity(6 + self.trace_id.len() + self.span_id.len() + self.flags.len());
-        for part in ["00-", &self.trace_id, "-", &self.span_id, "-", &self.flags] {
-            value.push_str(part);
-        }
-        value
+    pub fn traceparent(&self) -> &HeaderValue {
+        &self.traceparent
     }
 
     /// Writes `x-request-id` and `traceparent` into outgoing headers.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        headers.insert(REQUEST_ID, self.request_id_header.clone());
-        if let Ok(v) = HeaderValue::try_from(self.traceparent()) {
-            headers.insert(TRACEPARENT, v);
-        }
+        headers.insert(REQUEST_ID, self.request_id.clone());
+        headers.insert(TRACEPARENT, self.traceparent.clone());
     }
 
     /// The context of the request being served by this task, if any.
@@ -85,6 +108,14 @@ impl RequestContext {
     }
 }
 
+/// Never used in practice (see `from_headers`); all zeros is W3C's "no valid trace".
+const NO_TRACEPARENT: &str = "00-00000000000000000000000000000000-0000000000000000-00";
+
+/// A header value we built or checked to be printable ASCII, as text.
+fn ascii(value: &HeaderValue) -> &str {
+    std::str::from_utf8(value.as_bytes()).unwrap_or("-")
+}
+
 /// Injects the current context (if any) into outgoing headers.
 pub fn inject_current(headers: &mut HeaderMap) {
     if let Some(ctx) = RequestContext::current() {
@@ -92,18 +123,17 @@ pub fn inject_current(headers: &mut HeaderMap) {
     }
 }
 
-/// The low `digits` hex digits of `n`, lowercase, zero-padded (`format!("{n:0digits$x}")`, cheaper).
-fn hex(n: u128, digits: usize) -> String {
+/// Fills `out` with the low `out.len()` hex digits of `n`, lowercase, zero-padded
+/// (`format!("{n:0width$x}")` without `fmt` or an allocation).
+fn write_hex(out: &mut [u8], n: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digits = digits.min(32);
-    let mut out = [0u8; 32];
-    for (i, byte) in out[..digits].iter_mut().rev().enumerate() {
+    for (i, byte) in out.iter_mut().rev().enumerate().take(32) {
         *byte = DIGITS[((n >> (4 * i)) & 0xf) as usize];
     }
-    String::from_utf8(out[..digits].to_vec()).unwrap_or_default()
 }
 
-fn parse_traceparent(v: &str) -> Option<(String, String)> {
+/// The trace id and flags of a valid version-00 `traceparent`.
+fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
     let mut parts = v.trim().split('-');
     let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
@@ -113,7 +143,7 @@ fn parse_traceparent(v: &str) -> Option<(String, String)> {
     if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some((trace.to_string(), flags.to_string()))
+    Some((trace, flags))
 }
 
 #[cfg(test)]
@@ -126,19 +156,26 @@ mod tests {
         headers
             .insert(TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
         let ctx = RequestContext::from_headers(&headers);
-        assert_eq!(&*ctx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_ne!(ctx.span_id, "00f067aa0ba902b7");
-        assert!(ctx.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(ctx.span_id(), "00f067aa0ba902b7");
+        assert_eq!(ctx.flags(), "01");
+        assert!(ascii(ctx.traceparent()).starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
     }
 
     #[test]
     fn ids_are_lowercase_hex_of_their_full_width() {
-        assert_eq!(hex(0xab, 4), "00ab");
-        assert_eq!(hex(u128::MAX, 32), "f".repeat(32));
+        let mut out = [0u8; 4];
+        write_hex(&mut out, 0xab);
+        assert_eq!(&out, b"00ab");
+        let mut out = [0u8; 32];
+        write_hex(&mut out, u128::MAX);
+        assert_eq!(out, [b'f'; 32]);
         let ctx = RequestContext::from_headers(&HeaderMap::new());
-        let expected = format!("00-{}-{}-{}", ctx.trace_id, ctx.span_id, ctx.flags);
-        assert_eq!(ctx.traceparent(), expected);
+        assert_eq!((ctx.trace_id().len(), ctx.span_id().len(), ctx.flags()), (32, 16, "01"));
+        let expected = format!("00-{}-{}-{}", ctx.trace_id(), ctx.span_id(), ctx.flags());
+        assert_eq!(ascii(ctx.traceparent()), expected);
         assert!(parse_traceparent(&expected).is_some(), "{expected}");
+        assert_eq!(ctx.request_id(), &ctx.trace_id()[..16]);
     }
 
     #[test]
@@ -146,16 +183,17 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(TRACEPARENT, HeaderValue::from_static("00-xyz-00f067aa0ba902b7-01"));
         let ctx = RequestContext::from_headers(&headers);
-        assert_eq!(ctx.trace_id.len(), 32);
-        assert_eq!(&ctx.request_id[..], &ctx.trace_id[..16]);
+        assert_eq!(ctx.trace_id().len(), 32);
+        assert_ne!(ctx.trace_id(), "0".repeat(32));
+        assert_eq!(ctx.request_id(), &ctx.trace_id()[..16]);
     }
 
     #[test]
     fn a_client_request_id_is_kept_unless_it_is_unprintable() {
         let mut headers = HeaderMap::new();
         headers.insert(REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(&*RequestContext::from_headers(&headers).request_id, "abc-123");
+        assert_eq!(RequestContext::from_headers(&headers).request_id(), "abc-123");
         headers.insert(REQUEST_ID, HeaderValue::from_static("has space"));
-        assert_ne!(&*RequestContext::from_headers(&headers).request_id, "has space");
+        assert_ne!(RequestContext::from_headers(&headers).request_id(), "has space");
     }
 }

@@ -61,7 +61,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let ctx = RequestContext::from_headers(req.headers());
-        let span = tracing::info_span!("grpc", request_id = %ctx.request_id, trace_id = %ctx.trace_id, path = %req.uri().path());
+        let span = tracing::info_span!("grpc", request_id = ctx.request_id(), trace_id = ctx.trace_id(), path = %req.uri().path());
         let fut = self.inner.call(req);
         Box::pin(tracing::Instrument::instrument(ctx.scope(fut), span))
     }
@@ -70,10 +70,10 @@ where
 /// Client interceptor: sends the current request id and `traceparent` to the peer.
 pub fn propagate_context(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     if let Some(ctx) = RequestContext::current() {
-        if let Ok(v) = MetadataValue::try_from(ctx.request_id.as_ref()) {
+        if let Ok(v) = MetadataValue::try_from(ctx.request_id()) {
             req.metadata_mut().insert("x-request-id", v);
         }
-        if let Ok(v) = MetadataValue::try_from(ctx.traceparent().as_str()) {
+        if let Ok(v) = MetadataValue::try_from(ctx.traceparent().as_bytes()) {
             req.metadata_mut().insert("traceparent", v);
         }
     }

@@ -97,8 +97,8 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
     let method = req.method().clone();
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let uri = req.uri().clone();
-    let span = tracing::info_span!("request", request_id = %ctx.request_id, trace_id = %ctx.trace_id);
-    let request_id = ctx.request_id_header.clone();
+    let span = tracing::info_span!("request", request_id = ctx.request_id(), trace_id = ctx.trace_id());
+    let request_id = ctx.request_id_header().clone();
     let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let route = match &matched {
@@ -148,8 +148,8 @@ impl AccessLine<'_> {
         let (method, path, route, upstream, status) =
             (self.method.as_str(), self.path, self.route, self.upstream, self.status);
         let latency_ms = self.elapsed.as_secs_f64() * 1000.0;
-        let request_id = ctx.map(|c| &*c.request_id);
-        let trace_id = ctx.map(|c| &*c.trace_id);
+        let request_id = ctx.map(RequestContext::request_id);
+        let trace_id = ctx.map(RequestContext::trace_id);
         tracing::info!(request_id, trace_id, method, path, route, upstream, status, latency_ms, "access");
     }
 

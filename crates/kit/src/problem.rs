@@ -45,7 +45,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail: detail.into(),
-            request_id: RequestContext::current().map(|c| c.request_id.to_string()),
+            request_id: RequestContext::current().map(|c| c.request_id().to_string()),
             extra: serde_json::Map::new(),
             headers: Vec::new(),
         }

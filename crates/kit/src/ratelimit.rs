@@ -103,18 +103,27 @@ impl MemoryBuckets {
             map.retain(|_, b| now.saturating_duration_since(b.at) < full_after);
         }
         // Look up before inserting: the common case (a known client) allocates nothing.
-        if !map.contains_key(key) {
-            map.insert(key.to_string(), Bucket { tokens: quota.burst as f64, at: now });
+        if let Some(bucket) = map.get_mut(key) {
+            return bucket.take(quota, now);
         }
-        let Some(bucket) = map.get_mut(key) else { return Decision::Allow };
-        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * quota.per_second;
-        bucket.tokens = (bucket.tokens + refill).min(quota.burst as f64);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        let mut bucket = Bucket { tokens: quota.burst as f64, at: now };
+        let decision = bucket.take(quota, now);
+        map.insert(key.to_string(), bucket);
+        decision
+    }
+}
+
+impl Bucket {
+    /// Refills the bucket up to `now` and takes a token if there is one.
+    fn take(&mut self, quota: Quota, now: Instant) -> Decision {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * quota.per_second;
+        self.tokens = (self.tokens + refill).min(quota.burst as f64);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
             Decision::Allow
         } else {
-            let wait = (1.0 - bucket.tokens) / quota.per_second.max(1e-9);
+            let wait = (1.0 - self.tokens) / quota.per_second.max(1e-9);
             Decision::Deny { retry_after: Duration::from_secs_f64(wait.min(86_400.0)) }
         }
     }

@@ -22,7 +22,7 @@ use kit::Shutdown;
 async fn echo_trace_server() -> String {
     let app = Router::new().route(
         "/trace",
-        get(|| async { RequestContext::current().map(|c| c.trace_id.to_string()).unwrap_or_default() }),
+        get(|| async { RequestContext::current().map(|c| c.trace_id().to_string()).unwrap_or_default() }),
     );
     let started = start_http(
         &ServiceConfig::for_tests("echo", None),
@@ -73,7 +73,7 @@ async fn idempotent_calls_are_retried_on_another_instance_and_the_trace_follows(
     let live = echo_trace_server().await;
     let peer = peer(vec![dead_url(), live]);
     let ctx = RequestContext::from_headers(&Default::default());
-    let trace = ctx.trace_id.to_string();
+    let trace = ctx.trace_id().to_string();
     let attempts = AtomicUsize::new(0);
     for _ in 0..4 {
         let seen =

@@ -10,7 +10,8 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::pin::Pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::TrySendError;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -65,8 +67,54 @@ impl Instance {
     }
 }
 
-struct Idle {
+/// One keep-alive connection: the handle requests are sent through and the connection's
+/// I/O state machine, which the request's own task drives (no task per connection).
+struct Conn {
     sender: SendRequest<Body>,
+    /// `None` once the connection has ended (closed or failed). It is dropped then, not kept:
+    /// dropping it is what hands a request still queued on it back to its sender.
+    io: Option<http1::Connection<TokioIo<TcpStream>, Body>>,
+}
+
+impl Conn {
+    /// Lets the connection read and write what it can, registering `cx` for more.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        let Some(io) = &mut self.io else { return };
+        if let Poll::Ready(ended) = Pin::new(io).poll(cx) {
+            self.io = None;
+            if let Err(err) = ended {
+                tracing::debug!(error = %err, "upstream connection ended with an error");
+            }
+        }
+    }
+
+    /// Waits until a request can be sent; `false` if the instance closed the connection.
+    async fn ready(&mut self) -> bool {
+        poll_fn(|cx| {
+            // A connection put back idle is usually ready at once: no need to drive it first.
+            if let Poll::Ready(ready) = self.sender.poll_ready(cx) {
+                return Poll::Ready(ready);
+            }
+            self.drive(cx);
+            self.sender.poll_ready(cx)
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Sends `req` and waits for the response head, driving the connection meanwhile.
+    async fn exchange(&mut self, req: Request<Body>) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
+        let mut sent = pin!(self.sender.try_send_request(req));
+        poll_fn(|cx| {
+            self.drive(cx);
+            sent.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+struct Idle {
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -81,39 +129,39 @@ thread_local! {
 /// written; the request then goes on a fresh connection, whatever its method.
 pub async fn send(instance: &Instance, mut req: Request<Body>) -> Result<Response<Body>, SendError> {
     req.headers_mut().insert(header::HOST, instance.host.clone());
-    while let Some(mut sender) = checkout(&instance.address).await {
-        match sender.try_send_request(req).await {
-            Ok(response) => return Ok(pooled(response, instance, sender)),
+    while let Some(mut conn) = checkout(&instance.address) {
+        if !conn.ready().await {
+            continue;
+        }
+        match conn.exchange(req).await {
+            Ok(response) => return Ok(pooled(response, instance, conn)),
             Err(mut failed) => match failed.take_message() {
                 Some(unsent) => req = unsent,
                 None => return Err(failed.into_error().into()),
             },
         }
     }
-    let mut sender = connect(&instance.address).await?;
-    let response = sender.send_request(req).await?;
-    Ok(pooled(response, instance, sender))
+    let mut conn = connect(&instance.address).await?;
+    let response = conn.exchange(req).await.map_err(TrySendError::into_error)?;
+    Ok(pooled(response, instance, conn))
 }
 
-/// The most recently used live connection to `address`, ready for a request.
-async fn checkout(address: &str) -> Option<SendRequest<Body>> {
-    loop {
-        let idle = IDLE.with_borrow_mut(|pool| pool.get_mut(address).and_then(VecDeque::pop_back))?;
+/// The most recently used connection to `address` that has not been idle too long.
+fn checkout(address: &str) -> Option<Box<Conn>> {
+    IDLE.with_borrow_mut(|pool| {
+        let list = pool.get_mut(address)?;
+        let idle = list.pop_back()?;
         if idle.since.elapsed() >= IDLE_TIMEOUT {
             // The rest of the list is older still.
-            IDLE.with_borrow_mut(|pool| pool.remove(address));
-            continue;
+            pool.remove(address);
+            return None;
         }
-        let mut sender = idle.sender;
-        // Ready at once unless the connection task has not yet seen the previous answer's end.
-        if !sender.is_closed() && sender.ready().await.is_ok() {
-            return Some(sender);
-        }
-    }
+        Some(idle.conn)
+    })
 }
 
-fn checkin(address: &Arc<str>, sender: SendRequest<Body>) {
-    if sender.is_closed() {
+fn checkin(address: &Arc<str>, conn: Box<Conn>) {
+    if conn.io.is_none() || conn.sender.is_closed() {
         return;
     }
     IDLE.with_borrow_mut(|pool| {
@@ -125,12 +173,14 @@ fn checkin(address: &Arc<str>, sender: SendRequest<Body>) {
             list.pop_front();
         }
         if list.len() < MAX_IDLE_PER_INSTANCE {
-            list.push_back(Idle { sender, since: Instant::now() });
+            list.push_back(Idle { conn, since: Instant::now() });
         }
     });
 }
 
-async fn connect(address: &Arc<str>) -> Result<SendRequest<Body>, SendError> {
+/// A new connection to `address`, boxed: the connection's state is large and moves between the
+/// pool, the request and the response body.
+async fn connect(address: &Arc<str>) -> Result<Box<Conn>, SendError> {
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&**address)).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(source)) => return Err(SendError::Connect { address: address.clone(), source }),
@@ -138,41 +188,30 @@ async fn connect(address: &Arc<str>) -> Result<SendRequest<Body>, SendError> {
     };
     // Requests are written whole: no reason to let Nagle delay them.
     tcp.set_nodelay(true).map_err(|source| SendError::Connect { address: address.clone(), source })?;
-    let (sender, connection) = http1::Builder::new().handshake(TokioIo::new(tcp)).await?;
-    let address = address.clone();
-    tokio::spawn(async move {
-        if let Err(err) = connection.await {
-            tracing::debug!(%address, error = %err, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    // One `write` per request, as for responses (see `serving`).
+    let (sender, io) = http1::Builder::new().writev(false).handshake(TokioIo::new(tcp)).await?;
+    Ok(Box::new(Conn { sender, io: Some(io) }))
 }
 
-/// The response, whose body puts the connection back in the pool once it has been read to the end.
-fn pooled(response: Response<Incoming>, instance: &Instance, sender: SendRequest<Body>) -> Response<Body> {
+/// The response, whose body drives its connection while it is read and puts the connection
+/// back in the pool once it has been read to the end.
+fn pooled(response: Response<Incoming>, instance: &Instance, conn: Box<Conn>) -> Response<Body> {
     let (parts, body) = response.into_parts();
     let body = if body.is_end_stream() {
-        checkin(&instance.address, sender);
+        checkin(&instance.address, conn);
         Body::new(body)
     } else {
-        Body::new(Returning { body, home: Some((instance.address.clone(), sender)) })
+        Body::new(Returning { body, home: Some((instance.address.clone(), conn)) })
     };
     Response::from_parts(parts, body)
 }
 
-/// A response body that returns its connection to the pool when it ends (a body dropped before its
-/// end takes the connection with it: hyper then closes it).
+/// A response body that drives its connection (the body's bytes arrive through it) and returns
+/// the connection to the pool when the body ends (a body dropped before its end takes the
+/// connection with it: it is then closed).
 struct Returning {
     body: Incoming,
-    home: Option<(Arc<str>, SendRequest<Body>)>,
-}
-
-impl Returning {
-    fn go_home(&mut self) {
-        if let Some((address, sender)) = self.home.take() {
-            checkin(&address, sender);
-        }
-    }
+    home: Option<(Arc<str>, Box<Conn>)>,
 }
 
 impl HttpBody for Returning {
@@ -180,12 +219,29 @@ impl HttpBody for Returning {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
-        match &frame {
-            None => self.go_home(),
-            Some(Ok(_)) if self.body.is_end_stream() => self.go_home(),
-            Some(Ok(_)) => {}
-            Some(Err(_)) => self.home = None,
+        let mut polled = Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_pending() {
+            // The bytes have not been read off the connection yet: drive it, then look again.
+            if let Some((_, conn)) = &mut self.home {
+                conn.drive(cx);
+                polled = Pin::new(&mut self.body).poll_frame(cx);
+            }
+        }
+        let frame = ready!(polled);
+        let ended = match &frame {
+            None => true,
+            Some(Ok(_)) => self.body.is_end_stream(),
+            Some(Err(_)) => {
+                self.home = None;
+                false
+            }
+        };
+        if ended {
+            if let Some((address, conn)) = self.home.take() {
+                // If the connection has not yet taken in the end of the exchange, the next
+                // request's `ready` drives it there.
+                checkin(&address, conn);
+            }
         }
         Poll::Ready(frame)
     }

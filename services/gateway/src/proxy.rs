@@ -11,10 +11,9 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode,
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use kit::context::{RequestContext, REQUEST_ID};
-use kit::http::{AccessLine, Upstream as UpstreamLabel};
+use kit::http::AccessLine;
 use kit::Problem;
 
-use crate::upstreams::Target;
 use crate::Gateway;
 use crate::{client, edge, routes};
 
@@ -89,25 +88,27 @@ pub async fn serve(
     let ctx = RequestContext::from_headers(req.headers());
     let method = req.method().clone();
     let uri = req.uri().clone();
+    // The instance that answered, for the access line.
+    let mut upstream = None;
     let handled = async {
         match edge::admit(&gw, &peer, Some(route), &mut req).await {
             // Boxed, so that this future stays small: hyper moves it whole into its connection task.
-            Ok(_) => Box::pin(forward(&gw, route, &peer, &ctx, req)).await,
+            Ok(_) => Box::pin(forward(&gw, route, &peer, &ctx, req, &mut upstream)).await,
             Err(refused) => refused,
         }
     };
     let mut response = match std::panic::AssertUnwindSafe(ctx.clone().scope(handled)).catch_unwind().await {
         Ok(response) => response,
         Err(_) => {
-            tracing::error!(request_id = %ctx.request_id, route = route.prefix, "request handler panicked");
+            tracing::error!(request_id = ctx.request_id(), route = route.prefix, "request handler panicked");
             Problem::internal().into_response()
         }
     };
     let elapsed = start.elapsed();
     let status = response.status().as_u16();
     kit::http::record(&method, route.prefix, status, elapsed);
-    response.headers_mut().insert(REQUEST_ID, ctx.request_id_header.clone());
-    let upstream = response.extensions().get::<UpstreamLabel>().map_or("-", |u| &*u.0);
+    response.headers_mut().insert(REQUEST_ID, ctx.request_id_header().clone());
+    let upstream = upstream.as_deref().unwrap_or("-");
     let line = AccessLine { method: &method, path: uri.path(), route: route.prefix, upstream, status, elapsed };
     kit::access_log::write(&line, &ctx);
     response
@@ -119,6 +120,7 @@ async fn forward(
     client: &edge::Peer,
     ctx: &RequestContext,
     req: Request,
+    answered_by: &mut Option<Arc<str>>,
 ) -> Response {
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response();
@@ -147,12 +149,13 @@ async fn forward(
     let retryable = is_idempotent(&parts.method)
         && declared.unwrap_or(0) == 0
         && !parts.headers.contains_key(header::TRANSFER_ENCODING);
+    // A second attempt goes to another instance: with only one, there is nothing to retry on.
+    let attempts = if retryable && upstream.instance_count() > 1 { 2 } else { 1 };
     prepare_headers(&mut parts.headers, client, ctx);
     let body =
         if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, gw.config.body_limit)) };
     let mut body = Some(body);
     let mut avoid: Option<String> = None;
-    let attempts = if retryable { 2 } else { 1 };
     for attempt in 0..attempts {
         let Some(target) = upstream.pick(avoid.as_deref()) else {
             if attempt > 0 {
@@ -166,7 +169,9 @@ async fn forward(
                 .header(header::RETRY_AFTER, "1")
                 .into_response();
         };
-        let outgoing = build_request(&parts.method, &parts.uri, &parts.headers, body.take().unwrap_or_default());
+        // The headers are copied only when another attempt may need them.
+        let headers = if attempt + 1 < attempts { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
+        let outgoing = build_request(&parts.method, &parts.uri, headers, body.take().unwrap_or_default());
         match tokio::time::timeout(route.timeout, client::send(&target.instance, outgoing)).await {
             Ok(Ok(resp)) => {
                 let status = resp.status();
@@ -180,7 +185,8 @@ async fn forward(
                     permit.success();
                 }
                 upstream.count(status.is_server_error());
-                return respond(resp, &target);
+                *answered_by = Some(target.instance.address.clone());
+                return respond(resp);
             }
             // Only bodiless idempotent requests get here with attempts left: safe to send again.
             Ok(Err(err)) if attempt + 1 < attempts => {
@@ -250,6 +256,8 @@ fn is_body_too_large(err: &client::SendError) -> bool {
 }
 
 fn prepare_headers(headers: &mut HeaderMap, client: &edge::Peer, ctx: &RequestContext) {
+    // Room for the headers added here and `Host` (added by the client): the map grows once at most.
+    headers.reserve(6);
     strip_hop_by_hop(headers);
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert(X_FORWARDED_HOST, host);
@@ -266,7 +274,7 @@ fn prepare_headers(headers: &mut HeaderMap, client: &edge::Peer, ctx: &RequestCo
 }
 
 /// The request to send upstream: the same method, origin-form path and query, and headers.
-fn build_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) -> axum::http::Request<Body> {
+fn build_request(method: &Method, uri: &Uri, headers: HeaderMap, body: Body) -> axum::http::Request<Body> {
     let mut req = axum::http::Request::new(body);
     *req.method_mut() = method.clone();
     *req.uri_mut() = match (uri.scheme(), uri.path_and_query()) {
@@ -275,12 +283,11 @@ fn build_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: Body) ->
         (Some(_), Some(path)) => Uri::from(path.clone()),
         (Some(_), None) => Uri::from_static("/"),
     };
-    req.headers_mut().clone_from(headers);
+    *req.headers_mut() = headers;
     req
 }
 
-fn respond(mut response: Response, target: &Target) -> Response {
+fn respond(mut response: Response) -> Response {
     strip_hop_by_hop(response.headers_mut());
-    response.extensions_mut().insert(UpstreamLabel(target.instance.address.clone()));
     response
 }

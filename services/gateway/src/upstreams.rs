@@ -79,6 +79,11 @@ impl Upstream {
         self.targets.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// How many instances the service has now (ready or not).
+    pub fn instance_count(&self) -> usize {
+        self.targets.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Round-robin over ready, non-ejected instances; falls back to any instance
     /// (a stale readiness probe must not make a live service unreachable).
     pub fn pick(&self, avoid: Option<&str>) -> Option<Arc<Target>> {
