@@ -141,7 +141,8 @@ pub async fn send(instance: &Instance, mut req: Request<Body>) -> Result<Respons
             },
         }
     }
-    let mut conn = connect(&instance.address).await?;
+    // Boxed: opening a connection is rare, and its future would make every request's future larger.
+    let mut conn = Box::pin(connect(&instance.address)).await?;
     let response = conn.exchange(req).await.map_err(TrySendError::into_error)?;
     Ok(pooled(response, instance, conn))
 }

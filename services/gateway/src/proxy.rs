@@ -90,13 +90,14 @@ pub async fn serve(
     let uri = req.uri().clone();
     // The instance that answered, for the access line.
     let mut upstream = None;
-    let handled = async {
+    // Boxed at once: the wrappers below (context scope, panic catcher) and hyper's connection
+    // task each move the future they hold, and this one is kilobytes; a box moves as a pointer.
+    let handled = Box::pin(async {
         match edge::admit(&gw, &peer, Some(route), &mut req).await {
-            // Boxed, so that this future stays small: hyper moves it whole into its connection task.
-            Ok(_) => Box::pin(forward(&gw, route, &peer, &ctx, req, &mut upstream)).await,
+            Ok(_) => forward(&gw, route, &peer, &ctx, req, &mut upstream).await,
             Err(refused) => refused,
         }
-    };
+    });
     let mut response = match std::panic::AssertUnwindSafe(ctx.clone().scope(handled)).catch_unwind().await {
         Ok(response) => response,
         Err(_) => {
