@@ -70,6 +70,8 @@ impl Instance {
 /// One keep-alive connection: the handle requests are sent through and the connection's
 /// I/O state machine, which the request's own task drives (no task per connection).
 struct Conn {
+    /// The instance's address: the pool this connection goes back to.
+    address: Arc<str>,
     sender: SendRequest<Body>,
     /// `None` once the connection has ended (closed or failed). It is dropped then, not kept:
     /// dropping it is what hands a request still queued on it back to its sender.
@@ -134,7 +136,7 @@ pub async fn send(instance: &Instance, mut req: Request<Body>) -> Result<Respons
             continue;
         }
         match conn.exchange(req).await {
-            Ok(response) => return Ok(pooled(response, instance, conn)),
+            Ok(response) => return Ok(pooled(response, conn)),
             Err(mut failed) => match failed.take_message() {
                 Some(unsent) => req = unsent,
                 None => return Err(failed.into_error().into()),
@@ -144,7 +146,7 @@ pub async fn send(instance: &Instance, mut req: Request<Body>) -> Result<Respons
     // Boxed: opening a connection is rare, and its future would make every request's future larger.
     let mut conn = Box::pin(connect(&instance.address)).await?;
     let response = conn.exchange(req).await.map_err(TrySendError::into_error)?;
-    Ok(pooled(response, instance, conn))
+    Ok(pooled(response, conn))
 }
 
 /// The most recently used connection to `address` that has not been idle too long.
@@ -161,14 +163,14 @@ fn checkout(address: &str) -> Option<Box<Conn>> {
     })
 }
 
-fn checkin(address: &Arc<str>, conn: Box<Conn>) {
+fn checkin(conn: Box<Conn>) {
     if conn.io.is_none() || conn.sender.is_closed() {
         return;
     }
     IDLE.with_borrow_mut(|pool| {
-        let list = match pool.get_mut(&**address) {
+        let list = match pool.get_mut(&*conn.address) {
             Some(list) => list,
-            None => pool.entry(address.clone()).or_default(),
+            None => pool.entry(conn.address.clone()).or_default(),
         };
         while list.front().is_some_and(|idle| idle.since.elapsed() >= IDLE_TIMEOUT) {
             list.pop_front();
@@ -191,18 +193,18 @@ async fn connect(address: &Arc<str>) -> Result<Box<Conn>, SendError> {
     tcp.set_nodelay(true).map_err(|source| SendError::Connect { address: address.clone(), source })?;
     // One `write` per request, as for responses (see `serving`).
     let (sender, io) = http1::Builder::new().writev(false).handshake(TokioIo::new(tcp)).await?;
-    Ok(Box::new(Conn { sender, io: Some(io) }))
+    Ok(Box::new(Conn { address: address.clone(), sender, io: Some(io) }))
 }
 
 /// The response, whose body drives its connection while it is read and puts the connection
 /// back in the pool once it has been read to the end.
-fn pooled(response: Response<Incoming>, instance: &Instance, conn: Box<Conn>) -> Response<Body> {
+fn pooled(response: Response<Incoming>, conn: Box<Conn>) -> Response<Body> {
     let (parts, body) = response.into_parts();
     let body = if body.is_end_stream() {
-        checkin(&instance.address, conn);
+        checkin(conn);
         Body::new(body)
     } else {
-        Body::new(Returning { body, home: Some((instance.address.clone(), conn)) })
+        Body::new(Returning { body, home: Some(conn) })
     };
     Response::from_parts(parts, body)
 }
@@ -212,7 +214,7 @@ fn pooled(response: Response<Incoming>, instance: &Instance, conn: Box<Conn>) ->
 /// connection with it: it is then closed).
 struct Returning {
     body: Incoming,
-    home: Option<(Arc<str>, Box<Conn>)>,
+    home: Option<Box<Conn>>,
 }
 
 impl HttpBody for Returning {
@@ -223,7 +225,7 @@ impl HttpBody for Returning {
         let mut polled = Pin::new(&mut self.body).poll_frame(cx);
         if polled.is_pending() {
             // The bytes have not been read off the connection yet: drive it, then look again.
-            if let Some((_, conn)) = &mut self.home {
+            if let Some(conn) = &mut self.home {
                 conn.drive(cx);
                 polled = Pin::new(&mut self.body).poll_frame(cx);
             }
@@ -238,10 +240,10 @@ impl HttpBody for Returning {
             }
         };
         if ended {
-            if let Some((address, conn)) = self.home.take() {
+            if let Some(conn) = self.home.take() {
                 // If the connection has not yet taken in the end of the exchange, the next
                 // request's `ready` drives it there.
-                checkin(&address, conn);
+                checkin(conn);
             }
         }
         Poll::Ready(frame)

@@ -14,6 +14,7 @@ use kit::context::{RequestContext, REQUEST_ID};
 use kit::http::AccessLine;
 use kit::Problem;
 
+use crate::upstreams::Target;
 use crate::Gateway;
 use crate::{client, edge, routes};
 
@@ -78,12 +79,7 @@ pub async fn not_found(req: Request) -> Response {
 /// hot path, so it is one function rather than a stack of middleware layers (each of which would box
 /// the request's future again and clone the router); what it does matches `kit::http::observe` around
 /// the edge middleware, which still serve the gateway's own pages.
-pub async fn serve(
-    gw: Arc<Gateway>,
-    peer: Arc<edge::Peer>,
-    route: &'static routes::Route,
-    mut req: Request,
-) -> Response {
+pub async fn serve(gw: &Gateway, peer: &edge::Peer, route: &'static routes::Route, mut req: Request) -> Response {
     let start = Instant::now();
     let ctx = RequestContext::from_headers(req.headers());
     let method = req.method().clone();
@@ -93,8 +89,8 @@ pub async fn serve(
     // Boxed at once: the wrappers below (context scope, panic catcher) and hyper's connection
     // task each move the future they hold, and this one is kilobytes; a box moves as a pointer.
     let handled = Box::pin(async {
-        match edge::admit(&gw, &peer, Some(route), &mut req).await {
-            Ok(_) => forward(&gw, route, &peer, &ctx, req, &mut upstream).await,
+        match edge::admit(gw, peer, Some(route), &mut req).await {
+            Ok(_) => forward(gw, route, peer, &ctx, req, &mut upstream).await,
             Err(refused) => refused,
         }
     });
@@ -109,7 +105,7 @@ pub async fn serve(
     let status = response.status().as_u16();
     kit::http::record(&method, route.prefix, status, elapsed);
     response.headers_mut().insert(REQUEST_ID, ctx.request_id_header().clone());
-    let upstream = upstream.as_deref().unwrap_or("-");
+    let upstream = upstream.as_ref().map_or("-", |target| &*target.instance.address);
     let line = AccessLine { method: &method, path: uri.path(), route: route.prefix, upstream, status, elapsed };
     kit::access_log::write(&line, &ctx);
     response
@@ -121,7 +117,7 @@ async fn forward(
     client: &edge::Peer,
     ctx: &RequestContext,
     req: Request,
-    answered_by: &mut Option<Arc<str>>,
+    answered_by: &mut Option<Arc<Target>>,
 ) -> Response {
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response();
@@ -150,15 +146,17 @@ async fn forward(
     let retryable = is_idempotent(&parts.method)
         && declared.unwrap_or(0) == 0
         && !parts.headers.contains_key(header::TRANSFER_ENCODING);
+    // One snapshot of the instances for this request (one read of the shared list).
+    let targets = upstream.targets();
     // A second attempt goes to another instance: with only one, there is nothing to retry on.
-    let attempts = if retryable && upstream.instance_count() > 1 { 2 } else { 1 };
+    let attempts = if retryable && targets.len() > 1 { 2 } else { 1 };
     prepare_headers(&mut parts.headers, client, ctx);
     let body =
         if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, gw.config.body_limit)) };
     let mut body = Some(body);
     let mut avoid: Option<String> = None;
     for attempt in 0..attempts {
-        let Some(target) = upstream.pick(avoid.as_deref()) else {
+        let Some(target) = upstream.pick_from(&targets, avoid.as_deref()) else {
             if attempt > 0 {
                 // The only instance refused the connection: that is the upstream failing.
                 break;
@@ -186,7 +184,7 @@ async fn forward(
                     permit.success();
                 }
                 upstream.count(status.is_server_error());
-                *answered_by = Some(target.instance.address.clone());
+                *answered_by = Some(target);
                 return respond(resp);
             }
             // Only bodiless idempotent requests get here with attempts left: safe to send again.

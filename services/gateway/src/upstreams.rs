@@ -79,15 +79,14 @@ impl Upstream {
         self.targets.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// How many instances the service has now (ready or not).
-    pub fn instance_count(&self) -> usize {
-        self.targets.read().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     /// Round-robin over ready, non-ejected instances; falls back to any instance
     /// (a stale readiness probe must not make a live service unreachable).
     pub fn pick(&self, avoid: Option<&str>) -> Option<Arc<Target>> {
-        let targets = self.targets();
+        self.pick_from(&self.targets(), avoid)
+    }
+
+    /// [`Upstream::pick`] from a snapshot the caller already holds (see [`Upstream::targets`]).
+    pub fn pick_from(&self, targets: &[Arc<Target>], avoid: Option<&str>) -> Option<Arc<Target>> {
         if targets.is_empty() {
             return None;
         }
