@@ -34,7 +34,6 @@ CONNECTIONS="${CONNECTIONS:-64}"
 ROUNDS="${ROUNDS:-3}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 2; }
 AGORA="${AGORA:-$ROOT/target/release/agora}"
-READY_TIMEOUT=60
 
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
@@ -46,11 +45,7 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
 fi
 [[ -x "$AGORA" ]] || die "no agora binary at $AGORA"
 ensure_wrk
-if [[ "${NGINX:-1}" != 0 ]] && ! command -v nginx >/dev/null; then
-  log "installing nginx (apt), the reference proxy"
-  as_root apt-get update
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx
-fi
+[[ "${NGINX:-1}" != 0 ]] && ensure_nginx
 
 # ---------- start agora ----------
 PORT="$(free_port)"
@@ -58,25 +53,8 @@ PORT="$(free_port)"
 # every wrk connection comes from 127.0.0.1, one anonymous client.
 export RATE_LIMIT_ANON_BURST="${RATE_LIMIT_ANON_BURST:-1000000000}" RATE_LIMIT_ANON_PER_SEC="${RATE_LIMIT_ANON_PER_SEC:-1000000000}"
 start_agora "$PORT"
-deadline=$((SECONDS + READY_TIMEOUT))
-
 GATEWAY="127.0.0.1:$PORT"
-# The first healthy jokes instance, as host:port.
-DIRECT=""
-until [[ -n "$DIRECT" ]]; do
-  DIRECT="$(curl -fsS "http://$GATEWAY/api/status" | python3 -c '
-import json, sys
-for s in json.load(sys.stdin).get("services", []):
-    if s.get("name") == "jokes":
-        for i in s.get("instances", []):
-            if i.get("healthy"):
-                print(i["address"]); sys.exit(0)
-' || true)"
-  [[ -n "$DIRECT" ]] && break
-  (( SECONDS < deadline )) || die "no healthy jokes instance in /api/status"
-  sleep 0.5
-done
-[[ "$DIRECT" =~ ^127\.0\.0\.1:[0-9]+$ ]] || die "jokes instance address $DIRECT is not on 127.0.0.1; refusing to benchmark it"
+DIRECT="$(jokes_instance "$PORT")"
 log "gateway $GATEWAY, jokes instance $DIRECT"
 
 DIRECT_URL="http://$DIRECT/joke"

@@ -15,6 +15,15 @@ ensure_wrk() {
   command -v python3 >/dev/null || die "python3 is required"
 }
 
+ensure_nginx() {
+  if ! command -v nginx >/dev/null; then
+    log "installing nginx (apt), the reference proxy"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light \
+      || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y nginx
+  fi
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
@@ -63,6 +72,27 @@ stop_agora() {
   done
   (( rc == 0 )) && log "agora stopped cleanly"
   return $rc
+}
+
+# jokes_instance GATEWAY_PORT: waits (up to 60 s) for a healthy jokes instance in the gateway's
+# /api/status and prints its host:port; refuses anything not on 127.0.0.1.
+jokes_instance() {
+  local port="$1" direct="" deadline=$((SECONDS + 60))
+  until [[ -n "$direct" ]]; do
+    direct="$(curl -fsS "http://127.0.0.1:$port/api/status" | python3 -c '
+import json, sys
+for s in json.load(sys.stdin).get("services", []):
+    if s.get("name") == "jokes":
+        for i in s.get("instances", []):
+            if i.get("healthy"):
+                print(i["address"]); sys.exit(0)
+' || true)"
+    [[ -n "$direct" ]] && break
+    (( SECONDS < deadline )) || die "no healthy jokes instance in /api/status"
+    sleep 0.5
+  done
+  [[ "$direct" =~ ^127\.0\.0\.1:[0-9]+$ ]] || die "jokes instance address $direct is not on 127.0.0.1; refusing to benchmark it"
+  echo "$direct"
 }
 
 NGINX_DIR=""

@@ -7,6 +7,9 @@
 //! read. A gateway thread owns its connections outright (see `serving`), so
 //! here the pool is a thread-local list, the request keeps its origin-form URI,
 //! and a connection goes back to its list the moment its response body ends.
+//! A connection has no task of its own either: the request using it drives its
+//! I/O (and the response body, while it is read), so a request is served
+//! without a hand-off between tasks.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -147,6 +150,23 @@ pub async fn send(instance: &Instance, mut req: Request<Body>) -> Result<Respons
     let mut conn = Box::pin(connect(&instance.address)).await?;
     let response = conn.exchange(req).await.map_err(TrySendError::into_error)?;
     Ok(pooled(response, conn))
+}
+
+/// Closes this thread's pooled connections that have been idle too long, every `period`, forever:
+/// spawn it on each serving thread. Idle connections are not driven, so one the instance closed
+/// (or to an instance that is gone and never asked again) is only let go of here.
+pub async fn sweep_every(period: Duration) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        IDLE.with_borrow_mut(|pool| {
+            pool.retain(|_, list| {
+                list.retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+        });
+    }
 }
 
 /// The most recently used connection to `address` that has not been idle too long.

@@ -34,10 +34,12 @@ use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 use crate::edge::Peer;
-use crate::{proxy, routes, Gateway};
+use crate::{client, proxy, routes, Gateway};
 
 /// How long an access-log line may wait in its thread's buffer.
 const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(100);
+/// How often a thread closes its upstream connections that have been idle too long.
+const POOL_SWEEP: Duration = Duration::from_secs(10);
 /// How long a client may take to send a request's head (also how long an idle keep-alive
 /// connection is kept): a slow or silent client cannot hold a connection forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -161,11 +163,13 @@ pub async fn start(
                     };
                     // This thread's access-log lines are written in batches: at least every 100 ms.
                     let flusher = tokio::spawn(kit::access_log::flush_every(ACCESS_LOG_FLUSH));
+                    let sweeper = tokio::spawn(client::sweep_every(POOL_SWEEP));
                     let result = tokio::select! {
                         () = server => Ok(()),
                         () = deadline => Ok(()),
                     };
                     flusher.abort();
+                    sweeper.abort();
                     kit::access_log::flush();
                     result
                 })
