@@ -56,7 +56,7 @@ for round in $(seq "$ROUNDS"); do
   for proxy in nginx gateway; do
     if [[ $proxy == nginx ]]; then
       url="http://127.0.0.1:$NGINX_PORT/joke"
-      read -ra pids < <(pgrep -f 'nginx: worker process' | tr '\n' ' ')
+      mapfile -t pids < <(pgrep -f 'nginx: worker process')
     else
       url="http://127.0.0.1:$PORT/joke"
       pids=("$GATEWAY_PID")

@@ -173,7 +173,7 @@ cpu_busy() {
 busy_check() {
   local busy others
   busy="$(cpu_busy)"
-  others="$(pgrep -x rustc 2>/dev/null | wc -l)"
+  others="$(pgrep -x rustc 2>/dev/null | wc -l || true)"
   if (( others > 0 || busy > 15 )); then
     log "WARNING: machine busy before the runs (CPU ${busy}% busy, $others rustc processes): numbers will be low"
   fi
