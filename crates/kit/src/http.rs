@@ -108,9 +108,9 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
     let status = response.status().as_u16();
     record(&method, route, status, elapsed);
     response.headers_mut().insert(REQUEST_ID, request_id);
-    let upstream = response.extensions().get::<Upstream>().map_or("-", |u| &*u.0);
     span.in_scope(|| {
-        let line = AccessLine { method: &method, path: uri.path(), route, upstream, status, elapsed };
+        // A service's own handlers forward nowhere (the gateway's proxy writes its own lines).
+        let line = AccessLine { method: &method, path: uri.path(), route, upstream: "-", status, elapsed };
         if opts.access_log {
             line.info(None);
         } else {
@@ -119,10 +119,6 @@ pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> R
     });
     response
 }
-
-/// The instance a proxied request went to, for the access log.
-#[derive(Debug, Clone)]
-pub struct Upstream(pub std::sync::Arc<str>);
 
 /// One access-log line: what was asked, where it went, how it ended.
 #[derive(Debug, Clone, Copy)]

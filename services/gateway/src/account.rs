@@ -2,7 +2,6 @@
 //! and keeps the returned token in an HttpOnly, SameSite cookie; every form
 //! carries the CSRF token, checked against the CSRF cookie (double submit).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
@@ -12,7 +11,7 @@ use axum::{Extension, Form};
 use minijinja::context;
 use serde::Deserialize;
 
-use crate::edge::{Session, CSRF_COOKIE, SESSION_COOKIE};
+use crate::edge::{Peer, Session, CSRF_COOKIE, SESSION_COOKIE};
 use crate::pages::{render_page, user_name};
 use crate::Gateway;
 
@@ -59,13 +58,11 @@ struct AuthCall {
     retry_after: Option<String>,
 }
 
-async fn call_auth(gw: &Gateway, path: &str, peer: SocketAddr, creds: &Credentials) -> Option<AuthCall> {
+async fn call_auth(gw: &Gateway, path: &str, peer: &Peer, creds: &Credentials) -> Option<AuthCall> {
     let target = gw.upstreams.get("auth")?.pick(None)?;
     let mut headers = reqwest::header::HeaderMap::new();
     kit::context::inject_current(&mut headers);
-    if let Ok(v) = reqwest::header::HeaderValue::from_str(&peer.ip().to_string()) {
-        headers.insert("x-forwarded-for", v);
-    }
+    headers.insert("x-forwarded-for", peer.forwarded_for.clone());
     let resp = gw
         .side
         .post(format!("http://{}{path}", target.instance.address))
@@ -115,14 +112,14 @@ fn detail(call: &AuthCall) -> String {
 /// `POST /account/login`.
 pub async fn login(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Arc<Peer>>,
     Extension(session): Extension<Session>,
     Form(creds): Form<Credentials>,
 ) -> Response {
     if !csrf_ok(&session, &creds.csrf) {
         return forbidden();
     }
-    let Some(call) = call_auth(&gw, "/login", peer, &creds).await else {
+    let Some(call) = call_auth(&gw, "/login", &peer, &creds).await else {
         return form_error(
             "login.html",
             &session,
@@ -155,14 +152,14 @@ pub async fn login(
 /// `POST /account/signup`: creates the account, then logs in.
 pub async fn signup(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Arc<Peer>>,
     Extension(session): Extension<Session>,
     Form(creds): Form<Credentials>,
 ) -> Response {
     if !csrf_ok(&session, &creds.csrf) {
         return forbidden();
     }
-    let Some(call) = call_auth(&gw, "/signup", peer, &creds).await else {
+    let Some(call) = call_auth(&gw, "/signup", &peer, &creds).await else {
         return form_error(
             "signup.html",
             &session,
@@ -175,7 +172,7 @@ pub async fn signup(
         let status = StatusCode::from_u16(call.status).unwrap_or(StatusCode::BAD_GATEWAY);
         return form_error("signup.html", &session, status, &creds.username, &detail(&call));
     }
-    match call_auth(&gw, "/login", peer, &creds).await {
+    match call_auth(&gw, "/login", &peer, &creds).await {
         Some(call) if call.status == 200 => {
             logged_in(&gw, &call).unwrap_or_else(|| Redirect::to("/account/login").into_response())
         }

@@ -192,9 +192,7 @@ fn checkin(conn: Box<Conn>) {
             Some(list) => list,
             None => pool.entry(conn.address.clone()).or_default(),
         };
-        while list.front().is_some_and(|idle| idle.since.elapsed() >= IDLE_TIMEOUT) {
-            list.pop_front();
-        }
+        // Connections idle too long are closed by `sweep_every`, not here on every request.
         if list.len() < MAX_IDLE_PER_INSTANCE {
             list.push_back(Idle { conn, since: Instant::now() });
         }

@@ -220,11 +220,11 @@ pub async fn admit(
 /// connection's front service sends them to `proxy::serve`, which calls [`admit`] itself.
 pub async fn edge(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<Arc<Peer>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let admitted = match admit(&gw, &Peer::new(peer), None, &mut req).await {
+    let admitted = match admit(&gw, &peer, None, &mut req).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };

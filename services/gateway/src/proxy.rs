@@ -262,7 +262,10 @@ fn prepare_headers(headers: &mut HeaderMap, client: &edge::Peer, ctx: &RequestCo
         headers.insert(X_FORWARDED_HOST, host);
     }
     let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", client.addr.ip())).ok(),
+        Some(prior) => {
+            let ip = client.forwarded_for.to_str().unwrap_or("unknown");
+            HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
+        }
         None => Some(client.forwarded_for.clone()),
     };
     if let Some(v) = forwarded_for {

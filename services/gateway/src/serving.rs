@@ -56,7 +56,8 @@ struct Front(Arc<Connection>);
 struct Connection {
     gw: Arc<Gateway>,
     router: Router,
-    peer: Peer,
+    /// Also handed to the gateway's pages as `ConnectInfo<Arc<Peer>>`.
+    peer: Arc<Peer>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Front {
@@ -71,7 +72,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
             let conn = conn.clone();
             return Box::pin(async move { Ok(proxy::serve(&conn.gw, &conn.peer, route, req).await) });
         }
-        req.extensions_mut().insert(ConnectInfo(conn.peer.addr));
+        req.extensions_mut().insert(ConnectInfo(conn.peer.clone()));
         Box::pin(conn.router.clone().oneshot(req))
     }
 }
@@ -97,7 +98,8 @@ async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, router: Router, st
         };
         // Responses are written whole: no reason to let Nagle delay them.
         let _ = tcp.set_nodelay(true);
-        let front = Front(Arc::new(Connection { gw: gw.clone(), router: router.clone(), peer: Peer::new(addr) }));
+        let front =
+            Front(Arc::new(Connection { gw: gw.clone(), router: router.clone(), peer: Arc::new(Peer::new(addr)) }));
         let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), front));
         tokio::spawn(async move {
             if let Err(err) = connection.await {

@@ -127,7 +127,11 @@ impl Upstream {
                     Some(Arc::clone(existing))
                 }
                 _ => Some(Arc::new(Target {
-                    instance: Instance::new(e.address())?,
+                    instance: Instance::new(e.address()).or_else(|| {
+                        // The registry accepts only host:port addresses, so this means a bad record.
+                        tracing::warn!(service = self.name, instance = %e.id, address = e.address(), "instance address cannot be a Host header; not routing to it");
+                        None
+                    })?,
                     id: e.id,
                     version: e.version,
                     // Trusted until the first probe says otherwise: it just registered.
