@@ -10,7 +10,8 @@
 # rounds loads nginx and the gateway in turn (wrk -t2 -c64, WARMUP then
 # DURATION seconds) and prints, per round and proxy, req/s and the CPU time
 # per request the proxy's processes used (from /proc/<pid>/stat: user and
-# system ticks over the measured run / requests).
+# system ticks over the measured run / requests), and the same for the jokes
+# instance, `agora up` (it relays the children's logs) and wrk, who share the cores.
 #
 # Environment: AGORA=path (default target/release/agora), SKIP_BUILD=1,
 # ROUNDS=3, DURATION=8 and WARMUP=2 (seconds), THREADS=2, CONNECTIONS=64.
@@ -50,8 +51,12 @@ ticks() {
   echo "$u $s"
 }
 HZ="$(getconf CLK_TCK)"
+# The other processes on the same two cores: the jokes instance behind both proxies, and
+# `agora up` itself (it relays every child's log lines, the gateway's access lines among them).
+JOKES_PID="$(pgrep -P "$AGORA_PID" -f 'serve jokes' | head -1 || true)"
+[[ -n "$JOKES_PID" ]] || die "no jokes process under agora up"
 busy_check >/dev/null
-printf '%-6s %-8s %10s %14s %14s %14s\n' round proxy "req/s" "user us/req" "sys us/req" "total us/req"
+printf '%-6s %-8s %9s %9s %9s %9s %9s %9s %9s %9s\n' round proxy "req/s" "user" "sys" "proxy" "jokes" "agora-up" "wrk" "all"
 for round in $(seq "$ROUNDS"); do
   for proxy in nginx gateway; do
     if [[ $proxy == nginx ]]; then
@@ -63,9 +68,21 @@ for round in $(seq "$ROUNDS"); do
     fi
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP"s "$url" >/dev/null
     read -r u1 s1 < <(ticks "${pids[@]}")
-    n="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION"s "$url" | awk '/requests in/ { print $1 }')"
+    read -r ju1 js1 < <(ticks "$JOKES_PID")
+    read -r au1 as1 < <(ticks "$AGORA_PID")
+    out="$(mktemp)"
+    # wrk's own CPU: bash's `time` of the child, in seconds.
+    wrk_cpu="$( { TIMEFORMAT='%U %S'; time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION"s "$url" >"$out"; } 2>&1 )"
+    n="$(awk '/requests in/ { print $1 }' "$out")"
+    rm -f "$out"
     read -r u2 s2 < <(ticks "${pids[@]}")
+    read -r ju2 js2 < <(ticks "$JOKES_PID")
+    read -r au2 as2 < <(ticks "$AGORA_PID")
+    read -r wu ws <<<"$wrk_cpu"
     awk -v r="$round" -v p="$proxy" -v n="$n" -v d="$DURATION" -v hz="$HZ" -v u=$((u2 - u1)) -v s=$((s2 - s1)) \
-      'BEGIN { f = 1e6 / hz / n; printf "%-6s %-8s %10.0f %14.1f %14.1f %14.1f\n", r, p, n / d, u * f, s * f, (u + s) * f }'
+      -v j=$((ju2 - ju1 + js2 - js1)) -v a=$((au2 - au1 + as2 - as1)) -v w="$(awk -v u="$wu" -v s="$ws" 'BEGIN { print u + s }')" \
+      'BEGIN { f = 1e6 / hz / n; wf = w * 1e6 / n
+               printf "%-6s %-8s %9.0f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f\n", r, p, n / d, u * f, s * f, (u + s) * f, j * f, a * f, wf, (u + s + j + a) * f + wf }'
   done
 done
+echo "(CPU microseconds per request: the proxy's user and kernel time and their sum, then the jokes instance, agora up, wrk, and all of them)"
