@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use kit::backoff::Backoff;
 use kit::Shutdown;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 /// `agora up` options.
@@ -268,10 +268,10 @@ async fn supervise(exe: PathBuf, spec: ChildSpec, index: usize, out: Arc<Output>
             }
         };
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(pipe(BufReader::new(stdout), spec.label.clone(), index, out.clone()));
+            tokio::spawn(pipe(stdout, spec.label.clone(), index, out.clone()));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(pipe(BufReader::new(stderr), spec.label.clone(), index, out.clone()));
+            tokio::spawn(pipe(stderr, spec.label.clone(), index, out.clone()));
         }
         let status = tokio::select! {
             status = child.wait() => status,
@@ -354,34 +354,57 @@ async fn terminate(child: &mut tokio::process::Child, grace: Duration, label: &s
     }
 }
 
-/// Relays a child's output, prefixing every line. Whatever is buffered is
-/// relayed in one write, so a busy child (the gateway's access log under load)
-/// costs a few syscalls per batch rather than one per line.
-async fn pipe<R: tokio::io::AsyncRead + Unpin>(
-    mut reader: BufReader<R>,
-    label: String,
-    index: usize,
-    out: Arc<Output>,
-) {
-    let mut pending: Vec<u8> = Vec::new();
-    let mut batch: Vec<u8> = Vec::new();
+/// How much of a child's output is read at once (the gateway's access log hands over 32 KiB batches).
+const RELAY_BUFFER: usize = 64 * 1024;
+/// A line longer than this (without a newline) is relayed in pieces rather than held whole.
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Relays a child's output to our stdout, prefixing every line.
+async fn pipe<R: tokio::io::AsyncRead + Unpin>(reader: R, label: String, index: usize, out: Arc<Output>) {
     let prefix = out.prefix(&label, index);
+    relay_lines(reader, &prefix, |batch| {
+        let _ = std::io::stdout().lock().write_all(batch);
+    })
+    .await;
+}
+
+/// Reads `reader` to its end and hands `emit` its lines, each after `prefix`. Whatever one read
+/// brings is handed over at once, so a busy child (the gateway's access log under load) costs a
+/// few syscalls per batch rather than one per line; an unfinished last line waits for the rest
+/// of it (up to [`MAX_LINE`] bytes).
+async fn relay_lines<R: tokio::io::AsyncRead + Unpin>(mut reader: R, prefix: &[u8], mut emit: impl FnMut(&[u8])) {
+    let mut buf = vec![0u8; RELAY_BUFFER];
+    // The first `held` bytes of `buf` are an unfinished line.
+    let mut held = 0;
+    let mut batch = Vec::with_capacity(RELAY_BUFFER + RELAY_BUFFER / 4);
     loop {
-        let chunk = match reader.fill_buf().await {
-            Ok([]) | Err(_) => break,
-            Ok(chunk) => chunk,
+        if held == buf.len() {
+            if held >= MAX_LINE {
+                prefix_lines(prefix, &buf[..held], &mut batch);
+                emit(&batch);
+                held = 0;
+            } else {
+                buf.resize(buf.len() * 2, 0);
+            }
+        }
+        let filled = match reader.read(&mut buf[held..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => held + n,
         };
-        pending.extend_from_slice(chunk);
-        let consumed = chunk.len();
-        reader.consume(consumed);
-        if let Some(last_newline) = pending.iter().rposition(|&b| b == b'\n') {
-            out.child_lines(&prefix, &pending[..=last_newline], &mut batch);
-            pending.drain(..=last_newline);
+        match memchr::memrchr(b'\n', &buf[held..filled]) {
+            Some(last) => {
+                let end = held + last + 1;
+                prefix_lines(prefix, &buf[..end], &mut batch);
+                emit(&batch);
+                buf.copy_within(end..filled, 0);
+                held = filled - end;
+            }
+            None => held = filled,
         }
     }
-    if !pending.is_empty() {
-        pending.push(b'\n');
-        out.child_lines(&prefix, &pending, &mut batch);
+    if held > 0 {
+        prefix_lines(prefix, &buf[..held], &mut batch);
+        emit(&batch);
     }
 }
 
@@ -389,6 +412,24 @@ async fn pipe<R: tokio::io::AsyncRead + Unpin>(
 struct Output {
     colour: bool,
     width: usize,
+}
+
+/// Replaces `batch` with the lines of `text`, each after `prefix` and ending in a newline (one is
+/// added to a last line without it). The bytes are passed through as they are: a child's output
+/// is not re-decoded.
+fn prefix_lines(prefix: &[u8], text: &[u8], batch: &mut Vec<u8>) {
+    batch.clear();
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', text) {
+        batch.extend_from_slice(prefix);
+        batch.extend_from_slice(&text[start..=end]);
+        start = end + 1;
+    }
+    if start < text.len() {
+        batch.extend_from_slice(prefix);
+        batch.extend_from_slice(&text[start..]);
+        batch.push(b'\n');
+    }
 }
 
 const COLOURS: [&str; 6] = ["36", "33", "35", "32", "34", "91"];
@@ -405,17 +446,6 @@ impl Output {
         prefix.into_bytes()
     }
 
-    /// Writes complete lines (`text` ends with a newline), each after `prefix`, in one write.
-    /// The bytes are passed through as they are: a child's output is not re-decoded.
-    fn child_lines(&self, prefix: &[u8], text: &[u8], batch: &mut Vec<u8>) {
-        batch.clear();
-        for line in text.split_inclusive(|&b| b == b'\n') {
-            batch.extend_from_slice(prefix);
-            batch.extend_from_slice(line);
-        }
-        let _ = std::io::stdout().lock().write_all(batch);
-    }
-
     fn line(&self, label: &str, message: &str) {
         let mut stdout = std::io::stdout().lock();
         let _ = if self.colour {
@@ -423,5 +453,47 @@ impl Output {
         } else {
             writeln!(stdout, "{label:<w$} | {message}", w = self.width)
         };
+    }
+}
+
+#[cfg(test)]
+mod relay_tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn relayed(pieces: &[&[u8]]) -> String {
+        // A tiny pipe: the relay sees the output in reads of a few bytes, lines split across them.
+        let (mut child, reader) = tokio::io::duplex(5);
+        let pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
+        let writer = tokio::spawn(async move {
+            for piece in pieces {
+                child.write_all(&piece).await.ok();
+            }
+        });
+        let mut out = Vec::new();
+        relay_lines(reader, b"svc | ", |batch| out.extend_from_slice(batch)).await;
+        writer.await.ok();
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn every_line_gets_the_prefix_even_when_split_across_reads() {
+        let out = relayed(&[b"first line\nsec", b"ond line\n", b"\nthird"]).await;
+        assert_eq!(out, "svc | first line\nsvc | second line\nsvc | \nsvc | third\n");
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_buffer_is_kept_whole() {
+        let long = "x".repeat(RELAY_BUFFER * 3);
+        let text = format!("{long}\nshort\n");
+        let out = relayed(&[text.as_bytes()]).await;
+        assert_eq!(out, format!("svc | {long}\nsvc | short\n"));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_pass_through_unchanged() {
+        let mut batch = Vec::new();
+        prefix_lines(b"> ", b"\xff\xfe\nok", &mut batch);
+        assert_eq!(batch, b"> \xff\xfe\n> ok\n");
     }
 }
