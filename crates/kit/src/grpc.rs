@@ -594,15 +594,18 @@ pub fn channel(base_url: &str, tls: &GrpcTls) -> Result<tonic::transport::Channe
 }
 
 /// How a failed call counts for [`crate::peer::Peer`]: statuses that say the
-/// instance could not do the work (unavailable, overloaded, timed out, broken)
+/// instance could not do the work (unavailable, timed out, broken)
 /// count against its breaker and may be retried elsewhere; statuses that are
 /// the server's considered answer about the request (invalid, not found,
-/// denied, …) go back to the caller as they are.
+/// denied, …) go back to the caller as they are. `RESOURCE_EXHAUSTED` is such an
+/// answer: a quota, a message over the size limit, or one key's backlog (the
+/// threads service's votes on a hot thread), not the instance failing; sent
+/// elsewhere it would meet the same limit, and counted against the breaker one
+/// busy key would cut every caller off.
 pub fn attempt_error(status: tonic::Status) -> AttemptError<tonic::Status> {
     match status.code() {
         Code::Unavailable
         | Code::DeadlineExceeded
-        | Code::ResourceExhausted
         | Code::Internal
         | Code::Unknown
         | Code::Aborted

@@ -122,15 +122,9 @@ async fn channels_accept_registry_urls_and_refuse_others() {
 
 #[test]
 fn failures_of_the_instance_count_against_it_and_answers_do_not() {
-    for code in [
-        Code::Unavailable,
-        Code::DeadlineExceeded,
-        Code::ResourceExhausted,
-        Code::Internal,
-        Code::Unknown,
-        Code::Aborted,
-        Code::Cancelled,
-    ] {
+    for code in
+        [Code::Unavailable, Code::DeadlineExceeded, Code::Internal, Code::Unknown, Code::Aborted, Code::Cancelled]
+    {
         assert!(matches!(attempt_error(tonic::Status::new(code, "x")), AttemptError::Unhealthy(_)), "{code:?}");
     }
     for code in [
@@ -141,6 +135,7 @@ fn failures_of_the_instance_count_against_it_and_answers_do_not() {
         Code::AlreadyExists,
         Code::Unauthenticated,
         Code::OutOfRange,
+        Code::ResourceExhausted,
     ] {
         assert!(matches!(attempt_error(tonic::Status::new(code, "x")), AttemptError::Answered(_)), "{code:?}");
     }

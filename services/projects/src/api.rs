@@ -98,6 +98,10 @@ impl IntoResponse for ApiError {
                 tonic::Code::PermissionDenied => {
                     Problem::new(StatusCode::FORBIDDEN, "forbidden", status.message().to_string())
                 }
+                // Too many votes waiting on one thread: this request was refused, nothing stored.
+                tonic::Code::ResourceExhausted => {
+                    Problem::unavailable(status.message().to_string()).header(header::RETRY_AFTER, "1")
+                }
                 _ => {
                     tracing::error!(code = ?status.code(), message = status.message(), "threads service error");
                     Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "the threads service failed")
@@ -511,5 +515,17 @@ mod tests {
         assert_eq!(field_of("threads[0].parent_thread_id: not found").0, "parent_thread_id");
         assert_eq!(field_of("voter: must not be empty").0, "voter");
         assert_eq!(field_of("something odd").0, "request");
+    }
+
+    #[test]
+    fn a_vote_refused_for_a_full_queue_is_a_503_to_retry_shortly() {
+        let status = tonic::Status::resource_exhausted("too many votes are waiting on thread 7; try again shortly");
+        let response = ApiError::Threads(ThreadsError::Answered(status)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
+        assert_eq!(
+            response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()),
+            Some("application/problem+json")
+        );
     }
 }

@@ -31,9 +31,9 @@ impl std::fmt::Debug for ThreadsApi {
 }
 
 impl ThreadsApi {
-    /// The API over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { votes: Votes::new(store.clone()), store }
+    /// The API over `store`, with at most `vote_queue_limit` votes waiting per thread.
+    pub fn new(store: Arc<dyn Store>, vote_queue_limit: usize) -> Self {
+        Self { votes: Votes::new(store.clone(), vote_queue_limit), store }
     }
 
     /// The generated tonic server for this API, ready for `kit::grpc::GrpcServices::with`. It accepts

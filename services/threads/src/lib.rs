@@ -36,6 +36,9 @@ pub struct Config {
     pub connect: ConnectPolicy,
     /// gRPC TLS (`GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`, `GRPC_TLS_CA_FILE`, `GRPC_TLS_DOMAIN`).
     pub tls: GrpcTls,
+    /// How many votes may wait for one thread's next transaction before more are refused
+    /// (`VOTE_QUEUE_LIMIT`, default [`votes::DEFAULT_QUEUE_LIMIT`], at least 1).
+    pub vote_queue_limit: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -46,6 +49,7 @@ impl std::fmt::Debug for Config {
             .field("database_url", &kit::db::redact_url(&self.database_url))
             .field("connect", &self.connect)
             .field("tls", &self.tls)
+            .field("vote_queue_limit", &self.vote_queue_limit)
             .finish()
     }
 }
@@ -61,6 +65,7 @@ impl Config {
             database_url,
             connect: ConnectPolicy::from_env(env)?,
             tls: GrpcTls::from_env(env)?,
+            vote_queue_limit: vote_queue_limit(env)?,
         })
     }
 
@@ -72,8 +77,21 @@ impl Config {
             database_url: database_url.into(),
             connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() },
             tls: GrpcTls::none(),
+            vote_queue_limit: votes::DEFAULT_QUEUE_LIMIT,
         }
     }
+}
+
+fn vote_queue_limit<S: Source>(env: &Env<S>) -> Result<usize, ConfigError> {
+    let limit = env.parse_or("VOTE_QUEUE_LIMIT", votes::DEFAULT_QUEUE_LIMIT)?;
+    if limit == 0 {
+        return Err(ConfigError::Invalid {
+            name: "VOTE_QUEUE_LIMIT".into(),
+            value: "0".into(),
+            reason: "at least one vote must be able to wait".into(),
+        });
+    }
+    Ok(limit)
 }
 
 /// Why the service could not start.
@@ -102,7 +120,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     }
     let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
     tracing::info!(engine = db.engine(), "threads store ready");
-    let api = api::ThreadsApi::new(store::for_database(db.clone()));
+    let api = api::ThreadsApi::new(store::for_database(db.clone()), config.vote_queue_limit);
     let services = GrpcServices::new().with(api.into_server());
     let serving =
         kit::grpc::start_grpc(&config.service, services, &config.tls, agora_proto::FILE_DESCRIPTOR_SET, shutdown);
@@ -120,6 +138,7 @@ mod tests {
         assert_eq!(config.service.listen.port(), DEFAULT_PORT);
         assert_eq!(config.database_url, "sqlite:///var/lib/agora/threads.db?mode=rwc");
         assert!(!config.tls.is_server_tls() && !config.tls.is_client_tls());
+        assert_eq!(config.vote_queue_limit, votes::DEFAULT_QUEUE_LIMIT);
     }
 
     #[test]
@@ -138,6 +157,8 @@ mod tests {
             ("DB_MAX_CONNECTIONS", "-1"),
             ("GRPC_TLS_CA_FILE", "/no/such/ca.pem"),
             ("GRPC_TLS_CERT_FILE", "/no/such/cert.pem"),
+            ("VOTE_QUEUE_LIMIT", "0"),
+            ("VOTE_QUEUE_LIMIT", "lots"),
         ] {
             let err = Config::from_env(&Env::new([(name, value)])).unwrap_err().to_string();
             assert!(err.contains(name) || name == "GRPC_TLS_CERT_FILE" && err.contains("GRPC_TLS_KEY_FILE"), "{err}");

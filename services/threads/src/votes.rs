@@ -7,6 +7,11 @@
 //! applies all of them at once, in arrival order, answering each with the
 //! counts right after its own vote. Across replicas the row lock still
 //! serialises the batches, so nothing depends on this queue for correctness.
+//!
+//! A thread's queue is bounded: when votes arrive faster than its transactions
+//! apply them, the ones beyond the bound are refused at once
+//! (`RESOURCE_EXHAUSTED`, nothing stored) rather than held in memory without
+//! limit with their callers waiting ever longer.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -20,6 +25,10 @@ use crate::store::Store;
 
 /// The most votes one transaction applies (it holds the thread's row lock meanwhile).
 pub const MAX_VOTES_PER_TRANSACTION: usize = 256;
+
+/// How many votes may wait for one thread's next transaction unless configured
+/// (`VOTE_QUEUE_LIMIT`): some 40 transactions' worth, a few hundred kilobytes.
+pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
 
 /// A vote waiting for its thread's next transaction.
 struct Pending {
@@ -35,6 +44,8 @@ pub struct Votes {
     store: Arc<dyn Store>,
     /// A thread has an entry while a worker applies its votes; new votes join the entry.
     queues: Queues,
+    /// The most votes one thread's entry holds.
+    limit: usize,
 }
 
 impl std::fmt::Debug for Votes {
@@ -44,9 +55,9 @@ impl std::fmt::Debug for Votes {
 }
 
 impl Votes {
-    /// Votes applied through `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, queues: Arc::default() }
+    /// Votes applied through `store`, at most `limit` (at least 1) of them waiting per thread.
+    pub fn new(store: Arc<dyn Store>, limit: usize) -> Self {
+        Self { store, queues: Arc::default(), limit: limit.max(1) }
     }
 
     /// Sets `voter`'s vote on a thread; answers with the counts right after it.
@@ -56,6 +67,11 @@ impl Votes {
         let first = {
             let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
             match queues.entry(thread_id) {
+                Entry::Occupied(queue) if queue.get().len() >= self.limit => {
+                    return Err(Status::resource_exhausted(format!(
+                        "too many votes are waiting on thread {thread_id}; try again shortly"
+                    )));
+                }
                 Entry::Occupied(mut queue) => {
                     queue.get_mut().push(pending);
                     false

@@ -141,6 +141,7 @@ kit::on_every_backend!(
     a_thousand_concurrent_voters_are_counted_exactly,
     a_voter_racing_themself_on_two_replicas_still_counts_once,
     votes_on_unknown_threads_and_oversized_limits_are_refused,
+    votes_beyond_a_threads_queue_are_refused_at_once_and_the_rest_counted,
 );
 
 // ---------------------------------------------------------------------------
@@ -389,6 +390,37 @@ async fn votes_on_unknown_threads_and_oversized_limits_are_refused(backend: Back
     assert_eq!(why, "limit: must be at most 1000");
     let thousand = pb::GetProjectThreadsRequest { project_id: 6, limit: 1000, voter: String::new() };
     assert_eq!(svc.client.clone().get_project_threads(thousand).await.unwrap().into_inner().threads.len(), 1);
+}
+
+async fn votes_beyond_a_threads_queue_are_refused_at_once_and_the_rest_counted(backend: Backend) {
+    let db = fresh_db(&backend, "threads").await;
+    let mut config = threads::Config::for_tests(&db.url);
+    config.vote_queue_limit = 2;
+    let svc = spawn_threads(config).await;
+    let id = svc.create(vec![new_thread(12, pb::ThreadType::Problem, "a hot thread", "u-author")]).await[0];
+    // Far more votes at once than may wait while a transaction runs.
+    let votes = (0..300).map(|i| {
+        let mut client = svc.client.clone();
+        let request = vote_of(id, &format!("voter-{i}"), pb::VoteDirection::Up);
+        tokio::spawn(async move { client.vote(request).await })
+    });
+    let (mut counted, mut refused) = (0, 0);
+    for answer in join_all(votes).await {
+        match answer.unwrap() {
+            Ok(_) => counted += 1,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert_eq!(status.message(), format!("too many votes are waiting on thread {id}; try again shortly"));
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "300 votes at once on a queue of 2 refuse some");
+    let thread = &svc.list(12, "").await[0];
+    assert_eq!(thread.up_vote, counted, "every answered vote is stored, no refused one is");
+    // Once the queue has drained, a vote is taken again.
+    let later = svc.vote(id, "voter-late", pb::VoteDirection::Up).await.unwrap();
+    assert_eq!(later.up_vote, counted + 1);
 }
 
 // ---------------------------------------------------------------------------
