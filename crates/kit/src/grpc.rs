@@ -23,7 +23,7 @@ use tonic_health::ServingStatus;
 
 use crate::config::{ConfigError, Env, ServiceConfig, Source};
 use crate::context::RequestContext;
-use crate::http::ServeError;
+use crate::http::{Readiness, ServeError};
 use crate::peer::AttemptError;
 use crate::registry_client::Protocol;
 use crate::service::{spawn_registration, Started};
@@ -233,13 +233,27 @@ impl GrpcTls {
 // ---------------------------------------------------------------------------
 // Serving
 
+/// How often a server's readiness check runs (see [`GrpcServices::ready_when`]); also how long
+/// one check may take.
+const READINESS_INTERVAL: Duration = Duration::from_secs(2);
+
 /// The gRPC services one server serves, with their names, so that health can
 /// report each of them and reflection can list exactly them (a tonic
 /// [`Routes`] alone does not say what it holds).
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct GrpcServices {
     routes: Routes,
     names: Vec<&'static str>,
+    readiness: Option<Readiness>,
+}
+
+impl std::fmt::Debug for GrpcServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcServices")
+            .field("names", &self.names)
+            .field("readiness", &self.readiness.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl GrpcServices {
@@ -262,6 +276,14 @@ impl GrpcServices {
     {
         self.routes = self.routes.add_service(service);
         self.names.push(S::NAME);
+        self
+    }
+
+    /// What the services depend on (their database): while `readiness` fails, the health service
+    /// reports them (and the server, `""`) `NOT_SERVING`, and `SERVING` again once it passes. It
+    /// runs every 2 s; without it, health says `SERVING` for as long as the server runs.
+    pub fn ready_when(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
         self
     }
 
@@ -325,6 +347,9 @@ pub async fn start_grpc(
     let reflection_v1alpha =
         reflection_builder().build_v1alpha().map_err(|e| serve_error("gRPC reflection descriptors", e))?;
     let names = services.names;
+    let readiness_watch = services.readiness.map(|readiness| {
+        tokio::spawn(report_readiness(readiness, reporter.clone(), names.clone(), shutdown.child_token()))
+    });
     let routes = services.routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
 
     let (incoming, addr) = bind(config.listen).await?;
@@ -369,10 +394,54 @@ pub async fn start_grpc(
             }
         };
         watcher.abort();
+        if let Some(watch) = readiness_watch {
+            watch.abort();
+        }
         tracing::info!(%service, "gRPC stopped");
         result
     });
     Ok(Started { addr, task })
+}
+
+/// Runs `readiness` every [`READINESS_INTERVAL`] until `stop`, and turns the health of `names`
+/// (and of the server) to `NOT_SERVING` when it starts failing, `SERVING` when it passes again.
+async fn report_readiness(
+    readiness: Readiness,
+    reporter: tonic_health::server::HealthReporter,
+    names: Vec<&'static str>,
+    stop: Shutdown,
+) {
+    let mut serving = true;
+    let mut tick = tokio::time::interval(READINESS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let outcome = match tokio::time::timeout(READINESS_INTERVAL, readiness()).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("the readiness check took longer than {READINESS_INTERVAL:?}")),
+        };
+        if outcome.is_ok() == serving || stop.is_cancelled() {
+            continue;
+        }
+        serving = outcome.is_ok();
+        let status = match outcome {
+            Ok(()) => {
+                tracing::info!("ready again: gRPC health reports SERVING");
+                ServingStatus::Serving
+            }
+            Err(why) => {
+                tracing::warn!(%why, "not ready: gRPC health reports NOT_SERVING");
+                ServingStatus::NotServing
+            }
+        };
+        reporter.set_service_status("", status).await;
+        for name in &names {
+            reporter.set_service_status(name, status).await;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -47,6 +47,29 @@ pub async fn fresh_postgres_database(server_url: &str) -> String {
     url.to_string()
 }
 
+/// Makes the PostgreSQL database at `database_url` unreachable (`reachable: false`: its open
+/// connections are ended and new ones refused, its data kept) or reachable again: a database
+/// outage, for tests of what a service does meanwhile. `server_url` is the admin connection.
+pub async fn set_postgres_database_reachable(server_url: &str, database_url: &str, reachable: bool) {
+    use sqlx::Connection;
+    let url = url::Url::parse(database_url).unwrap_or_else(|e| panic!("bad database URL: {e}"));
+    let name = url.path().trim_start_matches('/').to_string();
+    let mut admin = sqlx::PgConnection::connect(server_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", crate::db::redact_url(server_url)));
+    sqlx::query(&format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS {reachable}"))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("cannot change database {name}: {e}"));
+    if !reachable {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&name)
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot end the connections to {name}: {e}"));
+    }
+}
+
 /// A SQLite URL in a fresh temporary directory (kept alive by the returned guard).
 pub fn temp_sqlite_url(name: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));

@@ -121,7 +121,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
     tracing::info!(engine = db.engine(), "threads store ready");
     let api = api::ThreadsApi::new(store::for_database(db.clone()), config.vote_queue_limit);
-    let services = GrpcServices::new().with(api.into_server());
+    // While the database does not answer, gRPC health says NOT_SERVING (callers go elsewhere).
+    let probe = db.clone();
+    let readiness: kit::http::Readiness = std::sync::Arc::new(move || {
+        let db = probe.clone();
+        Box::pin(async move { db.ping().await })
+    });
+    let services = GrpcServices::new().with(api.into_server()).ready_when(readiness);
     let serving =
         kit::grpc::start_grpc(&config.service, services, &config.tls, agora_proto::FILE_DESCRIPTOR_SET, shutdown);
     Ok(kit::service::with_database(db, serving).await?)

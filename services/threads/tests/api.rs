@@ -507,6 +507,42 @@ async fn over_tls_only_clients_that_trust_the_ca_get_through() {
     svc.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_says_not_serving_while_the_database_is_unreachable_and_serving_once_it_is_back() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let Some(server) = kit::test_support::postgres_url() else { return };
+    let db = fresh_db(&Backend::Postgres(server.clone()), "threads").await;
+    let svc = spawn_threads(threads::Config::for_tests(&db.url)).await;
+    let health = HealthClient::new(channel(&svc.url, &GrpcTls::none()).unwrap());
+    let status_of = |service: &'static str| {
+        let mut health = health.clone();
+        async move {
+            let request = HealthCheckRequest { service: service.into() };
+            health.check(request).await.map(|answer| answer.into_inner().status())
+        }
+    };
+    assert_eq!(status_of("agora.threads.v1.Threads").await.unwrap(), ServingStatus::Serving);
+
+    kit::test_support::set_postgres_database_reachable(&server, &db.url, false).await;
+    let wait = Duration::from_secs(20);
+    kit::test_support::eventually("health to say NOT_SERVING with the database gone", wait, || async {
+        (status_of("agora.threads.v1.Threads").await.ok()? == ServingStatus::NotServing).then_some(())
+    })
+    .await;
+    assert_eq!(status_of("").await.unwrap(), ServingStatus::NotServing, "the server as a whole too");
+
+    kit::test_support::set_postgres_database_reachable(&server, &db.url, true).await;
+    kit::test_support::eventually("health to say SERVING with the database back", wait, || async {
+        (status_of("agora.threads.v1.Threads").await.ok()? == ServingStatus::Serving).then_some(())
+    })
+    .await;
+    assert_eq!(status_of("").await.unwrap(), ServingStatus::Serving);
+    assert_eq!(svc.list(1, "").await.len(), 0, "and it answers from the database again");
+}
+
 #[tokio::test]
 async fn an_unreachable_database_stops_the_start_with_its_url_but_not_its_password() {
     let mut config = threads::Config::for_tests("postgres://threads:hunter2@127.0.0.1:1/threads");
