@@ -31,13 +31,18 @@ pub fn redis_url() -> Option<String> {
     backend_url("AGORA_TEST_REDIS_URL")
 }
 
+/// A connection to the PostgreSQL server for creating and changing test databases.
+async fn admin_connection(server_url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(server_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", crate::db::redact_url(server_url)))
+}
+
 /// Creates a fresh, empty PostgreSQL database named `agora_test_<random>` and returns its URL.
 pub async fn fresh_postgres_database(server_url: &str) -> String {
-    use sqlx::Connection;
     let name = format!("agora_test_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(server_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", crate::db::redact_url(server_url)));
+    let mut admin = admin_connection(server_url).await;
     sqlx::query(&format!("CREATE DATABASE \"{name}\""))
         .execute(&mut admin)
         .await
@@ -51,12 +56,9 @@ pub async fn fresh_postgres_database(server_url: &str) -> String {
 /// connections are ended and new ones refused, its data kept) or reachable again: a database
 /// outage, for tests of what a service does meanwhile. `server_url` is the admin connection.
 pub async fn set_postgres_database_reachable(server_url: &str, database_url: &str, reachable: bool) {
-    use sqlx::Connection;
     let url = url::Url::parse(database_url).unwrap_or_else(|e| panic!("bad database URL: {e}"));
     let name = url.path().trim_start_matches('/').to_string();
-    let mut admin = sqlx::PgConnection::connect(server_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", crate::db::redact_url(server_url)));
+    let mut admin = admin_connection(server_url).await;
     sqlx::query(&format!("ALTER DATABASE \"{name}\" WITH ALLOW_CONNECTIONS {reachable}"))
         .execute(&mut admin)
         .await
