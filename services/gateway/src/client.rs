@@ -160,13 +160,18 @@ pub async fn sweep_every(period: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        IDLE.with_borrow_mut(|pool| {
-            pool.retain(|_, list| {
-                list.retain(|idle| idle.since.elapsed() < IDLE_TIMEOUT);
-                !list.is_empty()
-            });
-        });
+        sweep(IDLE_TIMEOUT);
     }
+}
+
+/// Closes this thread's pooled connections idle for `max_idle` or longer.
+fn sweep(max_idle: Duration) {
+    IDLE.with_borrow_mut(|pool| {
+        pool.retain(|_, list| {
+            list.retain(|idle| idle.since.elapsed() < max_idle);
+            !list.is_empty()
+        });
+    });
 }
 
 /// The most recently used connection to `address` that has not been idle too long.
@@ -273,5 +278,70 @@ impl HttpBody for Returning {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    /// An instance that answers every request on a connection with `200 ok`, and reports each
+    /// connection it accepts (`true`) and each the gateway closes (`false`).
+    async fn instance() -> (Instance, mpsc::UnboundedReceiver<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (events, seen) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let events = events.clone();
+                let _ = events.send(true);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    // Each read is one small request (the client waits for each answer).
+                    while let Ok(n) = tcp.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if tcp.write_all(answer).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = events.send(false);
+                });
+            }
+        });
+        (Instance::new(&address).unwrap(), seen)
+    }
+
+    async fn get(instance: &Instance) -> String {
+        let req = Request::builder().uri("/joke").body(Body::empty()).unwrap();
+        let response = send(instance, req).await.unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_reused_until_the_sweep_closes_it_for_idling() {
+        let (instance, mut seen) = instance().await;
+        assert_eq!(get(&instance).await, "ok");
+        assert_eq!(get(&instance).await, "ok");
+        assert_eq!(seen.recv().await, Some(true));
+        assert!(seen.try_recv().is_err(), "the second request reused the first connection");
+
+        // Not idle long enough: kept.
+        sweep(Duration::from_secs(3600));
+        assert_eq!(get(&instance).await, "ok");
+        assert!(seen.try_recv().is_err(), "still one connection");
+
+        // Idle for at least zero seconds: closed, and the instance sees it go.
+        sweep(Duration::ZERO);
+        let closed = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await;
+        assert_eq!(closed.ok().flatten(), Some(false), "the swept connection is closed");
+        assert_eq!(get(&instance).await, "ok");
+        assert_eq!(seen.recv().await, Some(true), "the next request opens a new connection");
     }
 }
