@@ -30,6 +30,16 @@ pub fn always_ready() -> Readiness {
     Arc::new(|| Box::pin(async { Ok(()) }))
 }
 
+/// Readiness that asks `dependency` (a store, a queue) each time: `check` gets a clone of it.
+pub fn readiness_of<T, F, Fut>(dependency: T, check: F) -> Readiness
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    Arc::new(move || Box::pin(check(dependency.clone())))
+}
+
 /// The label a handler can attach to its response when it has no route template
 /// (the gateway's proxy labels by upstream route prefix).
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
 use kit::db::{ConnectPolicy, DbError};
-use kit::http::{service_router, Readiness, RouterOptions, ServeError};
+use kit::http::{readiness_of, service_router, RouterOptions, ServeError};
 use kit::service::Started;
 use kit::Shutdown;
 
@@ -162,11 +162,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         hasher: Arc::new(hasher),
         throttle: config.throttle,
     };
-    let probe = store.clone();
-    let readiness: Readiness = Arc::new(move || {
-        let store = probe.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
-    });
+    let readiness = readiness_of(store.clone(), |store| async move { store.ping().await.map_err(|e| e.to_string()) });
     let app =
         service_router(api::router(state), RouterOptions { body_limit: 16 * 1024, readiness, ..Default::default() });
     let started =

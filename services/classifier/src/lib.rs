@@ -132,11 +132,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let models = Models::load()?;
     let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
     queue.spawn_maintenance(config.retention, shutdown.clone());
-    let ready_queue = queue.clone();
-    let readiness: kit::http::Readiness = Arc::new(move || {
-        let queue = ready_queue.clone();
-        Box::pin(async move { queue.ping().await })
-    });
+    let readiness = kit::http::readiness_of(queue.clone(), |queue| async move { queue.ping().await });
     let state = Arc::new(api::AppState { models, queue, limits: config.limits, max_attempts: config.max_attempts });
     let body_limit = config.limits.max_bytes + 64 * 1024;
     let app = service_router(api::router(state), RouterOptions { body_limit, readiness, ..Default::default() });

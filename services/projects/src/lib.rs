@@ -21,7 +21,7 @@ use kit::config::{ConfigError, Env, ServiceConfig, Source};
 use kit::db::{ConnectPolicy, DbError};
 use kit::discovery::Discovery;
 use kit::grpc::GrpcTls;
-use kit::http::{service_router, Readiness, RouterOptions, ServeError};
+use kit::http::{readiness_of, service_router, RouterOptions, ServeError};
 use kit::peer::CallPolicy;
 use kit::service::Started;
 use kit::Shutdown;
@@ -152,11 +152,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let verifier = Arc::new(Verifier::new(config.auth.clone(), config.keys.clone()));
     let pages = cache::PageCache::new(config.cache_ttl, config.cache_capacity);
     let state = Arc::new(api::AppState { store: store.clone(), threads, relay: relay.clone(), verifier, pages });
-    let probe = store.clone();
-    let readiness: Readiness = Arc::new(move || {
-        let store = probe.clone();
-        Box::pin(async move { store.ping().await.map_err(|e| e.to_string()) })
-    });
+    let readiness = readiness_of(store.clone(), |store| async move { store.ping().await.map_err(|e| e.to_string()) });
     let app = service_router(
         api::router(state),
         RouterOptions { body_limit: 2 * 1024 * 1024, readiness, ..Default::default() },

@@ -32,7 +32,7 @@ impl std::fmt::Debug for ThreadsApi {
 
 impl ThreadsApi {
     /// The API over `store`, with at most `vote_queue_limit` votes waiting per thread.
-    pub fn new(store: Arc<dyn Store>, vote_queue_limit: usize) -> Self {
+    pub fn new(store: Arc<dyn Store>, vote_queue_limit: std::num::NonZeroUsize) -> Self {
         Self { votes: Votes::new(store.clone(), vote_queue_limit), store }
     }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod store;
 pub mod votes;
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
@@ -37,8 +38,8 @@ pub struct Config {
     /// gRPC TLS (`GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`, `GRPC_TLS_CA_FILE`, `GRPC_TLS_DOMAIN`).
     pub tls: GrpcTls,
     /// How many votes may wait for one thread's next transaction before more are refused
-    /// (`VOTE_QUEUE_LIMIT`, default [`votes::DEFAULT_QUEUE_LIMIT`], at least 1).
-    pub vote_queue_limit: usize,
+    /// (`VOTE_QUEUE_LIMIT`, default [`votes::DEFAULT_QUEUE_LIMIT`]).
+    pub vote_queue_limit: NonZeroUsize,
 }
 
 impl std::fmt::Debug for Config {
@@ -65,7 +66,7 @@ impl Config {
             database_url,
             connect: ConnectPolicy::from_env(env)?,
             tls: GrpcTls::from_env(env)?,
-            vote_queue_limit: vote_queue_limit(env)?,
+            vote_queue_limit: env.parse_or("VOTE_QUEUE_LIMIT", votes::DEFAULT_QUEUE_LIMIT)?,
         })
     }
 
@@ -80,18 +81,6 @@ impl Config {
             vote_queue_limit: votes::DEFAULT_QUEUE_LIMIT,
         }
     }
-}
-
-fn vote_queue_limit<S: Source>(env: &Env<S>) -> Result<usize, ConfigError> {
-    let limit = env.parse_or("VOTE_QUEUE_LIMIT", votes::DEFAULT_QUEUE_LIMIT)?;
-    if limit == 0 {
-        return Err(ConfigError::Invalid {
-            name: "VOTE_QUEUE_LIMIT".into(),
-            value: "0".into(),
-            reason: "at least one vote must be able to wait".into(),
-        });
-    }
-    Ok(limit)
 }
 
 /// Why the service could not start.
@@ -120,13 +109,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     }
     let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
     tracing::info!(engine = db.engine(), "threads store ready");
-    let api = api::ThreadsApi::new(store::for_database(db.clone()), config.vote_queue_limit);
+    let store = store::for_database(db.clone());
+    let api = api::ThreadsApi::new(store.clone(), config.vote_queue_limit);
     // While the database does not answer, gRPC health says NOT_SERVING (callers go elsewhere).
-    let probe = db.clone();
-    let readiness: kit::http::Readiness = std::sync::Arc::new(move || {
-        let db = probe.clone();
-        Box::pin(async move { db.ping().await })
-    });
+    let readiness =
+        kit::http::readiness_of(store, |store| async move { store.ping().await.map_err(|e| e.to_string()) });
     let services = GrpcServices::new().with(api.into_server()).ready_when(readiness);
     let serving =
         kit::grpc::start_grpc(&config.service, services, &config.tls, agora_proto::FILE_DESCRIPTOR_SET, shutdown);

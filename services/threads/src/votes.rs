@@ -15,6 +15,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -28,7 +29,7 @@ pub const MAX_VOTES_PER_TRANSACTION: usize = 256;
 
 /// How many votes may wait for one thread's next transaction unless configured
 /// (`VOTE_QUEUE_LIMIT`): some 40 transactions' worth, a few hundred kilobytes.
-pub const DEFAULT_QUEUE_LIMIT: usize = 10_000;
+pub const DEFAULT_QUEUE_LIMIT: NonZeroUsize = NonZeroUsize::new(10_000).unwrap();
 
 /// A vote waiting for its thread's next transaction.
 struct Pending {
@@ -55,9 +56,9 @@ impl std::fmt::Debug for Votes {
 }
 
 impl Votes {
-    /// Votes applied through `store`, at most `limit` (at least 1) of them waiting per thread.
-    pub fn new(store: Arc<dyn Store>, limit: usize) -> Self {
-        Self { store, queues: Arc::default(), limit: limit.max(1) }
+    /// Votes applied through `store`, at most `limit` of them waiting per thread.
+    pub fn new(store: Arc<dyn Store>, limit: NonZeroUsize) -> Self {
+        Self { store, queues: Arc::default(), limit: limit.get() }
     }
 
     /// Sets `voter`'s vote on a thread; answers with the counts right after it.

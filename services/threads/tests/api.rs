@@ -395,7 +395,7 @@ async fn votes_on_unknown_threads_and_oversized_limits_are_refused(backend: Back
 async fn votes_beyond_a_threads_queue_are_refused_at_once_and_the_rest_counted(backend: Backend) {
     let db = fresh_db(&backend, "threads").await;
     let mut config = threads::Config::for_tests(&db.url);
-    config.vote_queue_limit = 2;
+    config.vote_queue_limit = std::num::NonZeroUsize::new(2).unwrap();
     let svc = spawn_threads(config).await;
     let id = svc.create(vec![new_thread(12, pb::ThreadType::Problem, "a hot thread", "u-author")]).await[0];
     // Far more votes at once than may wait while a transaction runs.
