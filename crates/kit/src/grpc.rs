@@ -667,8 +667,9 @@ pub fn channel(base_url: &str, tls: &GrpcTls) -> Result<tonic::transport::Channe
 /// count against its breaker and may be retried elsewhere; statuses that are
 /// the server's considered answer about the request (invalid, not found,
 /// denied, …) go back to the caller as they are. `RESOURCE_EXHAUSTED` is such an
-/// answer: a quota, a message over the size limit, or one key's backlog (the
-/// threads service's votes on a hot thread), not the instance failing; sent
+/// answer: a quota, a limit on what one request may use (tonic's decompressed
+/// size), or one key's backlog (the threads service's votes on a hot thread),
+/// not the instance failing; sent
 /// elsewhere it would meet the same limit, and counted against the breaker one
 /// busy key would cut every caller off.
 pub fn attempt_error(status: tonic::Status) -> AttemptError<tonic::Status> {

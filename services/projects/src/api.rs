@@ -98,7 +98,8 @@ impl IntoResponse for ApiError {
                 tonic::Code::PermissionDenied => {
                     Problem::new(StatusCode::FORBIDDEN, "forbidden", status.message().to_string())
                 }
-                // Too many votes waiting on one thread: this request was refused, nothing stored.
+                // The threads service refused this request for now, nothing stored (from `Vote`: too many
+                // votes already waiting on that thread).
                 tonic::Code::ResourceExhausted => {
                     Problem::unavailable(status.message().to_string()).header(header::RETRY_AFTER, "1")
                 }
