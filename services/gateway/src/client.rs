@@ -1,32 +1,40 @@
 //! The gateway's HTTP/1.1 client to upstream instances: keep-alive connections
-//! pooled per serving thread and instance address.
+//! pooled per serving thread and instance address, and the exchange written
+//! directly on them.
 //!
-//! Why not hyper-util's pooled `Client`: it is built for any runtime, so every
-//! request takes a lock on its shared pool, turns the path into an absolute URI
-//! and back, and spawns a task to put the connection back once the response is
-//! read. A gateway thread owns its connections outright (see `serving`), so
-//! here the pool is a thread-local list, the request keeps its origin-form URI,
-//! and a connection goes back to its list the moment its response body ends.
-//! A connection has no task of its own either: the request using it drives its
-//! I/O (and the response body, while it is read), so a request is served
-//! without a hand-off between tasks.
+//! Why not hyper's client: counted with callgrind (`bench/gateway-instructions.sh`),
+//! hyper's client connection (its dispatcher, the channel between the request and
+//! the connection, the encoder and a header map built for every answer) was about
+//! a third of the gateway's instructions per proxied request. A gateway thread owns
+//! its connections outright (see `serving`), so here the pool is a thread-local list,
+//! a request goes out as one buffer written once ([`RequestHead`] plus `Host` and the
+//! framing), the answer's head is parsed with `httparse` (the parser hyper itself
+//! uses) straight into the header map the gateway's server writes back, and a small
+//! answer with a `Content-Length` is read whole and handed on as one buffer. Larger,
+//! chunked or close-delimited bodies are streamed (`body::Streaming`). A connection
+//! goes back to its list the moment its answer has been read to the end.
+//!
+//! Nothing an instance sends is trusted: a malformed or oversized head, conflicting
+//! lengths or a broken chunked body end the exchange with an error (the proxy answers
+//! 502) and the connection is closed, never reused.
+
+mod body;
+mod head;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response};
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::client::conn::TrySendError;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderValue, Response};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+pub use head::{is_hop_by_hop, Framing, RequestHead};
 
 /// A pooled connection unused for this long is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +42,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_IDLE_PER_INSTANCE: usize = 512;
 /// How long opening a connection to an instance may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest answer head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// An answer with a `Content-Length` up to this is read whole before it is passed on.
+const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+/// How much room a read asks for.
+const READ_CHUNK: usize = 8 * 1024;
+/// A request body is written in pieces of about this size.
+const WRITE_CHUNK: usize = 64 * 1024;
 
 /// Why a request could not be sent or its answer not received.
 #[derive(Debug, thiserror::Error)]
@@ -49,72 +65,285 @@ pub enum SendError {
     /// The instance did not accept the connection in time.
     #[error("connecting to {0} timed out")]
     ConnectTimeout(Arc<str>),
-    /// The exchange itself failed (connection reset, malformed answer, request body error).
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+    /// Reading from or writing to the instance failed (a reset connection, say).
+    #[error("talking to {address}: {source}")]
+    Io {
+        /// `host:port` of the instance.
+        address: Arc<str>,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The instance closed the connection before its answer was complete.
+    #[error("{0} closed the connection before its answer was complete")]
+    Closed(Arc<str>),
+    /// The instance's answer is not valid HTTP/1.1.
+    #[error("{address} sent a malformed answer: {reason}")]
+    Malformed {
+        /// `host:port` of the instance.
+        address: Arc<str>,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Reading the client's request body failed (it broke off, or is over the gateway's limit).
+    #[error("reading the request body: {0}")]
+    RequestBody(#[source] axum::Error),
+    /// The request body's length differs from its `Content-Length`.
+    #[error("the request body has {sent} bytes, its Content-Length says {declared}")]
+    BodyLength {
+        /// The `Content-Length`.
+        declared: u64,
+        /// What the body held.
+        sent: u64,
+    },
 }
 
-/// One instance to send to: its address and the `Host` header naming it.
+/// One instance to send to.
 #[derive(Debug, Clone)]
 pub struct Instance {
-    /// `host:port`; also the key of its connection pool.
+    /// `host:port`: the `Host` header sent to it, and the key of its connection pool.
     pub address: Arc<str>,
-    /// `address` as a header value, computed once.
-    pub host: HeaderValue,
 }
 
 impl Instance {
     /// An instance at `address`, or `None` if the address cannot be a `Host` header.
     pub fn new(address: &str) -> Option<Self> {
-        Some(Self { host: HeaderValue::from_str(address).ok()?, address: address.into() })
+        HeaderValue::from_str(address).ok()?;
+        Some(Self { address: address.into() })
     }
 }
 
-/// One keep-alive connection: the handle requests are sent through and the connection's
-/// I/O state machine, which the request's own task drives (no task per connection).
+/// Sends a request (`head`, and `body` framed as `framing` says) to `instance` on a pooled
+/// connection, or a new one; the answer's head, with its body still to be read for large ones.
+///
+/// A pooled connection is checked before it is used: one the instance has closed while it sat
+/// idle is dropped. If one is found closed only once the request is written (the instance closed
+/// it meanwhile), a request without a body is sent again on another connection when that is safe:
+/// nothing of the answer arrived, and either the request could not be written or it is idempotent.
+pub async fn send(
+    instance: &Instance,
+    head: &RequestHead,
+    framing: Framing,
+    body: Body,
+) -> Result<Response<Body>, SendError> {
+    let mut body = Some(body);
+    while let Some(conn) = checkout(&instance.address) {
+        if conn.is_closed() {
+            continue;
+        }
+        match conn.exchange(head, framing, body.take().unwrap_or_default()).await {
+            Ok(response) => return Ok(response),
+            Err(Failed::Stale(err)) => {
+                tracing::debug!(error = %err, "pooled upstream connection was closed; trying another")
+            }
+            Err(Failed::Fatal(err)) => return Err(err),
+        }
+    }
+    // Boxed: opening a connection is rare, and its future would make every request's future larger.
+    let conn = Box::pin(connect(&instance.address)).await?;
+    conn.exchange(head, framing, body.take().unwrap_or_default()).await.map_err(Failed::into_error)
+}
+
+/// How an exchange failed.
+enum Failed {
+    /// On a reused connection the instance had closed, in a way that makes sending the request
+    /// again on another connection safe (see [`send`]).
+    Stale(SendError),
+    /// Anything else: the request is not sent again.
+    Fatal(SendError),
+}
+
+impl Failed {
+    fn into_error(self) -> SendError {
+        match self {
+            Failed::Stale(err) | Failed::Fatal(err) => err,
+        }
+    }
+}
+
+/// One keep-alive connection to an instance.
 struct Conn {
-    /// The instance's address: the pool this connection goes back to.
+    /// The instance's address: the `Host` header, and the pool this connection goes back to.
     address: Arc<str>,
-    sender: SendRequest<Body>,
-    /// `None` once the connection has ended (closed or failed). It is dropped then, not kept:
-    /// dropping it is what hands a request still queued on it back to its sender.
-    io: Option<http1::Connection<TokioIo<TcpStream>, Body>>,
+    tcp: TcpStream,
+    /// Bytes read from the instance and not yet used (part of the answer being read).
+    read: BytesMut,
+    /// The request being written: head and body gathered, to go out in as few writes as possible.
+    write: Vec<u8>,
+    /// Whether an answer has been read on it before (the instance may have closed it since).
+    reused: bool,
 }
 
 impl Conn {
-    /// Lets the connection read and write what it can, registering `cx` for more.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        let Some(io) = &mut self.io else { return };
-        if let Poll::Ready(ended) = Pin::new(io).poll(cx) {
-            self.io = None;
-            if let Err(err) = ended {
-                tracing::debug!(error = %err, "upstream connection ended with an error");
+    /// Whether the instance closed this idle connection (or sent something unasked on it). Asks
+    /// only the runtime's readiness, which the close has set: no system call.
+    fn is_closed(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        !matches!(self.tcp.poll_read_ready(&mut cx), Poll::Pending)
+    }
+
+    /// Writes the request and reads the answer's head (and a small body whole).
+    async fn exchange(
+        mut self: Box<Self>,
+        head: &RequestHead,
+        framing: Framing,
+        body: Body,
+    ) -> Result<Response<Body>, Failed> {
+        let reused = self.reused;
+        let bodiless = framing == Framing::None;
+        if let Err(err) = self.write_request(head, framing, body).await {
+            // Nothing of the answer has come: a bodiless request on a reused connection can go again.
+            let stale = reused && bodiless && matches!(err, SendError::Io { .. });
+            return Err(if stale { Failed::Stale(err) } else { Failed::Fatal(err) });
+        }
+        let answer = match self.read_head(head).await {
+            Ok(answer) => answer,
+            Err((err, nothing_came)) => {
+                let stale = reused && bodiless && nothing_came && head.method().is_idempotent();
+                return Err(if stale { Failed::Stale(err) } else { Failed::Fatal(err) });
+            }
+        };
+        self.reused = true;
+        let body = match answer.body {
+            head::BodyLength::Empty => {
+                self.finish(answer.keep_alive);
+                Body::empty()
+            }
+            head::BodyLength::Length(n) if n <= WHOLE_BODY_LIMIT => {
+                let bytes = self.read_whole(n as usize).await.map_err(Failed::Fatal)?;
+                self.finish(answer.keep_alive);
+                Body::from(bytes)
+            }
+            length => Body::new(body::Streaming::new(self, length, answer.keep_alive)),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = answer.status;
+        *response.headers_mut() = answer.headers;
+        Ok(response)
+    }
+
+    async fn write_request(&mut self, head: &RequestHead, framing: Framing, body: Body) -> Result<(), SendError> {
+        let mut out = std::mem::take(&mut self.write);
+        out.clear();
+        out.extend_from_slice(head.bytes());
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(self.address.as_bytes());
+        match framing {
+            Framing::None => out.extend_from_slice(b"\r\n\r\n"),
+            Framing::Length(n) => {
+                out.extend_from_slice(b"\r\ncontent-length: ");
+                out.extend_from_slice(n.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n\r\n");
+            }
+            Framing::Chunked => out.extend_from_slice(b"\r\ntransfer-encoding: chunked\r\n\r\n"),
+        }
+        let result = match framing {
+            Framing::None => Ok(()),
+            _ => self.write_body(&mut out, framing, body).await,
+        };
+        let result = match result {
+            Ok(()) => self.tcp.write_all(&out).await.map_err(|source| self.io_error(source)),
+            Err(err) => Err(err),
+        };
+        // The buffer is kept for the next request, unless a large body made it large.
+        if out.capacity() <= 2 * WRITE_CHUNK {
+            self.write = out;
+        }
+        result
+    }
+
+    /// Appends `body` to `out` (chunk-encoded for [`Framing::Chunked`]), writing it out whenever
+    /// it holds [`WRITE_CHUNK`] bytes or more.
+    async fn write_body(&mut self, out: &mut Vec<u8>, framing: Framing, mut body: Body) -> Result<(), SendError> {
+        let mut sent = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(SendError::RequestBody)?;
+            // Trailers, the only other kind of frame, are not passed on.
+            let Ok(data) = frame.into_data() else { continue };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            if framing == Framing::Chunked {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.extend_from_slice(&data);
+            }
+            if out.len() >= WRITE_CHUNK {
+                self.tcp.write_all(out).await.map_err(|source| self.io_error(source))?;
+                out.clear();
+            }
+        }
+        match framing {
+            Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+            Framing::Length(declared) if declared != sent => return Err(SendError::BodyLength { declared, sent }),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Reads until a final answer's head is complete. On failure, also whether nothing at all
+    /// had come from the instance.
+    async fn read_head(&mut self, request: &RequestHead) -> Result<head::ResponseHead, (SendError, bool)> {
+        let mut received = false;
+        loop {
+            if !self.read.is_empty() {
+                match head::parse_response(&self.read, request.method()) {
+                    Ok(head::Parsed::Complete(len, answer)) => {
+                        self.read.advance(len);
+                        return Ok(answer);
+                    }
+                    Ok(head::Parsed::Interim(len)) => {
+                        self.read.advance(len);
+                        continue;
+                    }
+                    Ok(head::Parsed::Partial) if self.read.len() >= MAX_HEAD => {
+                        return Err((self.malformed("head too large"), false));
+                    }
+                    Ok(head::Parsed::Partial) => {}
+                    Err(reason) => return Err((self.malformed(reason), false)),
+                }
+            }
+            self.read.reserve(READ_CHUNK);
+            match self.tcp.read_buf(&mut self.read).await {
+                Ok(0) => return Err((SendError::Closed(self.address.clone()), !received)),
+                Ok(_) => received = true,
+                Err(source) => return Err((self.io_error(source), !received)),
             }
         }
     }
 
-    /// Waits until a request can be sent; `false` if the instance closed the connection.
-    async fn ready(&mut self) -> bool {
-        poll_fn(|cx| {
-            // A connection put back idle is usually ready at once: no need to drive it first.
-            if let Poll::Ready(ready) = self.sender.poll_ready(cx) {
-                return Poll::Ready(ready);
+    /// The next `n` bytes of the answer, read whole.
+    async fn read_whole(&mut self, n: usize) -> Result<Bytes, SendError> {
+        while self.read.len() < n {
+            self.read.reserve(n - self.read.len());
+            match self.tcp.read_buf(&mut self.read).await {
+                Ok(0) => return Err(SendError::Closed(self.address.clone())),
+                Ok(_) => {}
+                Err(source) => return Err(self.io_error(source)),
             }
-            self.drive(cx);
-            self.sender.poll_ready(cx)
-        })
-        .await
-        .is_ok()
+        }
+        // Copied out, so the read buffer stays this connection's own and is reused, not reallocated.
+        let bytes = Bytes::copy_from_slice(&self.read[..n]);
+        self.read.advance(n);
+        Ok(bytes)
     }
 
-    /// Sends `req` and waits for the response head, driving the connection meanwhile.
-    async fn exchange(&mut self, req: Request<Body>) -> Result<Response<Incoming>, TrySendError<Request<Body>>> {
-        let mut sent = pin!(self.sender.try_send_request(req));
-        poll_fn(|cx| {
-            self.drive(cx);
-            sent.as_mut().poll(cx)
-        })
-        .await
+    /// The answer has been read to its end: back to the pool if it may carry another request.
+    fn finish(self: Box<Self>, keep_alive: bool) {
+        // Bytes beyond the answer were never asked for: such a connection is not trusted again.
+        if keep_alive && self.read.is_empty() {
+            checkin(self);
+        }
+    }
+
+    fn io_error(&self, source: std::io::Error) -> SendError {
+        SendError::Io { address: self.address.clone(), source }
+    }
+
+    fn malformed(&self, reason: &'static str) -> SendError {
+        SendError::Malformed { address: self.address.clone(), reason }
     }
 }
 
@@ -126,30 +355,6 @@ struct Idle {
 thread_local! {
     /// This thread's idle connections, per instance address, most recently used last.
     static IDLE: RefCell<foldhash::HashMap<Arc<str>, VecDeque<Idle>>> = RefCell::default();
-}
-
-/// Sends `req` (origin-form URI) to `instance` on a pooled connection, or a new one.
-///
-/// A pooled connection the instance closed while it sat idle is noticed before the request is
-/// written; the request then goes on a fresh connection, whatever its method.
-pub async fn send(instance: &Instance, mut req: Request<Body>) -> Result<Response<Body>, SendError> {
-    req.headers_mut().insert(header::HOST, instance.host.clone());
-    while let Some(mut conn) = checkout(&instance.address) {
-        if !conn.ready().await {
-            continue;
-        }
-        match conn.exchange(req).await {
-            Ok(response) => return Ok(pooled(response, conn)),
-            Err(mut failed) => match failed.take_message() {
-                Some(unsent) => req = unsent,
-                None => return Err(failed.into_error().into()),
-            },
-        }
-    }
-    // Boxed: opening a connection is rare, and its future would make every request's future larger.
-    let mut conn = Box::pin(connect(&instance.address)).await?;
-    let response = conn.exchange(req).await.map_err(TrySendError::into_error)?;
-    Ok(pooled(response, conn))
 }
 
 /// Closes this thread's pooled connections that have been idle too long, every `period`, forever:
@@ -189,9 +394,6 @@ fn checkout(address: &str) -> Option<Box<Conn>> {
 }
 
 fn checkin(conn: Box<Conn>) {
-    if conn.io.is_none() || conn.sender.is_closed() {
-        return;
-    }
     IDLE.with_borrow_mut(|pool| {
         let list = match pool.get_mut(&*conn.address) {
             Some(list) => list,
@@ -204,8 +406,7 @@ fn checkin(conn: Box<Conn>) {
     });
 }
 
-/// A new connection to `address`, boxed: the connection's state is large and moves between the
-/// pool, the request and the response body.
+/// A new connection to `address`.
 async fn connect(address: &Arc<str>) -> Result<Box<Conn>, SendError> {
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&**address)).await {
         Ok(Ok(tcp)) => tcp,
@@ -214,134 +415,218 @@ async fn connect(address: &Arc<str>) -> Result<Box<Conn>, SendError> {
     };
     // Requests are written whole: no reason to let Nagle delay them.
     tcp.set_nodelay(true).map_err(|source| SendError::Connect { address: address.clone(), source })?;
-    // One `write` per request, as for responses (see `serving`).
-    let (sender, io) = http1::Builder::new().writev(false).handshake(TokioIo::new(tcp)).await?;
-    Ok(Box::new(Conn { address: address.clone(), sender, io: Some(io) }))
-}
-
-/// The response, whose body drives its connection while it is read and puts the connection
-/// back in the pool once it has been read to the end.
-fn pooled(response: Response<Incoming>, conn: Box<Conn>) -> Response<Body> {
-    let (parts, body) = response.into_parts();
-    let body = if body.is_end_stream() {
-        checkin(conn);
-        Body::new(body)
-    } else {
-        Body::new(Returning { body, home: Some(conn) })
-    };
-    Response::from_parts(parts, body)
-}
-
-/// A response body that drives its connection (the body's bytes arrive through it) and returns
-/// the connection to the pool when the body ends (a body dropped before its end takes the
-/// connection with it: it is then closed).
-struct Returning {
-    body: Incoming,
-    home: Option<Box<Conn>>,
-}
-
-impl HttpBody for Returning {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let mut polled = Pin::new(&mut self.body).poll_frame(cx);
-        if polled.is_pending() {
-            // The bytes have not been read off the connection yet: drive it, then look again.
-            if let Some(conn) = &mut self.home {
-                conn.drive(cx);
-                polled = Pin::new(&mut self.body).poll_frame(cx);
-            }
-        }
-        let frame = ready!(polled);
-        let ended = match &frame {
-            None => true,
-            Some(Ok(_)) => self.body.is_end_stream(),
-            Some(Err(_)) => {
-                self.home = None;
-                false
-            }
-        };
-        if ended {
-            if let Some(conn) = self.home.take() {
-                // If the connection has not yet taken in the end of the exchange, the next
-                // request's `ready` drives it there.
-                checkin(conn);
-            }
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
+    Ok(Box::new(Conn {
+        address: address.clone(),
+        tcp,
+        read: BytesMut::with_capacity(READ_CHUNK),
+        write: Vec::with_capacity(1024),
+        reused: false,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use http::{Method, StatusCode};
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
-    /// An instance that answers every request on a connection with `200 ok`, and reports each
-    /// connection it accepts (`true`) and each the gateway closes (`false`).
-    async fn instance() -> (Instance, mpsc::UnboundedReceiver<bool>) {
+    /// What the test instance saw: a connection opened (`Opened`), a request's raw bytes, or a
+    /// connection closed by the gateway (`Closed`).
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        Opened,
+        Request(String),
+        Closed,
+    }
+
+    /// An instance that reads each request whole and answers it with `answer` (raw bytes); with
+    /// `close_after`, it closes the connection after each answer.
+    async fn start_instance(answer: &'static [u8], close_after: bool) -> (Instance, mpsc::UnboundedReceiver<Seen>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (events, seen) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 let events = events.clone();
-                let _ = events.send(true);
+                let _ = events.send(Seen::Opened);
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 4096];
-                    // Each read is one small request (the client waits for each answer).
-                    while let Ok(n) = tcp.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if tcp.write_all(answer).await.is_err() {
+                    let mut buf = Vec::new();
+                    while let Some(request) = read_request(&mut tcp, &mut buf).await {
+                        let _ = events.send(Seen::Request(request));
+                        if tcp.write_all(answer).await.is_err() || close_after {
                             break;
                         }
                     }
-                    let _ = events.send(false);
+                    let _ = events.send(Seen::Closed);
                 });
             }
         });
         (Instance::new(&address).unwrap(), seen)
     }
 
-    async fn get(instance: &Instance) -> String {
-        let req = Request::builder().uri("/joke").body(Body::empty()).unwrap();
-        let response = send(instance, req).await.unwrap();
-        let body = axum::body::to_bytes(response.into_body(), 1024).await.unwrap();
-        String::from_utf8_lossy(&body).into_owned()
+    /// Reads one request (head, and a Content-Length or chunked body) off `tcp`.
+    async fn read_request(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+        loop {
+            let mut slots = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut slots);
+            if let Ok(httparse::Status::Complete(head)) = req.parse(buf) {
+                let header =
+                    |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+                let end = if header("transfer-encoding").is_some() {
+                    buf.windows(5).position(|w| w == b"0\r\n\r\n").map(|at| at + 5)
+                } else {
+                    let length =
+                        header("content-length").map_or(0, |v| std::str::from_utf8(v).unwrap().parse().unwrap());
+                    (buf.len() >= head + length).then_some(head + length)
+                };
+                if let Some(end) = end {
+                    let request = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end);
+                    return Some(request);
+                }
+            }
+            let mut more = [0u8; 4096];
+            match tcp.read(&mut more).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&more[..n]),
+            }
+        }
     }
+
+    fn head(method: Method, target: &'static str) -> RequestHead {
+        RequestHead::new(&method, &http::uri::PathAndQuery::from_static(target))
+    }
+
+    async fn get(instance: &Instance) -> Result<(StatusCode, String), SendError> {
+        let response = send(instance, &head(Method::GET, "/joke"), Framing::None, Body::empty()).await?;
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.map_err(SendError::RequestBody)?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
     #[tokio::test]
     async fn a_connection_is_reused_until_the_sweep_closes_it_for_idling() {
-        let (instance, mut seen) = instance().await;
-        assert_eq!(get(&instance).await, "ok");
-        assert_eq!(get(&instance).await, "ok");
-        assert_eq!(seen.recv().await, Some(true));
-        assert!(seen.try_recv().is_err(), "the second request reused the first connection");
+        let (instance, mut seen) = start_instance(OK, false).await;
+        assert_eq!(get(&instance).await.unwrap().1, "ok");
+        assert_eq!(get(&instance).await.unwrap().1, "ok");
+        assert_eq!(seen.recv().await, Some(Seen::Opened));
+        let request = |seen: Option<Seen>| matches!(seen, Some(Seen::Request(r)) if r.starts_with("GET /joke HTTP/1.1\r\nhost: 127.0.0.1:"));
+        assert!(request(seen.recv().await));
+        assert!(request(seen.recv().await), "the second request reused the first connection");
 
         // Not idle long enough: kept.
         sweep(Duration::from_secs(3600));
-        assert_eq!(get(&instance).await, "ok");
-        assert!(seen.try_recv().is_err(), "still one connection");
+        assert_eq!(get(&instance).await.unwrap().1, "ok");
+        assert!(request(seen.recv().await), "still one connection");
 
         // Idle for at least zero seconds: closed, and the instance sees it go.
         sweep(Duration::ZERO);
         let closed = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await;
-        assert_eq!(closed.ok().flatten(), Some(false), "the swept connection is closed");
-        assert_eq!(get(&instance).await, "ok");
-        assert_eq!(seen.recv().await, Some(true), "the next request opens a new connection");
+        assert_eq!(closed.ok().flatten(), Some(Seen::Closed), "the swept connection is closed");
+        assert_eq!(get(&instance).await.unwrap().1, "ok");
+        assert_eq!(seen.recv().await, Some(Seen::Opened), "the next request opens a new connection");
+    }
+
+    #[tokio::test]
+    async fn an_instance_that_closes_its_connections_still_answers_every_request() {
+        let (instance, mut seen) = start_instance(OK, true).await;
+        for _ in 0..5 {
+            assert_eq!(get(&instance).await.unwrap(), (StatusCode::OK, "ok".to_string()));
+        }
+        let mut opened = 0;
+        while let Ok(event) = seen.try_recv() {
+            opened += usize::from(event == Seen::Opened);
+        }
+        assert_eq!(opened, 5, "a closed connection is never used for a request");
+    }
+
+    #[tokio::test]
+    async fn request_bodies_go_out_with_their_framing() {
+        let (instance, mut seen) = start_instance(OK, false).await;
+        let mut post = head(Method::POST, "/projects?x=1");
+        post.header(&http::header::CONTENT_TYPE, &HeaderValue::from_static("text/plain"));
+        let response = send(&instance, &post, Framing::Length(5), Body::from("hello")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(seen.recv().await, Some(Seen::Opened));
+        let Some(Seen::Request(sent)) = seen.recv().await else { panic!("no request") };
+        assert!(
+            sent.starts_with("POST /projects?x=1 HTTP/1.1\r\ncontent-type: text/plain\r\nhost: 127.0.0.1:"),
+            "{sent}"
+        );
+        assert!(sent.ends_with("\r\ncontent-length: 5\r\n\r\nhello"), "{sent}");
+
+        let pieces = futures::stream::iter(["hello", ", world"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))));
+        axum::body::to_bytes(
+            send(&instance, &post, Framing::Chunked, Body::from_stream(pieces)).await.unwrap().into_body(),
+            64,
+        )
+        .await
+        .unwrap();
+        let Some(Seen::Request(sent)) = seen.recv().await else { panic!("no request") };
+        assert!(
+            sent.ends_with("\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n"),
+            "{sent}"
+        );
+
+        let short = send(&instance, &post, Framing::Length(9), Body::from("hello")).await;
+        assert!(matches!(short, Err(SendError::BodyLength { declared: 9, sent: 5 })), "{short:?}");
+    }
+
+    #[tokio::test]
+    async fn chunked_answers_are_decoded_and_their_connection_reused() {
+        const CHUNKED: &[u8] =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n";
+        let (instance, mut seen) = start_instance(CHUNKED, false).await;
+        assert_eq!(get(&instance).await.unwrap().1, "hello, world");
+        assert_eq!(get(&instance).await.unwrap().1, "hello, world");
+        let mut opened = 0;
+        while let Ok(event) = seen.try_recv() {
+            opened += usize::from(event == Seen::Opened);
+        }
+        assert_eq!(opened, 1);
+    }
+
+    #[tokio::test]
+    async fn large_and_close_delimited_answers_are_streamed_whole() {
+        let big: &'static [u8] = {
+            let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", 300_000).into_bytes();
+            answer.extend((0..300_000).map(|i| b'a' + (i % 26) as u8));
+            answer.leak()
+        };
+        let (instance, _seen) = start_instance(big, false).await;
+        let (_, body) = get(&instance).await.unwrap();
+        assert_eq!(body.len(), 300_000);
+        assert!(body.starts_with("abcdefghijklmnopqrstuvwxyzab") && body.ends_with(&body[299_974..]));
+
+        let (instance, mut seen) =
+            start_instance(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end", true).await;
+        assert_eq!(get(&instance).await.unwrap().1, "until the end");
+        assert_eq!(get(&instance).await.unwrap().1, "until the end");
+        let mut opened = 0;
+        while let Ok(event) = seen.try_recv() {
+            opened += usize::from(event == Seen::Opened);
+        }
+        assert_eq!(opened, 2, "a close-delimited answer's connection is not reused");
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_errors_and_their_connection_is_dropped() {
+        let (instance, mut seen) =
+            start_instance(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", false).await;
+        let failed = get(&instance).await;
+        assert!(
+            matches!(&failed, Err(SendError::Malformed { reason: "conflicting Content-Length headers", .. })),
+            "{failed:?}"
+        );
+        assert_eq!(seen.recv().await, Some(Seen::Opened));
+        assert!(matches!(seen.recv().await, Some(Seen::Request(_))));
+        let closed = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await;
+        assert_eq!(closed.ok().flatten(), Some(Seen::Closed));
+
+        let (instance, _seen) = start_instance(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", true).await;
+        assert!(matches!(get(&instance).await, Err(SendError::Closed(_))));
     }
 }

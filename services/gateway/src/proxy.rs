@@ -7,10 +7,12 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::http::request::Parts;
+use axum::http::uri::PathAndQuery;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
-use kit::context::{RequestContext, REQUEST_ID};
+use kit::context::{RequestContext, REQUEST_ID, TRACEPARENT};
 use kit::http::AccessLine;
 use kit::Problem;
 
@@ -18,40 +20,9 @@ use crate::upstreams::Target;
 use crate::Gateway;
 use crate::{client, edge, routes};
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
-];
-
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none of them: one pass over the names, no lookups, decides that.
-    let any = headers.keys().any(|name| HOP_BY_HOP.contains(name) || name == header::TRANSFER_ENCODING);
-    if !any {
-        return;
-    }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in HOP_BY_HOP.iter().chain(listed.iter()) {
-        headers.remove(name);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
-}
+/// The target of a request whose URI has no path (the authority form): the instance's root.
+static ROOT: PathAndQuery = PathAndQuery::from_static("/");
 
 fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -142,15 +113,19 @@ async fn forward(
             .into_response();
         }
     };
-    let (mut parts, body) = req.into_parts();
-    let retryable = is_idempotent(&parts.method)
-        && declared.unwrap_or(0) == 0
-        && !parts.headers.contains_key(header::TRANSFER_ENCODING);
+    let (parts, body) = req.into_parts();
+    let framing = if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        client::Framing::Chunked
+    } else {
+        declared.map_or(client::Framing::None, client::Framing::Length)
+    };
+    let retryable =
+        is_idempotent(&parts.method) && matches!(framing, client::Framing::None | client::Framing::Length(0));
     // One snapshot of the instances for this request (one read of the shared list).
     let targets = upstream.targets();
     // A second attempt goes to another instance: with only one, there is nothing to retry on.
     let attempts = if retryable && targets.len() > 1 { 2 } else { 1 };
-    prepare_headers(&mut parts.headers, client, ctx);
+    let head = request_head(&parts, client, ctx);
     let body =
         if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, gw.config.body_limit)) };
     let mut body = Some(body);
@@ -168,10 +143,8 @@ async fn forward(
                 .header(header::RETRY_AFTER, "1")
                 .into_response();
         };
-        // The headers are copied only when another attempt may need them.
-        let headers = if attempt + 1 < attempts { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
-        let outgoing = build_request(&parts.method, &parts.uri, headers, body.take().unwrap_or_default());
-        match tokio::time::timeout(route.timeout, client::send(&target.instance, outgoing)).await {
+        let outgoing = body.take().unwrap_or_default();
+        match tokio::time::timeout(route.timeout, client::send(&target.instance, &head, framing, outgoing)).await {
             Ok(Ok(resp)) => {
                 let status = resp.status();
                 let unhealthy = matches!(
@@ -185,7 +158,7 @@ async fn forward(
                 }
                 upstream.count(status.is_server_error());
                 *answered_by = Some(target);
-                return respond(resp);
+                return resp;
             }
             // Only bodiless idempotent requests get here with attempts left: safe to send again.
             Ok(Err(err)) if attempt + 1 < attempts => {
@@ -254,42 +227,52 @@ fn is_body_too_large(err: &client::SendError) -> bool {
     false
 }
 
-fn prepare_headers(headers: &mut HeaderMap, client: &edge::Peer, ctx: &RequestContext) {
-    // Room for the headers added here and `Host` (added by the client): the map grows once at most.
-    headers.reserve(6);
-    strip_hop_by_hop(headers);
-    if let Some(host) = headers.remove(header::HOST) {
-        headers.insert(X_FORWARDED_HOST, host);
+/// The head sent upstream: the client's method, origin-form target and end-to-end headers, plus
+/// where the request came from (`X-Forwarded-For`) and its context (`x-request-id`, `traceparent`).
+fn request_head(parts: &Parts, client: &edge::Peer, ctx: &RequestContext) -> client::RequestHead {
+    // A client may send the absolute form (RFC 9112 §3.2.2); upstreams get the origin form.
+    let target = parts.uri.path_and_query().unwrap_or(&ROOT);
+    let mut head = client::RequestHead::new(&parts.method, target);
+    let headers = &parts.headers;
+    // Headers named in `Connection` are for this hop only. Most requests have none, so the
+    // names are looked for only when there is one (one pass over the headers, no hashing).
+    let listed: Vec<HeaderName> = if headers.keys().any(|name| name == header::CONNECTION) {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut prior_forwarded_for = None;
+    for (name, value) in headers {
+        if *name == X_FORWARDED_FOR {
+            prior_forwarded_for = prior_forwarded_for.or(Some(value));
+            continue;
+        }
+        let set_here = matches!(
+            name.as_str(),
+            // `Host` and the framing are the client's to write; `Expect` is answered by this
+            // server, which reads the body before sending it on.
+            "host" | "content-length" | "expect" | "x-forwarded-host" | "x-forwarded-proto"
+        ) || *name == REQUEST_ID
+            || *name == TRACEPARENT;
+        if !set_here && !client::is_hop_by_hop(name.as_str()) && !listed.contains(name) {
+            head.header(name, value);
+        }
     }
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+    let forwarded_for = match prior_forwarded_for.and_then(|v| v.to_str().ok()) {
         Some(prior) => {
             let ip = client.forwarded_for.to_str().unwrap_or("unknown");
-            HeaderValue::from_str(&format!("{prior}, {ip}")).ok()
+            HeaderValue::from_str(&format!("{prior}, {ip}")).unwrap_or_else(|_| client.forwarded_for.clone())
         }
-        None => Some(client.forwarded_for.clone()),
+        None => client.forwarded_for.clone(),
     };
-    if let Some(v) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    ctx.inject(headers);
-}
-
-/// The request to send upstream: the same method, origin-form path and query, and headers.
-fn build_request(method: &Method, uri: &Uri, headers: HeaderMap, body: Body) -> axum::http::Request<Body> {
-    let mut req = axum::http::Request::new(body);
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = match (uri.scheme(), uri.path_and_query()) {
-        (None, _) => uri.clone(),
-        // A client may send the absolute form (RFC 9112 §3.2.2); upstreams get the origin form.
-        (Some(_), Some(path)) => Uri::from(path.clone()),
-        (Some(_), None) => Uri::from_static("/"),
-    };
-    *req.headers_mut() = headers;
-    req
-}
-
-fn respond(mut response: Response) -> Response {
-    strip_hop_by_hop(response.headers_mut());
-    response
+    head.header(&X_FORWARDED_FOR, &forwarded_for);
+    head.header(&REQUEST_ID, ctx.request_id_header());
+    head.header(&TRACEPARENT, ctx.traceparent());
+    head
 }

@@ -1,0 +1,254 @@
+//! An answer's body that is streamed rather than read whole: larger than the gateway keeps in
+//! memory, chunked, or delimited by the instance closing the connection. It reads from the
+//! connection as the client takes it, and puts the connection back in the pool at its end.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+use super::head::BodyLength;
+use super::{Conn, SendError, READ_CHUNK};
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE: usize = 4096;
+
+/// A streamed answer body; see the module's doc.
+pub(super) struct Streaming {
+    /// `None` once the body has ended or failed.
+    conn: Option<Box<Conn>>,
+    decoder: Decoder,
+    keep_alive: bool,
+}
+
+impl Streaming {
+    /// The body of `length` read from `conn` (bytes already read come first).
+    pub(super) fn new(conn: Box<Conn>, length: BodyLength, keep_alive: bool) -> Self {
+        let decoder = match length {
+            BodyLength::Empty => Decoder::Length(0),
+            BodyLength::Length(n) => Decoder::Length(n),
+            BodyLength::Chunked => Decoder::Chunked(Chunk::Size),
+            BodyLength::UntilClose => Decoder::UntilClose,
+        };
+        Self { conn: Some(conn), decoder, keep_alive }
+    }
+}
+
+impl HttpBody for Streaming {
+    type Data = Bytes;
+    type Error = SendError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, SendError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            match this.decoder.step(&mut conn.read) {
+                Ok(Step::Data(bytes)) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                Ok(Step::End) => {
+                    if let Some(conn) = this.conn.take() {
+                        conn.finish(this.keep_alive);
+                    }
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+                Err(reason) => {
+                    let address = conn.address.clone();
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(SendError::Malformed { address, reason })));
+                }
+            }
+            let read = ready!(conn.poll_read(cx));
+            match read {
+                Ok(0) if this.decoder == Decoder::UntilClose => {
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    let address = conn.address.clone();
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(SendError::Closed(address))));
+                }
+                Ok(_) => {}
+                Err(source) => {
+                    let address = conn.address.clone();
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(SendError::Io { address, source })));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.decoder == Decoder::Length(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// Where in the body the bytes read so far end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decoder {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk with this many bytes to go.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines (dropped) up to a blank line.
+    Trailers,
+}
+
+/// What the decoder made of the bytes read so far.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Body bytes to pass on.
+    Data(Bytes),
+    /// The body is complete; nothing of it is left in the buffer.
+    End,
+    /// More bytes must be read first.
+    More,
+}
+
+impl Decoder {
+    /// Takes what it can from `read`; `Err` says what is wrong with the body.
+    fn step(&mut self, read: &mut BytesMut) -> Result<Step, &'static str> {
+        match self {
+            Decoder::Length(0) => Ok(Step::End),
+            Decoder::Length(left) => Ok(take(read, left)),
+            Decoder::UntilClose if read.is_empty() => Ok(Step::More),
+            Decoder::UntilClose => Ok(Step::Data(read.split().freeze())),
+            Decoder::Chunked(chunk) => chunk.step(read),
+        }
+    }
+}
+
+impl Chunk {
+    fn step(&mut self, read: &mut BytesMut) -> Result<Step, &'static str> {
+        loop {
+            match self {
+                Chunk::Size => match httparse::parse_chunk_size(read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        read.advance(used);
+                        *self = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
+                    }
+                    Ok(httparse::Status::Partial) if read.len() > MAX_LINE => return Err("chunk-size line too long"),
+                    Ok(httparse::Status::Partial) => return Ok(Step::More),
+                    Err(_) => return Err("malformed chunk size"),
+                },
+                Chunk::Data(left) => {
+                    let step = take(read, left);
+                    if *left == 0 {
+                        *self = Chunk::DataEnd;
+                    }
+                    return Ok(step);
+                }
+                Chunk::DataEnd => {
+                    if read.len() < 2 {
+                        return Ok(Step::More);
+                    }
+                    if read[..2] != *b"\r\n" {
+                        return Err("chunk data not followed by CRLF");
+                    }
+                    read.advance(2);
+                    *self = Chunk::Size;
+                }
+                Chunk::Trailers => match read.windows(2).position(|w| w == b"\r\n") {
+                    Some(0) => {
+                        read.advance(2);
+                        return Ok(Step::End);
+                    }
+                    Some(end) => read.advance(end + 2),
+                    None if read.len() > MAX_LINE => return Err("trailer line too long"),
+                    None => return Ok(Step::More),
+                },
+            }
+        }
+    }
+}
+
+/// Up to `left` bytes from `read`, counted off `left`.
+fn take(read: &mut BytesMut, left: &mut u64) -> Step {
+    if read.is_empty() {
+        return Step::More;
+    }
+    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(read.len());
+    *left -= n as u64;
+    Step::Data(read.split_to(n).freeze())
+}
+
+impl Conn {
+    /// Reads more of the answer into `read`: the number of bytes read, 0 at the end of the stream.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.read.reserve(READ_CHUNK);
+        loop {
+            ready!(self.tcp.poll_read_ready(cx))?;
+            match self.tcp.try_read_buf(&mut self.read) {
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `wire` to a fresh decoder in pieces of `piece` bytes; the body it gives, and what
+    /// is left over after its end.
+    fn decode(mut decoder: Decoder, wire: &[u8], piece: usize) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
+        let mut read = BytesMut::new();
+        let mut body = Vec::new();
+        let mut pieces = wire.chunks(piece);
+        loop {
+            match decoder.step(&mut read)? {
+                Step::Data(bytes) => body.extend_from_slice(&bytes),
+                Step::End => return Ok((body, read.to_vec())),
+                Step::More => match pieces.next() {
+                    Some(next) => read.extend_from_slice(next),
+                    None => return Err("the wire ended before the body"),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_however_the_bytes_arrive() {
+        let wire = b"5;name=value\r\nhello\r\n7\r\n, world\r\n0\r\nx-trailer: dropped\r\n\r\nNEXT";
+        for piece in [1, 2, 3, 7, wire.len()] {
+            let (body, rest) = decode(Decoder::Chunked(Chunk::Size), wire, piece).unwrap();
+            assert_eq!(body, b"hello, world", "pieces of {piece}");
+            assert!(b"NEXT".starts_with(&rest), "nothing after the body is taken (pieces of {piece})");
+        }
+    }
+
+    #[test]
+    fn length_delimited_bodies_stop_at_their_length() {
+        let (body, rest) = decode(Decoder::Length(5), b"helloHTTP/1.1", 3).unwrap();
+        assert_eq!(body, b"hello");
+        assert_eq!(rest, b"H", "the byte read with the body's end is left for what follows");
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        assert_eq!(decode(Decoder::Chunked(Chunk::Size), b"zz\r\n", 64), Err("malformed chunk size"));
+        assert_eq!(decode(Decoder::Chunked(Chunk::Size), b"3\r\nabcX\r\n", 64), Err("chunk data not followed by CRLF"));
+        let long = [&b"5;ext="[..], &[b'x'; MAX_LINE]].concat();
+        assert_eq!(decode(Decoder::Chunked(Chunk::Size), &long, 64), Err("chunk-size line too long"));
+        assert_eq!(decode(Decoder::Chunked(Chunk::Size), b"3\r\nab", 64), Err("the wire ended before the body"));
+    }
+}

@@ -1,0 +1,346 @@
+//! Message heads on the upstream side: the request's, written once in wire form and sent on
+//! whichever connection takes it, and the answer's, parsed with `httparse` (the parser hyper
+//! itself uses) straight into the header map the gateway's server writes back to the client.
+
+use std::mem::MaybeUninit;
+
+use http::uri::PathAndQuery;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+/// Most headers an answer may carry.
+const MAX_HEADERS: usize = 100;
+
+/// Whether a header describes one hop only (RFC 9110 §7.6.1), or the hop's message framing: such
+/// headers are never passed on, in either direction.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "transfer-encoding"
+    )
+}
+
+/// How a request's body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body, and no framing header (a `GET`, say).
+    None,
+    /// `Content-Length: n`, then exactly `n` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: the length is not known up front.
+    Chunked,
+}
+
+/// A request's head in wire form, without `Host` and the framing header: [`super::send`] adds
+/// those for the instance it picks, so a retry on another instance sends the same head.
+#[derive(Debug, Clone)]
+pub struct RequestHead {
+    bytes: Vec<u8>,
+    method: Method,
+}
+
+impl RequestHead {
+    /// The request line `METHOD target HTTP/1.1`, `target` in origin form (path and query).
+    pub fn new(method: &Method, target: &PathAndQuery) -> Self {
+        let mut bytes = Vec::with_capacity(512);
+        bytes.extend_from_slice(method.as_str().as_bytes());
+        bytes.push(b' ');
+        bytes.extend_from_slice(target.as_str().as_bytes());
+        bytes.extend_from_slice(b" HTTP/1.1\r\n");
+        Self { bytes, method: method.clone() }
+    }
+
+    /// Adds the header `name: value`. Both are `http` types, which cannot hold a CR or LF, so
+    /// nothing a client sent can end the head early or add a header of its own.
+    pub fn header(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.bytes.extend_from_slice(name.as_str().as_bytes());
+        self.bytes.extend_from_slice(b": ");
+        self.bytes.extend_from_slice(value.as_bytes());
+        self.bytes.extend_from_slice(b"\r\n");
+    }
+
+    /// The request's method (a `HEAD` is answered without a body, whatever the headers say).
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    /// The request line and headers written so far.
+    pub(super) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// How an answer's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyLength {
+    /// No body: a `HEAD`'s answer, 204, 304, or `Content-Length: 0`.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Everything until the instance closes the connection.
+    UntilClose,
+}
+
+/// An answer's head, ready to be passed on.
+#[derive(Debug)]
+pub(super) struct ResponseHead {
+    pub status: StatusCode,
+    /// Its headers, less the hop-by-hop ones.
+    pub headers: HeaderMap,
+    pub body: BodyLength,
+    /// Whether the connection may carry another request once this answer is read.
+    pub keep_alive: bool,
+}
+
+/// What the bytes read so far hold.
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// A final answer's head, `usize` bytes long.
+    Complete(usize, ResponseHead),
+    /// An interim (1xx) answer's head, `usize` bytes long, to be skipped.
+    Interim(usize),
+    /// Not a whole head yet.
+    Partial,
+}
+
+/// Parses the answer to a `method` request at the start of `buf`; `Err` says what is wrong with it.
+pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'static str> {
+    // Left uninitialised: the parser writes the slots it uses (zeroing all of them would cost
+    // more than parsing a small head).
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err("too many headers"),
+        Err(_) => return Err("malformed head"),
+    };
+    let status = response.code.and_then(|code| StatusCode::from_u16(code).ok()).ok_or("bad status code")?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err("switched protocols unasked");
+    }
+    if status.is_informational() {
+        return Ok(Parsed::Interim(len));
+    }
+    let http10 = response.version == Some(0);
+    let fields = &*response.headers;
+    // `Connection` first: it decides reuse and may name more headers to leave out.
+    let mut keep_alive = !http10;
+    let mut has_connection = false;
+    for field in fields.iter().filter(|f| f.name.eq_ignore_ascii_case("connection")) {
+        has_connection = true;
+        for token in tokens(field.value) {
+            if token.eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
+                keep_alive = true;
+            }
+        }
+    }
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut length = None;
+    let mut transfer_encoding = None;
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "bad header name")?;
+        match name.as_str() {
+            "content-length" => {
+                let n = parse_length(field.value).ok_or("bad Content-Length")?;
+                if length.is_some_and(|m| m != n) {
+                    return Err("conflicting Content-Length headers");
+                }
+                length = Some(n);
+            }
+            "transfer-encoding" => {
+                // The last coding decides; several fields make one list.
+                transfer_encoding = tokens(field.value).last().or(transfer_encoding);
+                continue;
+            }
+            other if is_hop_by_hop(other) => continue,
+            other if has_connection && listed_in_connection(fields, other) => continue,
+            _ => {}
+        }
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| "bad header value")?;
+        headers.append(name, value);
+    }
+    let bodiless = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let body = if bodiless {
+        BodyLength::Empty
+    } else if let Some(coding) = transfer_encoding {
+        // Transfer-Encoding overrides Content-Length; a message with both is not trusted for reuse.
+        if length.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+            keep_alive = false;
+        }
+        if coding.eq_ignore_ascii_case(b"chunked") {
+            BodyLength::Chunked
+        } else {
+            keep_alive = false;
+            BodyLength::UntilClose
+        }
+    } else {
+        match length {
+            Some(0) => BodyLength::Empty,
+            Some(n) => BodyLength::Length(n),
+            None => {
+                keep_alive = false;
+                BodyLength::UntilClose
+            }
+        }
+    };
+    Ok(Parsed::Complete(len, ResponseHead { status, headers, body, keep_alive }))
+}
+
+/// The comma-separated tokens of a header value, trimmed, empty ones left out.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+}
+
+fn listed_in_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
+    fields
+        .iter()
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+        .any(|f| tokens(f.value).any(|token| token.eq_ignore_ascii_case(name.as_bytes())))
+}
+
+/// A `Content-Length` value: decimal digits only, no sign, no overflow.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = (b as char).to_digit(10)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(raw: &str, method: Method) -> ResponseHead {
+        match parse_response(raw.as_bytes(), &method) {
+            Ok(Parsed::Complete(len, head)) => {
+                assert_eq!(len, raw.find("\r\n\r\n").unwrap() + 4, "the head ends after the blank line");
+                head
+            }
+            other => panic!("not a complete head: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_request_head_is_the_request_line_and_the_headers_given() {
+        let mut head = RequestHead::new(&Method::POST, &PathAndQuery::from_static("/projects?page=2"));
+        head.header(&header::CONTENT_TYPE, &HeaderValue::from_static("application/json"));
+        assert_eq!(head.bytes(), b"POST /projects?page=2 HTTP/1.1\r\ncontent-type: application/json\r\n");
+        assert_eq!(head.method(), Method::POST);
+    }
+
+    #[test]
+    fn a_length_delimited_answer_keeps_its_headers_and_the_connection() {
+        let head =
+            complete("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello", Method::GET);
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.body, BodyLength::Length(5));
+        assert!(head.keep_alive);
+        assert_eq!(head.headers[header::CONTENT_TYPE], "text/plain");
+        assert_eq!(head.headers[header::CONTENT_LENGTH], "5");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_left_out() {
+        let head = complete(
+            "HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nKeep-Alive: timeout=5\r\nX-Secret: 1\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n",
+            Method::GET,
+        );
+        assert!(!head.keep_alive, "Connection: close");
+        assert_eq!(head.body, BodyLength::Empty);
+        assert!(head.headers.get("connection").is_none());
+        assert!(head.headers.get("keep-alive").is_none());
+        assert!(head.headers.get("x-secret").is_none(), "named by Connection");
+        assert_eq!(head.headers["x-kept"], "2");
+    }
+
+    #[test]
+    fn the_body_length_follows_rfc_9112() {
+        let chunked = complete("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::GET);
+        assert_eq!(chunked.body, BodyLength::Chunked);
+        assert!(chunked.keep_alive);
+        assert!(chunked.headers.get("transfer-encoding").is_none(), "the gateway's server frames its own answer");
+
+        let both = complete("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET);
+        assert_eq!(both.body, BodyLength::Chunked, "Transfer-Encoding overrides Content-Length");
+        assert!(both.headers.get("content-length").is_none());
+        assert!(!both.keep_alive, "a message with both is not trusted for reuse");
+
+        let unframed = complete("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", Method::GET);
+        assert_eq!(unframed.body, BodyLength::UntilClose);
+        assert!(!unframed.keep_alive);
+
+        let head = complete("HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", Method::HEAD);
+        assert_eq!(head.body, BodyLength::Empty, "HEAD");
+        assert_eq!(head.headers[header::CONTENT_LENGTH], "42", "kept for the client");
+        assert!(head.keep_alive);
+        for status in [204, 304] {
+            let head = complete(&format!("HTTP/1.1 {status} X\r\n\r\n"), Method::GET);
+            assert_eq!(head.body, BodyLength::Empty, "{status}");
+            assert!(head.keep_alive, "{status}");
+        }
+
+        let old = complete("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET);
+        assert!(!old.keep_alive, "HTTP/1.0 closes unless it says keep-alive");
+        let old = complete("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", Method::GET);
+        assert!(old.keep_alive);
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_and_partial_heads_wait_for_more() {
+        assert!(matches!(
+            parse_response(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", &Method::POST),
+            Ok(Parsed::Interim(25))
+        ));
+        assert!(matches!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", &Method::GET), Ok(Parsed::Partial)));
+    }
+
+    #[test]
+    fn malformed_answers_are_refused_with_the_reason() {
+        let refused = |raw: &str| match parse_response(raw.as_bytes(), &Method::GET) {
+            Err(reason) => reason,
+            Ok(parsed) => panic!("accepted {raw:?}: {parsed:?}"),
+        };
+        assert_eq!(
+            refused("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            "conflicting Content-Length headers"
+        );
+        assert_eq!(refused("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"), "bad Content-Length");
+        assert_eq!(refused("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n"), "bad Content-Length");
+        assert_eq!(
+            refused("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"),
+            "switched protocols unasked"
+        );
+        assert_eq!(refused("HTTP/1.1 999999 Huh\r\n\r\n"), "malformed head");
+        assert_eq!(refused("SMTP ready\r\n\r\n"), "malformed head");
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
+        assert_eq!(refused(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")), "too many headers");
+    }
+
+    #[test]
+    fn content_lengths_are_plain_decimal_numbers() {
+        assert_eq!(parse_length(b"0"), Some(0));
+        assert_eq!(parse_length(b" 123 "), Some(123));
+        assert_eq!(parse_length(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [&b""[..], b"+1", b"1 2", b"0x10", b"18446744073709551616"] {
+            assert_eq!(parse_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}
