@@ -203,17 +203,29 @@ impl Conn {
             }
         };
         self.reused = true;
+        let mut rest = answer.rest;
         let body = match answer.body {
+            // Usually the whole body came with the head: it is passed on as the slice it is.
+            head::BodyLength::Length(n) if n <= rest.len() as u64 => {
+                let body = rest.split_to(n as usize);
+                // Bytes beyond the answer were never asked for: such a connection is not trusted again.
+                self.finish(answer.keep_alive && rest.is_empty());
+                Body::from(body)
+            }
             head::BodyLength::Empty => {
-                self.finish(answer.keep_alive);
+                self.finish(answer.keep_alive && rest.is_empty());
                 Body::empty()
             }
             head::BodyLength::Length(n) if n <= WHOLE_BODY_LIMIT => {
+                self.read.extend_from_slice(&rest);
                 let bytes = self.read_whole(n as usize).await.map_err(Failed::Fatal)?;
                 self.finish(answer.keep_alive);
                 Body::from(bytes)
             }
-            length => Body::new(body::Streaming::new(self, length, answer.keep_alive)),
+            length => {
+                self.read.extend_from_slice(&rest);
+                Body::new(body::Streaming::new(self, length, answer.keep_alive))
+            }
         };
         let mut response = Response::new(body);
         *response.status_mut() = answer.status;
@@ -290,8 +302,9 @@ impl Conn {
         loop {
             if !self.read.is_empty() {
                 match head::parse_response(&self.read, request.method()) {
-                    Ok(head::Parsed::Complete(len, answer)) => {
-                        self.read.advance(len);
+                    Ok(head::Parsed::Complete(answer)) => {
+                        // All of it is in the answer's head and `rest` now.
+                        self.read.clear();
                         return Ok(answer);
                     }
                     Ok(head::Parsed::Interim(len)) => {

@@ -4,8 +4,10 @@
 
 use std::mem::MaybeUninit;
 
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use kit::context::REQUEST_ID;
 
 /// Most headers an answer may carry.
 const MAX_HEADERS: usize = 100;
@@ -99,13 +101,15 @@ pub(super) struct ResponseHead {
     pub body: BodyLength,
     /// Whether the connection may carry another request once this answer is read.
     pub keep_alive: bool,
+    /// The bytes read after the head: the start of the body (usually all of it).
+    pub rest: Bytes,
 }
 
 /// What the bytes read so far hold.
 #[derive(Debug)]
 pub(super) enum Parsed {
-    /// A final answer's head, `usize` bytes long.
-    Complete(usize, ResponseHead),
+    /// A final answer's head; every byte read is in it or in its `rest`.
+    Complete(ResponseHead),
     /// An interim (1xx) answer's head, `usize` bytes long, to be skipped.
     Interim(usize),
     /// Not a whole head yet.
@@ -113,12 +117,17 @@ pub(super) enum Parsed {
 }
 
 /// Parses the answer to a `method` request at the start of `buf`; `Err` says what is wrong with it.
+///
+/// The bytes are copied once into a buffer of their own, and the header values (and the `rest`)
+/// are slices of it: one allocation, not one per header. Nothing but this answer can be in `buf`
+/// (no request is sent before the previous answer is read), so copying all of it wastes nothing.
 pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'static str> {
+    let buf = Bytes::copy_from_slice(buf);
     // Left uninitialised: the parser writes the slots it uses (zeroing all of them would cost
     // more than parsing a small head).
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, &buf, &mut slots);
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
@@ -151,7 +160,7 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
     let mut length = None;
     let mut transfer_encoding = None;
     for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "bad header name")?;
+        let name = header_name(field.name)?;
         match name.as_str() {
             "content-length" => {
                 let n = parse_length(field.value).ok_or("bad Content-Length")?;
@@ -169,7 +178,7 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
             other if has_connection && listed_in_connection(fields, other) => continue,
             _ => {}
         }
-        let value = HeaderValue::from_bytes(field.value).map_err(|_| "bad header value")?;
+        let value = HeaderValue::from_maybe_shared(buf.slice_ref(field.value)).map_err(|_| "bad header value")?;
         headers.append(name, value);
     }
     let bodiless = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -197,7 +206,17 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
             }
         }
     };
-    Ok(Parsed::Complete(len, ResponseHead { status, headers, body, keep_alive }))
+    let rest = buf.slice(len..);
+    Ok(Parsed::Complete(ResponseHead { status, headers, body, keep_alive, rest }))
+}
+
+/// The name of a header field. `x-request-id`, which every service of ours sends, is the
+/// platform's constant rather than a copy (a name `http` does not know is allocated).
+fn header_name(name: &str) -> Result<HeaderName, &'static str> {
+    if name.eq_ignore_ascii_case(REQUEST_ID.as_str()) {
+        return Ok(REQUEST_ID);
+    }
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| "bad header name")
 }
 
 /// The comma-separated tokens of a header value, trimmed, empty ones left out.
@@ -230,8 +249,9 @@ mod tests {
 
     fn complete(raw: &str, method: Method) -> ResponseHead {
         match parse_response(raw.as_bytes(), &method) {
-            Ok(Parsed::Complete(len, head)) => {
-                assert_eq!(len, raw.find("\r\n\r\n").unwrap() + 4, "the head ends after the blank line");
+            Ok(Parsed::Complete(head)) => {
+                let len = raw.find("\r\n\r\n").unwrap() + 4;
+                assert_eq!(head.rest, &raw.as_bytes()[len..], "the head ends after the blank line");
                 head
             }
             other => panic!("not a complete head: {other:?}"),
