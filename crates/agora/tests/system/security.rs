@@ -136,6 +136,55 @@ async fn identity_headers_from_clients_are_replaced_by_the_verified_identity() {
 }
 
 #[tokio::test]
+async fn the_service_gets_the_end_to_end_headers_and_the_request_context() {
+    let Secured { key, gateway, _registry, _echo } = secured(|_| {}).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let seen: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/echo/headers", gateway.url))
+        .header("connection", "x-hop")
+        .header("x-hop", "for the gateway only")
+        .header("keep-alive", "timeout=5")
+        .header("x-custom", "kept")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("x-forwarded-host", "spoofed.example")
+        .header("x-request-id", "req-42")
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["x-custom"], "kept", "{seen}");
+    assert_eq!(seen["x-forwarded-for"], "10.0.0.1, 127.0.0.1", "the gateway adds the client's address");
+    assert_eq!(seen["x-request-id"], "req-42", "the request id carries on");
+    let traceparent = seen["traceparent"].as_str().unwrap();
+    assert!(traceparent.starts_with(&format!("00-{trace}-")), "same trace: {traceparent}");
+    assert!(!traceparent.contains("00f067aa0ba902b7"), "the gateway's own span: {traceparent}");
+    assert_eq!(seen["host"], _echo.url.trim_start_matches("http://"), "Host names the instance");
+    for hop in ["x-hop", "keep-alive", "x-forwarded-host"] {
+        assert!(seen[hop].is_null(), "{hop} reached the service: {seen}");
+    }
+
+    // A body of unknown length goes on chunked, within the gateway's limit; beyond it, 413.
+    let chunks = |n: usize| {
+        let kib = (0..n)
+            .map(|_| Ok::<_, std::io::Error>(hyper::body::Frame::data(axum::body::Bytes::from_static(&[b'x'; 1024]))));
+        reqwest::Body::wrap(http_body_util::StreamBody::new(futures::stream::iter(kib)))
+    };
+    let post = |body| {
+        reqwest::Client::new()
+            .post(format!("{}/echo/things", gateway.url))
+            .bearer_auth(key.sign(&claims(600)))
+            .body(body)
+            .send()
+    };
+    let seen: serde_json::Value = post(chunks(4)).await.unwrap().json().await.unwrap();
+    assert_eq!(seen["transfer-encoding"], "chunked", "{seen}");
+    expect_problem(post(chunks(200)).await.unwrap(), 413).await;
+}
+
+#[tokio::test]
 async fn a_session_cookie_works_only_with_the_csrf_token() {
     let Secured { key, gateway, _registry, _echo } = secured(|_| {}).await;
     let c = reqwest::Client::new();
