@@ -4,8 +4,8 @@
 //!
 //! Why not hyper's client: counted with callgrind (`bench/gateway-instructions.sh`),
 //! hyper's client connection (its dispatcher, the channel between the request and
-//! the connection, the encoder and a header map built for every answer) was about
-//! a third of the gateway's instructions per proxied request. A gateway thread owns
+//! the connection, the encoder and a header map built for every answer) was more
+//! than a quarter of the gateway's instructions per proxied request. A gateway thread owns
 //! its connections outright (see `serving`), so here the pool is a thread-local list,
 //! a request goes out as one buffer written once ([`RequestHead`] plus `Host` and the
 //! framing), the answer's head is parsed with `httparse` (the parser hyper itself
@@ -189,7 +189,7 @@ impl Conn {
         body: Body,
     ) -> Result<Response<Body>, Failed> {
         let reused = self.reused;
-        let bodiless = framing == Framing::None;
+        let bodiless = matches!(framing, Framing::None | Framing::Length(0));
         if let Err(err) = self.write_request(head, framing, body).await {
             // Nothing of the answer has come: a bodiless request on a reused connection can go again.
             let stale = reused && bodiless && matches!(err, SendError::Io { .. });
