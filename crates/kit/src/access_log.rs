@@ -109,9 +109,8 @@ impl ThreadBuffer {
         let out = &mut self.lines;
         out.extend_from_slice(b"{\"timestamp\":\"");
         out.extend_from_slice(self.prefix.as_bytes());
-        let micros = now.timestamp_subsec_micros();
         out.push(b'.');
-        out.extend((0..6).rev().map(|i| b'0' + (micros / 10u32.pow(i) % 10) as u8));
+        push_digits(out, u64::from(now.timestamp_subsec_micros()), 6);
         out.extend_from_slice(b"Z\",\"level\":\"INFO\",\"message\":\"access\"");
         field(out, "request_id", ctx.request_id());
         // Hex digits, an HTTP token and our own route prefix: nothing in them needs escaping.
@@ -122,16 +121,22 @@ impl ThreadBuffer {
         field(out, "upstream", line.upstream);
         // Numbers as serde_json writes them (the `tracing` JSON layer's format), without `fmt`.
         out.extend_from_slice(b",\"status\":");
-        let _ = serde_json::to_writer(&mut *out, &line.status);
+        push_digits(out, u64::from(line.status), 1);
+        // Milliseconds with three decimals: the latency to the microsecond, without float formatting.
+        let micros = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX);
         out.extend_from_slice(b",\"latency_ms\":");
-        let _ = serde_json::to_writer(&mut *out, &(line.elapsed.as_secs_f64() * 1000.0));
+        push_digits(out, micros / 1000, 1);
+        out.push(b'.');
+        push_digits(out, micros % 1000, 3);
         out.extend_from_slice(b",\"target\":\"kit::http\"}\n");
     }
 }
 
 /// `,"name":"value"` with the value escaped as JSON.
 fn field(out: &mut Vec<u8>, name: &str, value: &str) {
-    if value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    // Every byte is looked at (no early exit), which the compiler turns into a few wide compares.
+    let needs_escaping = value.bytes().fold(false, |found, b| found | (b == b'"') | (b == b'\\') | (b < 0x20));
+    if needs_escaping {
         out.extend_from_slice(b",\"");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b"\":");
@@ -146,6 +151,18 @@ fn plain_field(out: &mut Vec<u8>, name: &str, value: &str) {
     for part in [",\"", name, "\":\"", value, "\""] {
         out.extend_from_slice(part.as_bytes());
     }
+}
+
+/// Writes `n` in decimal, zero-padded to at least `width` digits.
+fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while n > 0 || digits.len() - start < width {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 #[cfg(test)]
@@ -181,5 +198,39 @@ mod tests {
         assert_eq!(parsed["trace_id"].as_str().map(str::len), Some(32));
         let stamp = parsed["timestamp"].as_str().unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{stamp}");
+    }
+
+    #[test]
+    fn numbers_are_written_with_their_digits_padded_to_the_width_asked() {
+        let digits = |n, width| {
+            let mut out = Vec::new();
+            push_digits(&mut out, n, width);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(digits(0, 1), "0");
+        assert_eq!(digits(200, 1), "200");
+        assert_eq!(digits(7, 3), "007");
+        assert_eq!(digits(123_456, 6), "123456");
+        assert_eq!(digits(42, 6), "000042");
+        assert_eq!(digits(u64::MAX, 1), "18446744073709551615");
+    }
+
+    #[test]
+    fn the_latency_keeps_its_microseconds() {
+        let mut buffer = ThreadBuffer { lines: Vec::new(), writer: None, second: i64::MIN, prefix: String::new() };
+        let ctx = RequestContext::from_headers(&http::HeaderMap::new());
+        for (elapsed, expected) in [
+            (Duration::from_nanos(999), "0.000"),
+            (Duration::from_micros(812), "0.812"),
+            (Duration::from_micros(12_345_678), "12345.678"),
+        ] {
+            buffer.lines.clear();
+            let line =
+                AccessLine { method: &http::Method::GET, path: "/", route: "/", upstream: "-", status: 204, elapsed };
+            buffer.append(&line, &ctx);
+            let text = String::from_utf8(buffer.lines.clone()).unwrap();
+            assert!(text.contains(&format!(",\"latency_ms\":{expected},")), "{text}");
+            assert!(text.contains(",\"status\":204,"), "{text}");
+        }
     }
 }
