@@ -370,9 +370,10 @@ thread_local! {
     static IDLE: RefCell<foldhash::HashMap<Arc<str>, VecDeque<Idle>>> = RefCell::default();
 }
 
-/// Closes this thread's pooled connections that have been idle too long, every `period`, forever:
-/// spawn it on each serving thread. Idle connections are not driven, so one the instance closed
-/// (or to an instance that is gone and never asked again) is only let go of here.
+/// Closes this thread's pooled connections that have been idle too long or that their instance
+/// has closed, every `period`, forever: spawn it on each serving thread. Idle connections are not
+/// driven, so one the instance closed is let go of here (or when a request next takes it), not
+/// left half-closed.
 pub async fn sweep_every(period: Duration) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -382,11 +383,11 @@ pub async fn sweep_every(period: Duration) {
     }
 }
 
-/// Closes this thread's pooled connections idle for `max_idle` or longer.
+/// Closes this thread's pooled connections idle for `max_idle` or longer, and those the instance closed.
 fn sweep(max_idle: Duration) {
     IDLE.with_borrow_mut(|pool| {
         pool.retain(|_, list| {
-            list.retain(|idle| idle.since.elapsed() < max_idle);
+            list.retain(|idle| idle.since.elapsed() < max_idle && !idle.conn.is_closed());
             !list.is_empty()
         });
     });
@@ -546,6 +547,24 @@ mod tests {
         assert_eq!(closed.ok().flatten(), Some(Seen::Closed), "the swept connection is closed");
         assert_eq!(get(&instance).await.unwrap().1, "ok");
         assert_eq!(seen.recv().await, Some(Seen::Opened), "the next request opens a new connection");
+    }
+
+    #[tokio::test]
+    async fn the_sweep_lets_go_of_a_connection_the_instance_closed() {
+        let (instance, mut seen) = start_instance(OK, true).await;
+        assert_eq!(get(&instance).await.unwrap().1, "ok");
+        let idle = || IDLE.with_borrow(|pool| pool.get(&instance.address).map_or(0, VecDeque::len));
+        assert_eq!(idle(), 1, "answered with keep-alive: pooled");
+        // The instance closes it; once the runtime has seen that, a sweep drops it, idle or not.
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), async { while seen.recv().await != Some(Seen::Closed) {} });
+        closed.await.expect("the instance closes its side");
+        kit::test_support::eventually("the sweep to drop the closed connection", Duration::from_secs(5), || async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            sweep(Duration::from_secs(3600));
+            (idle() == 0).then_some(())
+        })
+        .await;
     }
 
     #[tokio::test]
