@@ -38,6 +38,11 @@ impl TestKey {
     }
 }
 
+/// The JSON body of the answer to `request` (for the echo service: the headers it received).
+async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 fn claims(exp_in_secs: i64) -> serde_json::Value {
     let now = chrono::Utc::now().timestamp();
     serde_json::json!({"sub": "42", "name": "ada", "iss": "agora-auth", "aud": "agora", "iat": now, "exp": now + exp_in_secs, "jti": uuid::Uuid::new_v4().to_string()})
@@ -115,22 +120,13 @@ async fn identity_headers_from_clients_are_replaced_by_the_verified_identity() {
     let Secured { key, gateway, _registry, _echo } = secured(|_| {}).await;
     let c = reqwest::Client::new();
     let url = format!("{}/echo/whoami", gateway.url);
-    let seen: serde_json::Value =
-        c.get(&url).header("x-user-id", "1").header("x-user-name", "admin").send().await.unwrap().json().await.unwrap();
+    let seen: serde_json::Value = json_of(c.get(&url).header("x-user-id", "1").header("x-user-name", "admin")).await;
     assert!(
         seen["x-user-id"].is_null() && seen["x-user-name"].is_null(),
         "spoofed identity reached the service: {seen}"
     );
-    let seen: serde_json::Value = c
-        .post(&url)
-        .bearer_auth(key.sign(&claims(600)))
-        .header("x-user-id", "1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: serde_json::Value =
+        json_of(c.post(&url).bearer_auth(key.sign(&claims(600))).header("x-user-id", "1")).await;
     assert_eq!(seen["x-user-id"], "42");
     assert_eq!(seen["x-user-name"], "ada");
 }
@@ -139,22 +135,19 @@ async fn identity_headers_from_clients_are_replaced_by_the_verified_identity() {
 async fn the_service_gets_the_end_to_end_headers_and_the_request_context() {
     let Secured { key, gateway, _registry, _echo } = secured(|_| {}).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-    let seen: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/echo/headers", gateway.url))
-        .header("connection", "x-hop")
-        .header("x-hop", "for the gateway only")
-        .header("keep-alive", "timeout=5")
-        .header("x-custom", "kept")
-        .header("x-forwarded-for", "10.0.0.1")
-        .header("x-forwarded-host", "spoofed.example")
-        .header("x-request-id", "req-42")
-        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: serde_json::Value = json_of(
+        reqwest::Client::new()
+            .get(format!("{}/echo/headers", gateway.url))
+            .header("connection", "x-hop")
+            .header("x-hop", "for the gateway only")
+            .header("keep-alive", "timeout=5")
+            .header("x-custom", "kept")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-host", "spoofed.example")
+            .header("x-request-id", "req-42")
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01")),
+    )
+    .await;
     assert_eq!(seen["x-custom"], "kept", "{seen}");
     assert_eq!(seen["x-forwarded-for"], "10.0.0.1, 127.0.0.1", "the gateway adds the client's address");
     assert_eq!(seen["x-request-id"], "req-42", "the request id carries on");
@@ -195,16 +188,8 @@ async fn a_session_cookie_works_only_with_the_csrf_token() {
     expect_problem(resp, 403).await;
     let resp = c.post(&url).header("cookie", &cookie).header("x-csrf-token", "wrong").send().await.unwrap();
     expect_problem(resp, 403).await;
-    let seen: serde_json::Value = c
-        .post(&url)
-        .header("cookie", &cookie)
-        .header("x-csrf-token", "abc123")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen: serde_json::Value =
+        json_of(c.post(&url).header("cookie", &cookie).header("x-csrf-token", "abc123")).await;
     assert_eq!(seen["x-user-id"], "42");
     assert_eq!(seen["authorization"], format!("Bearer {token}"), "the service can verify the token itself");
 }
@@ -270,22 +255,13 @@ async fn a_user_signed_up_through_the_gateway_can_write_to_a_protected_route() {
     assert_eq!(signup.status(), 201);
     let body: serde_json::Value = signup.json().await.unwrap();
     assert_eq!(body["username"], name, "stored literally");
-    let login: serde_json::Value = c
-        .post(format!("{gw}/login"))
-        .basic_auth(name, Some("a long passphrase"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login: serde_json::Value =
+        json_of(c.post(format!("{gw}/login")).basic_auth(name, Some("a long passphrase"))).await;
     let token = login["access_token"].as_str().unwrap();
     assert_eq!(login["token_type"], "Bearer");
-    let seen: serde_json::Value =
-        c.post(format!("{gw}/echo/things")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let seen: serde_json::Value = json_of(c.post(format!("{gw}/echo/things")).bearer_auth(token)).await;
     assert_eq!(seen["x-user-name"], name);
-    let claims: serde_json::Value =
-        c.post(format!("{gw}/validate")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    let claims: serde_json::Value = json_of(c.post(format!("{gw}/validate")).bearer_auth(token)).await;
     assert_eq!(claims["name"], name);
 }
 
