@@ -91,10 +91,18 @@ impl RequestContext {
         &self.traceparent
     }
 
-    /// Writes `x-request-id` and `traceparent` into outgoing headers.
+    /// The headers that carry this context to the next hop (`x-request-id`, `traceparent`): one
+    /// list for every caller, whether it fills a header map ([`Self::inject`]) or writes the
+    /// headers itself (the gateway's proxy).
+    pub fn propagated(&self) -> [(HeaderName, &HeaderValue); 2] {
+        [(REQUEST_ID, &self.request_id), (TRACEPARENT, &self.traceparent)]
+    }
+
+    /// Writes the [`Self::propagated`] headers into outgoing headers, replacing any already there.
     pub fn inject(&self, headers: &mut HeaderMap) {
-        headers.insert(REQUEST_ID, self.request_id.clone());
-        headers.insert(TRACEPARENT, self.traceparent.clone());
+        for (name, value) in self.propagated() {
+            headers.insert(name, value.clone());
+        }
     }
 
     /// The context of the request being served by this task, if any.

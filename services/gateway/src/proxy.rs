@@ -12,7 +12,7 @@ use axum::http::uri::PathAndQuery;
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
-use kit::context::{RequestContext, REQUEST_ID, TRACEPARENT};
+use kit::context::{RequestContext, REQUEST_ID};
 use kit::http::AccessLine;
 use kit::Problem;
 
@@ -234,15 +234,16 @@ fn request_head(parts: &Parts, client: &edge::Peer, ctx: &RequestContext) -> cli
     let target = parts.uri.path_and_query().unwrap_or(&ROOT);
     let mut head = client::RequestHead::new(&parts.method, target);
     let headers = &parts.headers;
+    // The request's context goes on in the gateway's own headers, not the client's.
+    let context = ctx.propagated();
     // Headers named in `Connection` are for this hop only. Most requests have none, so the
     // names are looked for only when there is one (one pass over the headers, no hashing).
     let listed: Vec<HeaderName> = if headers.keys().any(|name| name == header::CONNECTION) {
         headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .flat_map(|v| client::tokens(v.as_bytes()))
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
             .collect()
     } else {
         Vec::new()
@@ -258,8 +259,7 @@ fn request_head(parts: &Parts, client: &edge::Peer, ctx: &RequestContext) -> cli
             // `Host` and the framing are the client's to write; `Expect` is answered by this
             // server, which reads the body before sending it on.
             "host" | "content-length" | "expect" | "x-forwarded-host" | "x-forwarded-proto"
-        ) || *name == REQUEST_ID
-            || *name == TRACEPARENT;
+        ) || context.iter().any(|(propagated, _)| propagated == name);
         if !set_here && !client::is_hop_by_hop(name.as_str()) && !listed.contains(name) {
             head.header(name, value);
         }
@@ -272,7 +272,8 @@ fn request_head(parts: &Parts, client: &edge::Peer, ctx: &RequestContext) -> cli
         None => client.forwarded_for.clone(),
     };
     head.header(&X_FORWARDED_FOR, &forwarded_for);
-    head.header(&REQUEST_ID, ctx.request_id_header());
-    head.header(&TRACEPARENT, ctx.traceparent());
+    for (name, value) in &context {
+        head.header(name, value);
+    }
     head
 }

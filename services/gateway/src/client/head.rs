@@ -7,7 +7,6 @@ use std::mem::MaybeUninit;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use kit::context::REQUEST_ID;
 
 /// Most headers an answer may carry.
 const MAX_HEADERS: usize = 100;
@@ -160,7 +159,7 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
     let mut length = None;
     let mut transfer_encoding = None;
     for field in fields {
-        let name = header_name(field.name)?;
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "bad header name")?;
         match name.as_str() {
             "content-length" => {
                 let n = parse_length(field.value).ok_or("bad Content-Length")?;
@@ -210,17 +209,9 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
     Ok(Parsed::Complete(ResponseHead { status, headers, body, keep_alive, rest }))
 }
 
-/// The name of a header field. `x-request-id`, which every service of ours sends, is the
-/// platform's constant rather than a copy (a name `http` does not know is allocated).
-fn header_name(name: &str) -> Result<HeaderName, &'static str> {
-    if name.eq_ignore_ascii_case(REQUEST_ID.as_str()) {
-        return Ok(REQUEST_ID);
-    }
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| "bad header name")
-}
-
-/// The comma-separated tokens of a header value, trimmed, empty ones left out.
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// The comma-separated tokens of a header value (a `Connection` or `Transfer-Encoding` list),
+/// trimmed, empty ones left out.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
