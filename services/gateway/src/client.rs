@@ -34,7 +34,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use head::{is_hop_by_hop, tokens, Framing, RequestHead};
+pub use head::{is_hop_by_hop, parse_length, tokens, Framing, RequestHead};
 
 /// A pooled connection unused for this long is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,12 +6,18 @@
 //! start to finish on one thread. Shared state (routes, breakers, limiter,
 //! instance lists) is the same `Arc<Gateway>` for all threads.
 //!
-//! Connections are served by hyper's HTTP/1.1 server directly (cleartext
-//! HTTP/2 is left out: browsers only speak it over TLS, and its detection
-//! costs a buffered read on every connection). Each connection gets a
-//! [`Front`]: requests for an upstream route go straight to
-//! [`proxy::serve`], everything else (pages, docs, health) to the router with
-//! the kit's standard layers.
+//! A connection starts on the gateway's own HTTP/1.1 fast path
+//! (`connection`): plain requests for upstream routes are read, sent to
+//! [`proxy::serve`] and answered there. The first request it does not take
+//! hands the connection to hyper's HTTP/1.1 server (cleartext HTTP/2 is left
+//! out: browsers only speak it over TLS), with a [`Front`]: requests for an
+//! upstream route go straight to [`proxy::serve`], everything else (pages,
+//! docs, health) to the router with the kit's standard layers.
+
+mod connection;
+mod request_head;
+mod response_writer;
+mod rewind;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,8 +30,7 @@ use axum::response::Response;
 use axum::Router;
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioTimer;
 use kit::http::ServeError;
 use kit::registry_client::Protocol;
 use kit::service::Started;
@@ -77,14 +82,15 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
     }
 }
 
-/// Accepts connections on `listener` and serves each with a [`Front`] until `stop` trips, then
+/// Accepts connections on `listener` and serves each (see `connection`) until `stop` trips, then
 /// waits for the open connections to finish their requests.
 async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, router: Router, stop: Shutdown) {
     let mut http = hyper::server::conn::http1::Builder::new();
     // Heads and bodies are small: copied into one buffer and written with one `write` (hyper's
     // default queues them for `writev`, which costs more per response here).
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).writev(false);
-    let graceful = GracefulShutdown::new();
+    let http = Arc::new(http);
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let (tcp, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -98,17 +104,12 @@ async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, router: Router, st
         };
         // Responses are written whole: no reason to let Nagle delay them.
         let _ = tcp.set_nodelay(true);
-        let front =
-            Front(Arc::new(Connection { gw: gw.clone(), router: router.clone(), peer: Arc::new(Peer::new(addr)) }));
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(tcp), front));
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(peer = %addr, error = %err, "connection ended with an error");
-            }
-        });
+        let conn = Arc::new(Connection { gw: gw.clone(), router: router.clone(), peer: Arc::new(Peer::new(addr)) });
+        connections.spawn(connection::serve(tcp, conn, http.clone(), stop.clone()));
     }
     drop(listener);
-    graceful.shutdown().await;
+    connections.close();
+    connections.wait().await;
 }
 
 /// After a failed `accept`: a connection that died in the backlog is nothing; anything else
@@ -152,7 +153,8 @@ pub async fn start(
     let grace = config.shutdown_timeout;
     let mut handles = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
-        let (gw, router, stop) = (gw.clone(), app.clone(), serving.clone());
+        // A token per thread: its connections wait on it, and a token's waiters share a lock.
+        let (gw, router, stop) = (gw.clone(), app.clone(), serving.child_token());
         let handle =
             std::thread::Builder::new().name(format!("gateway-{i}")).spawn(move || -> Result<(), ServeError> {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

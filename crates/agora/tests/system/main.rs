@@ -9,3 +9,4 @@ mod security;
 mod startup;
 mod support;
 mod up;
+mod wire;

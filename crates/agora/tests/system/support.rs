@@ -143,18 +143,27 @@ pub async fn expect_problem(resp: reqwest::Response, status: u16) -> serde_json:
 }
 
 /// A test upstream named `echo`: `/echo/*` answers with the headers it
-/// received (what the gateway forwarded), and it publishes `keys` as a JWKS.
+/// received (what the gateway forwarded) and, under names no header can have,
+/// the request's `:method`, `:uri` and `:body`; it waits `x-echo-delay-ms`
+/// before answering, and it publishes `keys` as a JWKS.
 pub async fn spawn_echo(registry: &url::Url, keys: Vec<serde_json::Value>) -> Running {
     use axum::routing::{any, get};
     let jwks = serde_json::json!({ "keys": keys });
     let app = axum::Router::new()
         .route(
             "/echo/{*rest}",
-            any(|headers: axum::http::HeaderMap| async move {
-                let seen: serde_json::Map<String, serde_json::Value> = headers
+            any(|method: axum::http::Method, uri: axum::http::Uri, headers: axum::http::HeaderMap, body: String| async move {
+                let delay = headers.get("x-echo-delay-ms").and_then(|v| v.to_str().ok()?.parse().ok());
+                if let Some(ms) = delay {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let mut seen: serde_json::Map<String, serde_json::Value> = headers
                     .iter()
                     .map(|(k, v)| (k.to_string(), serde_json::Value::from(v.to_str().unwrap_or_default())))
                     .collect();
+                seen.insert(":method".into(), method.as_str().into());
+                seen.insert(":uri".into(), uri.to_string().into());
+                seen.insert(":body".into(), body.into());
                 axum::Json(seen)
             }),
         )

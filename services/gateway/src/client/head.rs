@@ -223,7 +223,7 @@ fn listed_in_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
 }
 
 /// A `Content-Length` value: decimal digits only, no sign, no overflow.
-fn parse_length(value: &[u8]) -> Option<u64> {
+pub fn parse_length(value: &[u8]) -> Option<u64> {
     let digits = value.trim_ascii();
     if digits.is_empty() {
         return None;
