@@ -9,7 +9,8 @@
 //! its connections outright (see `serving`), so here the pool is a thread-local list,
 //! a request goes out as one buffer written once ([`RequestHead`] plus `Host` and the
 //! framing), the answer's head is parsed with `httparse` (the parser hyper itself
-//! uses) straight into the header map the gateway's server writes back, and a small
+//! uses), its headers kept as the lines the gateway's server writes back ([`HeaderLines`]:
+//! no header map is built for an answer on the gateway's fast path), and a small
 //! answer with a `Content-Length` is read whole and handed on as one buffer. Larger,
 //! chunked or close-delimited bodies are streamed (`body::Streaming`). A connection
 //! goes back to its list the moment its answer has been read to the end.
@@ -20,6 +21,7 @@
 
 mod body;
 mod head;
+mod header_lines;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -35,6 +37,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use head::{is_hop_by_hop, parse_length, tokens, Framing, RequestHead};
+pub use header_lines::HeaderLines;
 
 /// A pooled connection unused for this long is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -112,6 +115,34 @@ impl Instance {
     }
 }
 
+/// What the gateway answers a proxied request with: the response as the gateway makes it (status,
+/// body, and the headers it sets itself), and the headers of the instance's answer, kept as the
+/// lines they will be written as (empty when the gateway answered itself). Hyper's server needs
+/// one header map: [`Answer::into_response`].
+#[derive(Debug)]
+pub struct Answer {
+    /// Status, body, and the gateway's own headers (none, as the client hands it over).
+    pub response: Response<Body>,
+    /// The instance's headers, less hop-by-hop ones.
+    pub upstream_headers: HeaderLines,
+}
+
+impl Answer {
+    /// One response, the instance's headers merged into the gateway's (the gateway's win).
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = self.response;
+        self.upstream_headers.merge_into(response.headers_mut());
+        response
+    }
+}
+
+impl From<Response<Body>> for Answer {
+    /// An answer the gateway made itself.
+    fn from(response: Response<Body>) -> Self {
+        Self { response, upstream_headers: HeaderLines::default() }
+    }
+}
+
 /// Sends a request (`head`, and `body` framed as `framing` says) to `instance` on a pooled
 /// connection, or a new one; the answer's head, with its body still to be read for large ones.
 ///
@@ -119,12 +150,7 @@ impl Instance {
 /// idle is dropped. If one is found closed only once the request is written (the instance closed
 /// it meanwhile), a request without a body is sent again on another connection when that is safe:
 /// nothing of the answer arrived, and either the request could not be written or it is idempotent.
-pub async fn send(
-    instance: &Instance,
-    head: &RequestHead,
-    framing: Framing,
-    body: Body,
-) -> Result<Response<Body>, SendError> {
+pub async fn send(instance: &Instance, head: &RequestHead, framing: Framing, body: Body) -> Result<Answer, SendError> {
     let mut body = Some(body);
     while let Some(conn) = checkout(&instance.address) {
         if conn.is_closed() {
@@ -182,12 +208,7 @@ impl Conn {
     }
 
     /// Writes the request and reads the answer's head (and a small body whole).
-    async fn exchange(
-        mut self: Box<Self>,
-        head: &RequestHead,
-        framing: Framing,
-        body: Body,
-    ) -> Result<Response<Body>, Failed> {
+    async fn exchange(mut self: Box<Self>, head: &RequestHead, framing: Framing, body: Body) -> Result<Answer, Failed> {
         let reused = self.reused;
         let bodiless = matches!(framing, Framing::None | Framing::Length(0));
         if let Err(err) = self.write_request(head, framing, body).await {
@@ -229,8 +250,7 @@ impl Conn {
         };
         let mut response = Response::new(body);
         *response.status_mut() = answer.status;
-        *response.headers_mut() = answer.headers;
-        Ok(response)
+        Ok(Answer { response, upstream_headers: answer.headers })
     }
 
     async fn write_request(&mut self, head: &RequestHead, framing: Framing, body: Body) -> Result<(), SendError> {
@@ -518,7 +538,7 @@ mod tests {
     }
 
     async fn get(instance: &Instance) -> Result<(StatusCode, String), SendError> {
-        let response = send(instance, &head(Method::GET, "/joke"), Framing::None, Body::empty()).await?;
+        let response = send(instance, &head(Method::GET, "/joke"), Framing::None, Body::empty()).await?.response;
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.map_err(SendError::RequestBody)?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
@@ -581,8 +601,9 @@ mod tests {
         let (instance, mut seen) = start_instance(OK, false).await;
         let mut post = head(Method::POST, "/projects?x=1");
         post.header(&http::header::CONTENT_TYPE, &HeaderValue::from_static("text/plain"));
-        let response = send(&instance, &post, Framing::Length(5), Body::from("hello")).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+        let answer = send(&instance, &post, Framing::Length(5), Body::from("hello")).await.unwrap();
+        assert_eq!(answer.response.status(), StatusCode::OK);
+        assert_eq!(answer.upstream_headers.get("content-length"), Some(&b"2"[..]));
         assert_eq!(seen.recv().await, Some(Seen::Opened));
         let Some(Seen::Request(sent)) = seen.recv().await else { panic!("no request") };
         assert!(
@@ -593,7 +614,7 @@ mod tests {
 
         let pieces = futures::stream::iter(["hello", ", world"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))));
         axum::body::to_bytes(
-            send(&instance, &post, Framing::Chunked, Body::from_stream(pieces)).await.unwrap().into_body(),
+            send(&instance, &post, Framing::Chunked, Body::from_stream(pieces)).await.unwrap().response.into_body(),
             64,
         )
         .await

@@ -16,6 +16,7 @@ use kit::context::{RequestContext, REQUEST_ID};
 use kit::http::AccessLine;
 use kit::Problem;
 
+use crate::client::Answer;
 use crate::upstreams::Target;
 use crate::Gateway;
 use crate::{client, edge, routes};
@@ -50,7 +51,7 @@ pub async fn not_found(req: Request) -> Response {
 /// hot path, so it is one function rather than a stack of middleware layers (each of which would box
 /// the request's future again and clone the router); what it does matches `kit::http::observe` around
 /// the edge middleware, which still serve the gateway's own pages.
-pub async fn serve(gw: &Gateway, peer: &edge::Peer, route: &'static routes::Route, mut req: Request) -> Response {
+pub async fn serve(gw: &Gateway, peer: &edge::Peer, route: &'static routes::Route, mut req: Request) -> Answer {
     let start = Instant::now();
     let ctx = RequestContext::from_headers(req.headers());
     let method = req.method().clone();
@@ -62,24 +63,24 @@ pub async fn serve(gw: &Gateway, peer: &edge::Peer, route: &'static routes::Rout
     let handled = Box::pin(async {
         match edge::admit(gw, peer, Some(route), &mut req).await {
             Ok(_) => forward(gw, route, peer, &ctx, req, &mut upstream).await,
-            Err(refused) => refused,
+            Err(refused) => refused.into(),
         }
     });
-    let mut response = match std::panic::AssertUnwindSafe(ctx.clone().scope(handled)).catch_unwind().await {
-        Ok(response) => response,
+    let mut answer = match std::panic::AssertUnwindSafe(ctx.clone().scope(handled)).catch_unwind().await {
+        Ok(answer) => answer,
         Err(_) => {
             tracing::error!(request_id = ctx.request_id(), route = route.prefix, "request handler panicked");
-            Problem::internal().into_response()
+            Answer::from(Problem::internal().into_response())
         }
     };
     let elapsed = start.elapsed();
-    let status = response.status().as_u16();
+    let status = answer.response.status().as_u16();
     kit::http::record(&method, route.prefix, status, elapsed);
-    response.headers_mut().insert(REQUEST_ID, ctx.request_id_header().clone());
+    answer.response.headers_mut().insert(REQUEST_ID, ctx.request_id_header().clone());
     let upstream = upstream.as_ref().map_or("-", |target| &*target.instance.address);
     let line = AccessLine { method: &method, path: uri.path(), route: route.prefix, upstream, status, elapsed };
     kit::access_log::write(&line, &ctx);
-    response
+    answer
 }
 
 async fn forward(
@@ -89,15 +90,15 @@ async fn forward(
     ctx: &RequestContext,
     req: Request,
     answered_by: &mut Option<Arc<Target>>,
-) -> Response {
+) -> Answer {
     let Some(upstream) = gw.upstreams.get(route.service) else {
-        return Problem::not_found("no such upstream").into_response();
+        return Problem::not_found("no such upstream").into_response().into();
     };
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > gw.config.body_limit as u64) {
         upstream.count(false);
-        return too_large(gw.config.body_limit);
+        return too_large(gw.config.body_limit).into();
     }
     let permit = match upstream.breaker.try_acquire() {
         Ok(permit) => permit,
@@ -110,7 +111,8 @@ async fn forward(
             ))
             .titled("Service Unavailable")
             .header(header::RETRY_AFTER, &secs)
-            .into_response();
+            .into_response()
+            .into();
         }
     };
     let (parts, body) = req.into_parts();
@@ -141,12 +143,13 @@ async fn forward(
             return Problem::unavailable(format!("no instance of {} is available", route.service))
                 .titled("Service Unavailable")
                 .header(header::RETRY_AFTER, "1")
-                .into_response();
+                .into_response()
+                .into();
         };
         let outgoing = body.take().unwrap_or_default();
         match tokio::time::timeout(route.timeout, client::send(&target.instance, &head, framing, outgoing)).await {
-            Ok(Ok(resp)) => {
-                let status = resp.status();
+            Ok(Ok(answer)) => {
+                let status = answer.response.status();
                 let unhealthy = matches!(
                     status,
                     StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
@@ -158,7 +161,7 @@ async fn forward(
                 }
                 upstream.count(status.is_server_error());
                 *answered_by = Some(target);
-                return resp;
+                return answer;
             }
             // Only bodiless idempotent requests get here with attempts left: safe to send again.
             Ok(Err(err)) if attempt + 1 < attempts => {
@@ -171,7 +174,7 @@ async fn forward(
                 if is_body_too_large(&err) {
                     permit.neutral();
                     upstream.count(false);
-                    return too_large(gw.config.body_limit);
+                    return too_large(gw.config.body_limit).into();
                 }
                 upstream.eject(&target, Duration::from_secs(2));
                 permit.failure();
@@ -183,7 +186,8 @@ async fn forward(
                     format!("{} could not be reached", route.service),
                 )
                 .titled("Bad Gateway")
-                .into_response();
+                .into_response()
+                .into();
             }
             Err(_) => {
                 permit.failure();
@@ -194,7 +198,8 @@ async fn forward(
                     format!("{} did not answer within {} s", route.service, route.timeout.as_secs_f64()),
                 )
                 .titled("Gateway Timeout")
-                .into_response();
+                .into_response()
+                .into();
             }
         }
     }
@@ -204,6 +209,7 @@ async fn forward(
     Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", format!("{} could not be reached", route.service))
         .titled("Bad Gateway")
         .into_response()
+        .into()
 }
 
 fn too_large(limit: usize) -> Response {

@@ -1,12 +1,15 @@
 //! Message heads on the upstream side: the request's, written once in wire form and sent on
 //! whichever connection takes it, and the answer's, parsed with `httparse` (the parser hyper
-//! itself uses) straight into the header map the gateway's server writes back to the client.
+//! itself uses), its headers kept as the lines the gateway writes back to the client
+//! ([`HeaderLines`]).
 
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+
+use super::header_lines::{self, HeaderLines};
 
 /// Most headers an answer may carry.
 const MAX_HEADERS: usize = 100;
@@ -14,17 +17,22 @@ const MAX_HEADERS: usize = 100;
 /// Whether a header describes one hop only (RFC 9110 §7.6.1), or the hop's message framing: such
 /// headers are never passed on, in either direction.
 pub fn is_hop_by_hop(name: &str) -> bool {
+    is_hop_by_hop_bytes(name.as_bytes())
+}
+
+/// [`is_hop_by_hop`] for a lower-case name as bytes.
+fn is_hop_by_hop_bytes(name: &[u8]) -> bool {
     matches!(
         name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "transfer-encoding"
+        b"connection"
+            | b"keep-alive"
+            | b"proxy-connection"
+            | b"proxy-authenticate"
+            | b"proxy-authorization"
+            | b"te"
+            | b"trailer"
+            | b"upgrade"
+            | b"transfer-encoding"
     )
 }
 
@@ -96,7 +104,7 @@ pub(super) enum BodyLength {
 pub(super) struct ResponseHead {
     pub status: StatusCode,
     /// Its headers, less the hop-by-hop ones.
-    pub headers: HeaderMap,
+    pub headers: HeaderLines,
     pub body: BodyLength,
     /// Whether the connection may carry another request once this answer is read.
     pub keep_alive: bool,
@@ -117,9 +125,9 @@ pub(super) enum Parsed {
 
 /// Parses the answer to a `method` request at the start of `buf`; `Err` says what is wrong with it.
 ///
-/// The bytes are copied once into a buffer of their own, and the header values (and the `rest`)
-/// are slices of it: one allocation, not one per header. Nothing but this answer can be in `buf`
-/// (no request is sent before the previous answer is read), so copying all of it wastes nothing.
+/// The bytes are copied once into a buffer of their own, and the `rest` is a slice of it. Nothing
+/// but this answer can be in `buf` (no request is sent before the previous answer is read), so
+/// copying all of it wastes nothing.
 pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'static str> {
     let buf = Bytes::copy_from_slice(buf);
     // Left uninitialised: the parser writes the slots it uses (zeroing all of them would cost
@@ -155,30 +163,33 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
             }
         }
     }
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = header_lines::Builder::with_capacity(len);
     let mut length = None;
     let mut transfer_encoding = None;
     for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "bad header name")?;
-        match name.as_str() {
-            "content-length" => {
+        let name = headers.name(field.name.as_bytes());
+        let name_len = name.len();
+        let keep = match name {
+            b"content-length" => {
                 let n = parse_length(field.value).ok_or("bad Content-Length")?;
                 if length.is_some_and(|m| m != n) {
                     return Err("conflicting Content-Length headers");
                 }
-                length = Some(n);
+                // Kept once: a `HEAD`'s or 304's length is the client's to know.
+                length.replace(n).is_none()
             }
-            "transfer-encoding" => {
+            b"transfer-encoding" => {
                 // The last coding decides; several fields make one list.
                 transfer_encoding = tokens(field.value).last().or(transfer_encoding);
-                continue;
+                false
             }
-            other if is_hop_by_hop(other) => continue,
-            other if has_connection && listed_in_connection(fields, other) => continue,
-            _ => {}
+            name => !(is_hop_by_hop_bytes(name) || (has_connection && listed_in_connection(fields, name))),
+        };
+        if keep {
+            headers.value(field.value);
+        } else {
+            headers.drop_name(name_len);
         }
-        let value = HeaderValue::from_maybe_shared(buf.slice_ref(field.value)).map_err(|_| "bad header value")?;
-        headers.append(name, value);
     }
     let bodiless = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let body = if bodiless {
@@ -186,7 +197,7 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
     } else if let Some(coding) = transfer_encoding {
         // Transfer-Encoding overrides Content-Length; a message with both is not trusted for reuse.
         if length.is_some() {
-            headers.remove(header::CONTENT_LENGTH);
+            headers.remove("content-length");
             keep_alive = false;
         }
         if coding.eq_ignore_ascii_case(b"chunked") {
@@ -206,7 +217,7 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
         }
     };
     let rest = buf.slice(len..);
-    Ok(Parsed::Complete(ResponseHead { status, headers, body, keep_alive, rest }))
+    Ok(Parsed::Complete(ResponseHead { status, headers: headers.finish(), body, keep_alive, rest }))
 }
 
 /// The comma-separated tokens of a header value (a `Connection` or `Transfer-Encoding` list),
@@ -215,11 +226,11 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
 }
 
-fn listed_in_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
+fn listed_in_connection(fields: &[httparse::Header<'_>], name: &[u8]) -> bool {
     fields
         .iter()
         .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-        .any(|f| tokens(f.value).any(|token| token.eq_ignore_ascii_case(name.as_bytes())))
+        .any(|f| tokens(f.value).any(|token| token.eq_ignore_ascii_case(name)))
 }
 
 /// A `Content-Length` value: decimal digits only, no sign, no overflow.
@@ -236,6 +247,8 @@ pub fn parse_length(value: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use http::header;
+
     use super::*;
 
     fn complete(raw: &str, method: Method) -> ResponseHead {
@@ -264,8 +277,8 @@ mod tests {
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.body, BodyLength::Length(5));
         assert!(head.keep_alive);
-        assert_eq!(head.headers[header::CONTENT_TYPE], "text/plain");
-        assert_eq!(head.headers[header::CONTENT_LENGTH], "5");
+        assert_eq!(head.headers.get("content-type"), Some(&b"text/plain"[..]));
+        assert_eq!(head.headers.get("content-length"), Some(&b"5"[..]));
     }
 
     #[test]
@@ -279,7 +292,7 @@ mod tests {
         assert!(head.headers.get("connection").is_none());
         assert!(head.headers.get("keep-alive").is_none());
         assert!(head.headers.get("x-secret").is_none(), "named by Connection");
-        assert_eq!(head.headers["x-kept"], "2");
+        assert_eq!(head.headers.get("x-kept"), Some(&b"2"[..]));
     }
 
     #[test]
@@ -300,7 +313,7 @@ mod tests {
 
         let head = complete("HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", Method::HEAD);
         assert_eq!(head.body, BodyLength::Empty, "HEAD");
-        assert_eq!(head.headers[header::CONTENT_LENGTH], "42", "kept for the client");
+        assert_eq!(head.headers.get("content-length"), Some(&b"42"[..]), "kept for the client");
         assert!(head.keep_alive);
         for status in [204, 304] {
             let head = complete(&format!("HTTP/1.1 {status} X\r\n\r\n"), Method::GET);

@@ -70,9 +70,9 @@ pub(super) async fn serve(mut tcp: TcpStream, conn: Arc<Connection>, http: Arc<h
             0 => Body::empty(),
             n => Body::from(read.split_to(n).freeze()),
         };
-        let response = proxy::serve(&conn.gw, &conn.peer, proxied.route, proxied.request.map(|()| body)).await;
+        let answer = proxy::serve(&conn.gw, &conn.peer, proxied.route, proxied.request.map(|()| body)).await;
         let close = proxied.close || waits.stopping();
-        if let Err(err) = response_writer::write(&mut tcp, &mut write, response, close).await {
+        if let Err(err) = response_writer::write(&mut tcp, &mut write, answer, close).await {
             tracing::debug!(peer = %conn.peer.addr, error = %err, "response not written whole; closing");
             return;
         }
