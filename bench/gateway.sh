@@ -126,6 +126,11 @@ if [[ -n "$NGINX_URL" ]]; then
   echo "gateway/nginx throughput ratio per round: ${ROUND_RATIOS[*]}"
   echo "gateway/nginx throughput ratio:  $NGINX_RATIO  (median of the rounds; same upstream instance)"
 fi
+ACCESS_LINES=0
+if [[ -n "$ACCESS_LOG_FILE" ]]; then
+  ACCESS_LINES="$(wc -l <"$ACCESS_LOG_FILE" 2>/dev/null || echo 0)"
+  echo "gateway access log: $ACCESS_LINES lines so far in $ACCESS_LOG_FILE (one per request, buffered ≤ 100 ms)"
+fi
 if (( D_NON2XX + D_ERRS + G_NON2XX + G_ERRS > 0 )); then
   echo "WARNING: some requests failed (non-2xx or socket errors); throughput includes them"
 fi
@@ -155,6 +160,7 @@ doc = {
     "direct": run("$DIRECT_URL", "$D_RPS", "$D_P50", "$D_P99", "$D_REQS", "$D_NON2XX", "$D_ERRS"),
     "gateway": run("$GATEWAY_URL", "$G_RPS", "$G_P50", "$G_P99", "$G_REQS", "$G_NON2XX", "$G_ERRS"),
     "nginx": run("$NGINX_URL", "$N_RPS", "$N_P50", "$N_P99", "$N_REQS", "$N_NON2XX", "$N_ERRS") if "$NGINX_URL" else None,
+    "gateway_access_log": {"file": "$ACCESS_LOG_FILE" or None, "lines": int("$ACCESS_LINES")},
     "gateway_over_direct": float("$RATIO"),
     "gateway_over_nginx": float("$NGINX_RATIO") if "$NGINX_URL" else None,
 }

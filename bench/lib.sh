@@ -32,6 +32,10 @@ AGORA_PID=""
 DATA_DIR="$(mktemp -d -t agora-bench-data.XXXXXX)"
 AGORA_LOG="$(mktemp -t agora-bench-log.XXXXXX)"
 
+# The gateway's access log goes to a file of its own, as nginx's does in start_nginx (set
+# ACCESS_LOG_FILE= to measure it going through agora up's merged output instead).
+export ACCESS_LOG_FILE="${ACCESS_LOG_FILE-$DATA_DIR/gateway-access.log}"
+
 # start_agora PORT [agora up args...]: starts it and waits for "Agora is up".
 start_agora() {
   local port="$1"; shift

@@ -8,10 +8,18 @@
 //! `access_log … buffer= flush=` does). With pretty or compact logs (a
 //! developer's terminal) the line simply goes through `tracing`.
 //!
-//! The `RUST_LOG` filter applies as to any info event of target `kit::http`.
+//! A process may send its access lines to a file of their own instead ([`to_file`], nginx's
+//! `access_log path`): the same JSON lines, appended by the serving thread itself when its buffer
+//! is handed over, without passing through the log (nor through `agora up`, which relays every
+//! child's output line by line).
+//!
+//! The `RUST_LOG` filter applies as to any info event of target `kit::http`, except to a file of
+//! the access log's own, which gets every line (it was asked for).
 
 use std::cell::RefCell;
+use std::fs::File;
 use std::io::Write;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -26,14 +34,40 @@ const BATCH_BYTES: usize = 32 * 1024;
 /// The background writer of the JSON log, once logging is initialised in JSON.
 static JSON_WRITER: OnceLock<NonBlocking> = OnceLock::new();
 
+/// The file access lines go to, once [`to_file`] has opened it.
+static FILE: OnceLock<File> = OnceLock::new();
+
 /// Called by [`crate::telemetry::init`] when lines are JSON.
 pub(crate) fn use_json_writer(writer: NonBlocking) {
     let _ = JSON_WRITER.set(writer);
 }
 
+/// Sends this process's access lines to the file at `path` (created if missing, appended to)
+/// instead of the log, whatever the log's format. Call it before serving; a second call keeps the
+/// first file.
+pub fn to_file(path: &Path) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let _ = FILE.set(file);
+    Ok(())
+}
+
+/// Where a thread's buffered lines are handed.
+enum Sink {
+    /// The log's background writer (JSON logs).
+    Log(NonBlocking),
+    /// The access-log file, written by the thread itself: appends of whole buffers.
+    File(&'static File),
+}
+
+impl Sink {
+    fn current() -> Option<Self> {
+        FILE.get().map(Sink::File).or_else(|| JSON_WRITER.get().cloned().map(Sink::Log))
+    }
+}
+
 struct ThreadBuffer {
     lines: Vec<u8>,
-    writer: Option<NonBlocking>,
+    writer: Option<Sink>,
     /// The Unix second the cached `YYYY-MM-DDTHH:MM:SS` prefix is for.
     second: i64,
     prefix: String,
@@ -42,7 +76,7 @@ struct ThreadBuffer {
 thread_local! {
     static BUFFER: RefCell<ThreadBuffer> = RefCell::new(ThreadBuffer {
         lines: Vec::with_capacity(BATCH_BYTES + 1024),
-        writer: JSON_WRITER.get().cloned(),
+        writer: Sink::current(),
         second: i64::MIN,
         prefix: String::new(),
     });
@@ -50,16 +84,15 @@ thread_local! {
 
 /// Writes one access-log line for the request `ctx` (info level, target `kit::http`).
 pub fn write(line: &AccessLine<'_>, ctx: &RequestContext) {
-    if !tracing::enabled!(target: "kit::http", tracing::Level::INFO) {
-        return;
-    }
     let buffered = BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
         if buffer.writer.is_none() {
-            buffer.writer = JSON_WRITER.get().cloned();
-            if buffer.writer.is_none() {
-                return false;
-            }
+            buffer.writer = Sink::current();
+        }
+        match buffer.writer {
+            None => return false,
+            Some(Sink::Log(_)) if !tracing::enabled!(target: "kit::http", tracing::Level::INFO) => return true,
+            Some(_) => {}
         }
         buffer.append(line, ctx);
         if buffer.lines.len() >= BATCH_BYTES {
@@ -93,9 +126,18 @@ impl ThreadBuffer {
         if self.lines.is_empty() {
             return;
         }
-        if let Some(writer) = self.writer.as_mut() {
-            // The writer queues whole buffers; lines are never split between two writes.
-            let _ = writer.write_all(&self.lines);
+        // Whole buffers, so lines are never split between two writes (nor, in the file, between
+        // threads: each write is appended at the end as one piece).
+        match self.writer.as_mut() {
+            Some(Sink::Log(writer)) => {
+                let _ = writer.write_all(&self.lines);
+            }
+            Some(Sink::File(file)) => {
+                if let Err(err) = (*file).write_all(&self.lines) {
+                    tracing::warn!(error = %err, "writing the access log failed; {} bytes lost", self.lines.len());
+                }
+            }
+            None => {}
         }
         self.lines.clear();
     }
@@ -198,6 +240,37 @@ mod tests {
         assert_eq!(parsed["trace_id"].as_str().map(str::len), Some(32));
         let stamp = parsed["timestamp"].as_str().unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{stamp}");
+    }
+
+    #[test]
+    fn a_thread_hands_its_lines_to_the_access_log_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        std::fs::write(&path, "an earlier line\n").unwrap();
+        let file: &'static File = Box::leak(Box::new(std::fs::OpenOptions::new().append(true).open(&path).unwrap()));
+        let mut buffer =
+            ThreadBuffer { lines: Vec::new(), writer: Some(Sink::File(file)), second: i64::MIN, prefix: String::new() };
+        let ctx = RequestContext::from_headers(&http::HeaderMap::new());
+        let line = AccessLine {
+            method: &http::Method::GET,
+            path: "/joke",
+            route: "/joke",
+            upstream: "127.0.0.1:9",
+            status: 200,
+            elapsed: Duration::from_micros(700),
+        };
+        buffer.append(&line, &ctx);
+        buffer.append(&line, &ctx);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "an earlier line\n", "nothing before the flush");
+        buffer.flush();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for line in &lines[1..] {
+            let parsed: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!((parsed["path"].as_str(), parsed["status"].as_u64()), (Some("/joke"), Some(200)));
+        }
+        assert!(buffer.lines.is_empty());
     }
 
     #[test]

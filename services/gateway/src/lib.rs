@@ -59,6 +59,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// A fixed JWKS URL (`AUTH_JWKS_URL`) instead of the discovered auth service.
     pub jwks_url: Option<String>,
+    /// A file for the access log (`ACCESS_LOG_FILE`) instead of the log (as nginx's `access_log`).
+    pub access_log_file: Option<std::path::PathBuf>,
 }
 
 fn quota<S: Source>(env: &Env<S>, prefix: &str, burst: u32, per_second: f64) -> Result<Quota, ConfigError> {
@@ -101,6 +103,7 @@ impl Config {
                 .max(1),
             auth: AuthConfig::from_env(env)?,
             jwks_url: env.url_opt("AUTH_JWKS_URL", &["http", "https"])?.map(|u| u.to_string()),
+            access_log_file: env.string("ACCESS_LOG_FILE").filter(|path| !path.is_empty()).map(Into::into),
         })
     }
 
@@ -122,6 +125,7 @@ impl Config {
             threads: 2,
             auth: AuthConfig::default(),
             jwks_url: None,
+            access_log_file: None,
         }
     }
 }
@@ -167,6 +171,14 @@ pub enum StartError {
         /// What went wrong.
         source: redis::RedisError,
     },
+    /// The access-log file (`ACCESS_LOG_FILE`) could not be opened.
+    #[error("cannot open the access log file {} (ACCESS_LOG_FILE): {source}", path.display())]
+    AccessLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] kit::http::ServeError),
@@ -174,6 +186,9 @@ pub enum StartError {
 
 /// Starts the gateway; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
+    if let Some(path) = &config.access_log_file {
+        kit::access_log::to_file(path).map_err(|source| StartError::AccessLog { path: path.clone(), source })?;
+    }
     let limiter = match &config.redis_url {
         Some(url) => Limiter::redis(url, "agora:ratelimit")
             .await

@@ -2,35 +2,16 @@
 //! the middle of a run loses no job: its lease runs out and another worker
 //! takes the job over.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kit::test_support::eventually;
 
-/// A child process that is killed when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::support::{agora_serve, Proc};
 
 fn agora(service: &str, port: u16, data_dir: &std::path::Path) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_agora"))
-        .args(["serve", service])
-        .env("PORT", port.to_string())
-        .env("DATA_DIR", data_dir)
-        .env("CLASSIFIER_LEASE_SECS", "1")
-        .env("RUST_LOG", "warn")
-        .env_remove("REGISTRY_URL")
-        .env_remove("QUEUE_URL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("agora starts");
-    Proc(child)
+    let mut command = agora_serve(service, port);
+    command.env("DATA_DIR", data_dir).env("CLASSIFIER_LEASE_SECS", "1").env_remove("QUEUE_URL");
+    Proc(command.spawn().expect("agora starts"))
 }
 
 #[tokio::test]

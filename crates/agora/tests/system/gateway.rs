@@ -1,6 +1,8 @@
 //! The gateway as a user sees it: routing, errors, pages and docs.
 
-use crate::support::{expect_problem, spawn_system, status_of};
+use std::time::Duration;
+
+use crate::support::{agora_serve, expect_problem, spawn_system, status_of, Proc};
 
 #[tokio::test]
 async fn a_joke_comes_through_the_gateway_from_the_service_found_in_the_registry() {
@@ -98,4 +100,36 @@ async fn pages_status_and_docs_are_served_by_the_gateway() {
     assert!(init.contains("/openapi/jokes.json"), "{init}");
     let spec: serde_json::Value = reqwest::get(format!("{gw}/openapi/jokes.json")).await.unwrap().json().await.unwrap();
     assert!(spec["paths"]["/joke"].is_object(), "{spec}");
+}
+
+#[tokio::test]
+async fn the_access_log_goes_to_its_own_file_when_one_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _gateway = Proc(agora_serve("gateway", port).env("ACCESS_LOG_FILE", &log).spawn().expect("the gateway starts"));
+    let url = format!("http://127.0.0.1:{port}/joke?from=test");
+    // No registry: the jokes route has no instance, and that answer is logged like any other.
+    let status = kit::test_support::eventually("the gateway to answer", Duration::from_secs(30), || async {
+        reqwest::get(&url).await.ok().map(|r| r.status().as_u16())
+    })
+    .await;
+    let line = kit::test_support::eventually("the access line in the file", Duration::from_secs(10), || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find(|l| l["path"] == "/joke")
+    })
+    .await;
+    assert_eq!(line["status"], status, "{line}");
+    assert_eq!(line["route"], "/joke");
+    assert_eq!(line["message"], "access");
+
+    // A file that cannot be opened stops the gateway at start, naming the variable.
+    let out = agora_serve("gateway", 0)
+        .env("ACCESS_LOG_FILE", dir.path().join("no/such/dir/access.log"))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ACCESS_LOG_FILE"), "{stderr}");
 }

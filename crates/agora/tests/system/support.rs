@@ -32,6 +32,30 @@ impl Drop for Running {
     }
 }
 
+/// A child process that is killed when the test ends, however it ends.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `agora serve <service>` on `port`, as a process of its own: no registry, warnings only on
+/// stderr, stdout dropped. Add what the test needs, then spawn it.
+pub fn agora_serve(service: &str, port: u16) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agora"));
+    command
+        .args(["serve", service])
+        .env("PORT", port.to_string())
+        .env("RUST_LOG", "warn")
+        .env_remove("REGISTRY_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    command
+}
+
 /// A service in a runtime of its own, so that `kill()` stops it abruptly, as
 /// `kill -9` would: no deregistration, no draining, sockets just close.
 pub struct Killable {
