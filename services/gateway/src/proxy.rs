@@ -2,6 +2,8 @@
 //! is open, forward with a deadline and the request context, retry idempotent
 //! requests once on another instance when a connection fails.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use futures::FutureExt;
 use kit::context::{RequestContext, REQUEST_ID};
 use kit::http::AccessLine;
 use kit::Problem;
+use tokio::time::Sleep;
 
 use crate::client::Answer;
 use crate::upstreams::Target;
@@ -51,7 +54,13 @@ pub async fn not_found(req: Request) -> Response {
 /// hot path, so it is one function rather than a stack of middleware layers (each of which would box
 /// the request's future again and clone the router); what it does matches `kit::http::observe` around
 /// the edge middleware, which still serve the gateway's own pages.
-pub async fn serve(gw: &Gateway, peer: &edge::Peer, route: &'static routes::Route, mut req: Request) -> Answer {
+pub async fn serve(
+    gw: &Gateway,
+    peer: &edge::Peer,
+    route: &'static routes::Route,
+    mut req: Request,
+    timer: Timer<'_>,
+) -> Answer {
     let start = Instant::now();
     let ctx = RequestContext::from_headers(req.headers());
     let method = req.method().clone();
@@ -62,7 +71,7 @@ pub async fn serve(gw: &Gateway, peer: &edge::Peer, route: &'static routes::Rout
     // task each move the future they hold, and this one is kilobytes; a box moves as a pointer.
     let handled = Box::pin(async {
         match edge::admit(gw, peer, Some(route), &mut req).await {
-            Ok(_) => forward(gw, route, peer, &ctx, req, &mut upstream).await,
+            Ok(_) => forward(gw, route, peer, &ctx, req, &mut upstream, timer).await,
             Err(refused) => refused.into(),
         }
     });
@@ -90,6 +99,7 @@ async fn forward(
     ctx: &RequestContext,
     req: Request,
     answered_by: &mut Option<Arc<Target>>,
+    mut timer: Timer<'_>,
 ) -> Answer {
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response().into();
@@ -147,7 +157,7 @@ async fn forward(
                 .into();
         };
         let outgoing = body.take().unwrap_or_default();
-        match tokio::time::timeout(route.timeout, client::send(&target.instance, &head, framing, outgoing)).await {
+        match timer.limit(route.timeout, client::send(&target.instance, &head, framing, outgoing)).await {
             Ok(Ok(answer)) => {
                 let status = answer.response.status();
                 let unhealthy = matches!(
@@ -211,6 +221,36 @@ async fn forward(
         .into_response()
         .into()
 }
+
+/// The timer an attempt's deadline (the route's timeout) runs on.
+pub enum Timer<'a> {
+    /// The connection's own, moved forward for each attempt (the fast path): moving a timer that
+    /// is already in the runtime's timer wheel further out costs less than putting a new one in
+    /// and taking it out again for every request.
+    Reused(Pin<&'a mut Sleep>),
+    /// One made for each attempt.
+    Fresh,
+}
+
+impl Timer<'_> {
+    /// Runs `attempt` for at most `limit`; `Err` when the time ran out first.
+    async fn limit<F: Future>(&mut self, limit: Duration, attempt: F) -> Result<F::Output, Elapsed> {
+        match self {
+            Timer::Fresh => tokio::time::timeout(limit, attempt).await.map_err(|_| Elapsed),
+            Timer::Reused(sleep) => {
+                sleep.as_mut().reset(tokio::time::Instant::now() + limit);
+                tokio::select! {
+                    biased;
+                    output = attempt => Ok(output),
+                    () = sleep.as_mut() => Err(Elapsed),
+                }
+            }
+        }
+    }
+}
+
+/// An attempt's time ran out.
+struct Elapsed;
 
 fn too_large(limit: usize) -> Response {
     Problem::new(

@@ -75,7 +75,9 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
         let conn = &self.0;
         if let Some(route) = routes::find_in(conn.gw.config.routes, req.uri().path()) {
             let conn = conn.clone();
-            return Box::pin(async move { Ok(proxy::serve(&conn.gw, &conn.peer, route, req).await.into_response()) });
+            return Box::pin(async move {
+                Ok(proxy::serve(&conn.gw, &conn.peer, route, req, proxy::Timer::Fresh).await.into_response())
+            });
         }
         req.extensions_mut().insert(ConnectInfo(conn.peer.clone()));
         Box::pin(conn.router.clone().oneshot(req))

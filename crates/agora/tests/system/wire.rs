@@ -22,10 +22,16 @@ struct Echoed {
 }
 
 async fn echoed(body_limit: usize) -> Echoed {
+    echoed_within(body_limit, Duration::from_secs(5)).await
+}
+
+/// [`echoed`], the echo service given `timeout` to answer.
+async fn echoed_within(body_limit: usize, timeout: Duration) -> Echoed {
     let registry = spawn_registry().await;
     let echo = spawn_echo(&registry.as_url(), vec![]).await;
     let gateway = spawn_gateway_with(&registry.as_url(), &echo, |config| {
-        let open = gateway::routes::Route { protected: false, ..gateway::routes::protected("/echo", "echo", 5) };
+        let open =
+            gateway::routes::Route { protected: false, timeout, ..gateway::routes::protected("/echo", "echo", 5) };
         config.routes = Box::leak(vec![open].into_boxed_slice());
         config.body_limit = body_limit;
     })
@@ -266,6 +272,29 @@ async fn the_connection_ends_when_the_client_asks_or_speaks_http_1_0() {
     let text = String::from_utf8_lossy(&all);
     assert!(text.starts_with("HTTP/1.0 200 OK\r\n") || text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("\"/echo/old\""), "{text}");
+}
+
+#[tokio::test]
+async fn an_upstream_slower_than_its_routes_timeout_is_a_504_and_the_next_request_gets_the_full_time() {
+    let sys = echoed_within(64 * 1024, Duration::from_millis(400)).await;
+    let mut wire = Wire::open(&sys.gateway).await;
+    for round in 0..2 {
+        let started = std::time::Instant::now();
+        wire.send("GET /echo/slow HTTP/1.1\r\nX-Echo-Delay-Ms: 3000\r\n\r\n").await;
+        let answer = wire.answer().await;
+        assert_eq!(answer.status, 504, "round {round}: {answer:?}");
+        assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+        assert!(started.elapsed() < Duration::from_secs(2), "answered at the route's timeout, not the upstream's pace");
+        // Within the time on the same connection: the deadline is per request, not per connection.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            wire.send("GET /echo/quick HTTP/1.1\r\nX-Echo-Delay-Ms: 250\r\n\r\n").await;
+            assert_eq!(wire.answer().await.status, 200, "round {round}");
+        }
+    }
+    // The same on a connection hyper serves (a chunked body hands it over).
+    wire.send("POST /echo/slow HTTP/1.1\r\nX-Echo-Delay-Ms: 3000\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
+    assert_eq!(wire.answer().await.status, 504);
 }
 
 #[tokio::test]

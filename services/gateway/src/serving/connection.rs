@@ -70,7 +70,9 @@ pub(super) async fn serve(mut tcp: TcpStream, conn: Arc<Connection>, http: Arc<h
             0 => Body::empty(),
             n => Body::from(read.split_to(n).freeze()),
         };
-        let answer = proxy::serve(&conn.gw, &conn.peer, proxied.route, proxied.request.map(|()| body)).await;
+        let request = proxied.request.map(|()| body);
+        let timer = proxy::Timer::Reused(waits.upstream.as_mut());
+        let answer = proxy::serve(&conn.gw, &conn.peer, proxied.route, request, timer).await;
         let close = proxied.close || waits.stopping();
         if let Err(err) = response_writer::write(&mut tcp, &mut write, answer, close).await {
             tracing::debug!(peer = %conn.peer.addr, error = %err, "response not written whole; closing");
@@ -113,7 +115,8 @@ async fn hand_off(tcp: TcpStream, read: BytesMut, conn: Arc<Connection>, http: &
 }
 
 /// What ends a wait for a client's bytes, other than the bytes: a deadline, and the gateway
-/// stopping. Both are made once per connection and polled again and again.
+/// stopping; and the timer of the upstream's deadline. All are made once per connection and
+/// polled again and again.
 struct Waits {
     /// Moved forward at each request (at most once per [`REARM_AFTER`]), so it is between
     /// `HEADER_READ_TIMEOUT - REARM_AFTER` and `HEADER_READ_TIMEOUT` after the request began.
@@ -121,6 +124,8 @@ struct Waits {
     armed_at: Instant,
     stop: Pin<Box<WaitForCancellationFutureOwned>>,
     stopping: Shutdown,
+    /// The timer of the upstream's deadline, reset for each request ([`proxy::Timer::Reused`]).
+    upstream: Pin<Box<Sleep>>,
 }
 
 impl Waits {
@@ -131,6 +136,7 @@ impl Waits {
             armed_at: now,
             stop: Box::pin(stop.clone().cancelled_owned()),
             stopping: stop,
+            upstream: Box::pin(tokio::time::sleep_until(now + HEADER_READ_TIMEOUT)),
         }
     }
 
