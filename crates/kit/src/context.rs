@@ -37,10 +37,10 @@ impl RequestContext {
         traceparent[..3].copy_from_slice(b"00-");
         traceparent[35] = b'-';
         traceparent[52] = b'-';
-        match headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(parse_traceparent) {
+        match headers.get(&TRACEPARENT).and_then(|v| parse_traceparent(v.as_bytes())) {
             Some((trace, flags)) => {
-                traceparent[TRACE_ID].copy_from_slice(trace.as_bytes());
-                traceparent[FLAGS].copy_from_slice(flags.as_bytes());
+                traceparent[TRACE_ID].copy_from_slice(trace);
+                traceparent[FLAGS].copy_from_slice(flags);
             }
             None => {
                 write_hex(&mut traceparent[TRACE_ID], rand::random::<u128>() | 1);
@@ -140,15 +140,18 @@ fn write_hex(out: &mut [u8], n: u128) {
     }
 }
 
-/// The trace id and flags of a valid version-00 `traceparent`.
-fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
-    let mut parts = v.trim().split('-');
-    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    if version != "00" || !hex(trace, 32) || !hex(span, 16) || !hex(flags, 2) {
+/// The trace id and flags of a valid version-00 `traceparent` (W3C Trace Context §3.2: exactly
+/// `00-<32 hex>-<16 hex>-<2 hex>`, lower case, neither id all zeros). Read by position, not split:
+/// every service does this for every request that comes through the gateway.
+fn parse_traceparent(value: &[u8]) -> Option<(&[u8], &[u8])> {
+    let value = value.trim_ascii();
+    if value.len() != TRACEPARENT_LEN || !value.starts_with(b"00-") || value[35] != b'-' || value[52] != b'-' {
         return None;
     }
-    if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
+    let (trace, span, flags) = (&value[TRACE_ID], &value[SPAN_ID], &value[FLAGS]);
+    let hex = |s: &[u8]| s.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let zero = |s: &[u8]| s.iter().all(|b| *b == b'0');
+    if !hex(trace) || !hex(span) || !hex(flags) || zero(trace) || zero(span) {
         return None;
     }
     Some((trace, flags))
@@ -182,18 +185,32 @@ mod tests {
         assert_eq!((ctx.trace_id().len(), ctx.span_id().len(), ctx.flags()), (32, 16, "01"));
         let expected = format!("00-{}-{}-{}", ctx.trace_id(), ctx.span_id(), ctx.flags());
         assert_eq!(ascii(ctx.traceparent()), expected);
-        assert!(parse_traceparent(&expected).is_some(), "{expected}");
+        assert!(parse_traceparent(expected.as_bytes()).is_some(), "{expected}");
         assert_eq!(ctx.request_id(), &ctx.trace_id()[..16]);
     }
 
     #[test]
     fn a_malformed_traceparent_starts_a_new_trace() {
-        let mut headers = HeaderMap::new();
-        headers.insert(TRACEPARENT, HeaderValue::from_static("00-xyz-00f067aa0ba902b7-01"));
-        let ctx = RequestContext::from_headers(&headers);
-        assert_eq!(ctx.trace_id().len(), 32);
-        assert_ne!(ctx.trace_id(), "0".repeat(32));
-        assert_eq!(ctx.request_id(), &ctx.trace_id()[..16]);
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(parse_traceparent(format!(" {good} ").as_bytes()), Some((&good.as_bytes()[3..35], &b"01"[..])));
+        for bad in [
+            "00-xyz-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+        ] {
+            assert_eq!(parse_traceparent(bad.as_bytes()), None, "{bad}");
+            let mut headers = HeaderMap::new();
+            headers.insert(TRACEPARENT, HeaderValue::from_static(bad));
+            let ctx = RequestContext::from_headers(&headers);
+            assert_eq!(ctx.trace_id().len(), 32);
+            assert_ne!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_eq!(ctx.request_id(), &ctx.trace_id()[..16]);
+        }
     }
 
     #[test]
