@@ -211,20 +211,18 @@ fn push_digits(out: &mut Vec<u8>, mut n: u64, width: usize) {
 mod tests {
     use super::*;
 
+    /// A `GET` of `path` on the `/joke` route that took `elapsed` and answered `status`.
+    fn joke_line(path: &'static str, status: u16, elapsed: Duration) -> AccessLine<'static> {
+        AccessLine { method: &http::Method::GET, path, route: "/joke", upstream: "127.0.0.1:9", status, elapsed }
+    }
+
     #[test]
     fn a_line_is_one_json_object_with_the_fields_of_the_tracing_line() {
         let mut buffer = ThreadBuffer { lines: Vec::new(), writer: None, second: i64::MIN, prefix: String::new() };
         let mut headers = http::HeaderMap::new();
         headers.insert("x-request-id", http::HeaderValue::from_static("req-\"1\""));
         let ctx = RequestContext::from_headers(&headers);
-        let line = AccessLine {
-            method: &http::Method::GET,
-            path: "/joke/\\x",
-            route: "/joke",
-            upstream: "127.0.0.1:9",
-            status: 200,
-            elapsed: Duration::from_micros(1500),
-        };
+        let line = joke_line("/joke/\\x", 200, Duration::from_micros(1500));
         buffer.append(&line, &ctx);
         buffer.append(&line, &ctx);
         let text = String::from_utf8(buffer.lines.clone()).unwrap();
@@ -251,14 +249,7 @@ mod tests {
         let mut buffer =
             ThreadBuffer { lines: Vec::new(), writer: Some(Sink::File(file)), second: i64::MIN, prefix: String::new() };
         let ctx = RequestContext::from_headers(&http::HeaderMap::new());
-        let line = AccessLine {
-            method: &http::Method::GET,
-            path: "/joke",
-            route: "/joke",
-            upstream: "127.0.0.1:9",
-            status: 200,
-            elapsed: Duration::from_micros(700),
-        };
+        let line = joke_line("/joke", 200, Duration::from_micros(700));
         buffer.append(&line, &ctx);
         buffer.append(&line, &ctx);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "an earlier line\n", "nothing before the flush");
@@ -298,8 +289,7 @@ mod tests {
             (Duration::from_micros(12_345_678), "12345.678"),
         ] {
             buffer.lines.clear();
-            let line =
-                AccessLine { method: &http::Method::GET, path: "/", route: "/", upstream: "-", status: 204, elapsed };
+            let line = joke_line("/", 204, elapsed);
             buffer.append(&line, &ctx);
             let text = String::from_utf8(buffer.lines.clone()).unwrap();
             assert!(text.contains(&format!(",\"latency_ms\":{expected},")), "{text}");

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderValue, Response};
-use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub use body::{next_data, push_chunk};
 pub use head::{is_hop_by_hop, parse_length, tokens, Framing, RequestHead};
 pub use header_lines::HeaderLines;
 
@@ -287,18 +287,10 @@ impl Conn {
     /// it holds [`WRITE_CHUNK`] bytes or more.
     async fn write_body(&mut self, out: &mut Vec<u8>, framing: Framing, mut body: Body) -> Result<(), SendError> {
         let mut sent = 0u64;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(SendError::RequestBody)?;
-            // Trailers, the only other kind of frame, are not passed on.
-            let Ok(data) = frame.into_data() else { continue };
-            if data.is_empty() {
-                continue;
-            }
+        while let Some(data) = next_data(&mut body).await.map_err(SendError::RequestBody)? {
             sent += data.len() as u64;
             if framing == Framing::Chunked {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
+                push_chunk(out, &data);
             } else {
                 out.extend_from_slice(&data);
             }

@@ -14,6 +14,27 @@ use super::{Conn, SendError, READ_CHUNK};
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
 
+/// Appends `data` as one chunk of a chunked body (RFC 9112 §7.1): its size in hex, the data, CRLF.
+pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A body's next non-empty piece of data, or `None` at its end; trailers, the only other kind of
+/// frame, are not passed on (in either direction).
+pub async fn next_data(body: &mut axum::body::Body) -> Result<Option<Bytes>, axum::Error> {
+    use http_body_util::BodyExt;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if !data.is_empty() {
+                return Ok(Some(data));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// A streamed answer body; see the module's doc.
 pub(super) struct Streaming {
     /// `None` once the body has ended or failed.

@@ -7,14 +7,11 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Body;
-use bytes::Bytes;
 use http::{header, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::client::Answer;
+use crate::client::{next_data, push_chunk, Answer};
 
 /// A body of known size up to this is gathered and written with its head in one `write`.
 const WHOLE_BODY: u64 = 64 * 1024;
@@ -128,27 +125,13 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
             out.write_all(buf).await?;
             while let Some(data) = next_data(&mut body).await? {
                 buf.clear();
-                buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                buf.extend_from_slice(&data);
-                buf.extend_from_slice(b"\r\n");
+                push_chunk(buf, &data);
                 out.write_all(buf).await?;
             }
             out.write_all(b"0\r\n\r\n").await?;
         }
     }
     Ok(())
-}
-
-/// The body's next non-empty piece of data (trailers are not passed on), or `None` at its end.
-async fn next_data(body: &mut Body) -> Result<Option<Bytes>, axum::Error> {
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
-            if !data.is_empty() {
-                return Ok(Some(data));
-            }
-        }
-    }
-    Ok(None)
 }
 
 thread_local! {
@@ -170,7 +153,9 @@ fn with_date(write: impl FnOnce(&[u8])) {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
     use axum::response::{IntoResponse, Response};
+    use bytes::Bytes;
     use futures::stream;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
