@@ -314,3 +314,26 @@ async fn a_stopping_gateway_answers_the_request_in_progress_and_closes_idle_conn
     assert_eq!(answer.seen()[":uri"], "/echo/slow");
     assert!(busy.closed().await);
 }
+
+#[tokio::test]
+async fn a_request_begun_before_the_gateway_stops_is_answered_on_either_path() {
+    let sys = echoed(64 * 1024).await;
+    // Half a head each: one the fast path will take, one it will hand to hyper (chunked).
+    let mut fast = Wire::open(&sys.gateway).await;
+    fast.send("GET /echo/fast HTTP/1.1\r\n").await;
+    let mut handed = Wire::open(&sys.gateway).await;
+    handed.send("POST /echo/handed HTTP/1.1\r\nTransfer-Encoding: chunked\r\n").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let Echoed { gateway, _echo, _registry } = sys;
+    drop(gateway);
+    // The rest arrives once the gateway is stopping.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fast.send("\r\n").await;
+    handed.send("\r\n0\r\n\r\n").await;
+    for (wire, uri) in [(&mut fast, "/echo/fast"), (&mut handed, "/echo/handed")] {
+        let answer = wire.answer().await;
+        assert_eq!((answer.status, answer.header("connection")), (200, Some("close")), "{uri}: {answer:?}");
+        assert_eq!(answer.seen()[":uri"], uri);
+        assert!(wire.closed().await, "{uri}");
+    }
+}

@@ -103,6 +103,10 @@ async fn hand_off(tcp: TcpStream, read: BytesMut, conn: Arc<Connection>, http: &
     let io = TokioIo::new(Rewind::new(read.freeze(), tcp));
     let mut connection = std::pin::pin!(http.serve_connection(io, Front(conn)));
     let ended = tokio::select! {
+        // The connection first: its first poll reads the request already here, so a stop that
+        // comes at this very moment lets that request be answered (hyper closes a connection at
+        // once when told to stop before it has begun a request).
+        biased;
         ended = connection.as_mut() => ended,
         () = waits.stop.as_mut() => {
             connection.as_mut().graceful_shutdown();
