@@ -104,8 +104,7 @@ async fn forward(
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response().into();
     };
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| client::parse_length(v.as_bytes()));
     if declared.is_some_and(|n| n > gw.config.body_limit as u64) {
         upstream.count(false);
         return too_large(gw.config.body_limit).into();

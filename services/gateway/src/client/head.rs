@@ -125,16 +125,14 @@ pub(super) enum Parsed {
 
 /// Parses the answer to a `method` request at the start of `buf`; `Err` says what is wrong with it.
 ///
-/// The bytes are copied once into a buffer of their own, and the `rest` is a slice of it. Nothing
-/// but this answer can be in `buf` (no request is sent before the previous answer is read), so
-/// copying all of it wastes nothing.
+/// The head is parsed where it lies: its headers are copied once, into the [`HeaderLines`], and
+/// only the bytes after it (the start of the body, usually all of it) into the `rest`.
 pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'static str> {
-    let buf = Bytes::copy_from_slice(buf);
     // Left uninitialised: the parser writes the slots it uses (zeroing all of them would cost
     // more than parsing a small head).
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, &buf, &mut slots);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut slots);
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
@@ -216,7 +214,7 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
             }
         }
     };
-    let rest = buf.slice(len..);
+    let rest = Bytes::copy_from_slice(&buf[len..]);
     Ok(Parsed::Complete(ResponseHead { status, headers: headers.finish(), body, keep_alive, rest }))
 }
 
