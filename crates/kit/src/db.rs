@@ -325,6 +325,76 @@ impl Database {
     }
 }
 
+/// What differs between the two engines for a store written once, generic over the engine: a
+/// service's `SqlStore<DB: Dialect>` holds its SQL, and an
+/// `enum Store { Sqlite(SqlStore<Sqlite>), Postgres(SqlStore<Postgres>) }` picks the engine at start
+/// (see [`with_engine!`](crate::with_engine)). SQL that differs more than this belongs in the engine's own file.
+pub trait Dialect: sqlx::Database {
+    /// Whether the engine lets one transaction write at a time (SQLite): then the writers of a process
+    /// should take turns on a lock of their own rather than wait in the engine's sleeping busy handler.
+    const ONE_WRITER: bool;
+
+    /// A UUID as the engine stores it: hyphenated text in SQLite, `UUID` in PostgreSQL.
+    type Uuid: From<uuid::Uuid>
+        + Into<uuid::Uuid>
+        + sqlx::Type<Self>
+        + for<'q> sqlx::Encode<'q, Self>
+        + for<'r> sqlx::Decode<'r, Self>
+        + Send
+        + Sync
+        + 'static;
+
+    /// Begins a transaction that will write. On SQLite it begins with `BEGIN IMMEDIATE`, which takes the
+    /// write lock at once (waiting up to the busy timeout) instead of failing with `SQLITE_BUSY` when one
+    /// of its reads has to become a write.
+    fn begin_write(
+        pool: &sqlx::Pool<Self>,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self>, sqlx::Error>> + Send;
+
+    /// How many rows a statement changed (sqlx's query results have no common trait to ask).
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+impl Dialect for sqlx::Sqlite {
+    const ONE_WRITER: bool = true;
+    type Uuid = uuid::fmt::Hyphenated;
+
+    async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Self>, sqlx::Error> {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+impl Dialect for sqlx::Postgres {
+    const ONE_WRITER: bool = false;
+    type Uuid = uuid::Uuid;
+
+    async fn begin_write(pool: &PgPool) -> Result<sqlx::Transaction<'static, Self>, sqlx::Error> {
+        pool.begin().await
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// Runs the same code on whichever engine's store an
+/// `enum { Sqlite(SqlStore<Sqlite>), Postgres(SqlStore<Postgres>) }` holds, inside the enum's `impl`:
+/// `with_engine!(self, store => store.ping().await)`. One line per method, where a trait object
+/// would need a boxed future.
+#[macro_export]
+macro_rules! with_engine {
+    ($value:expr, $store:ident => $body:expr) => {
+        match $value {
+            Self::Sqlite($store) => $body,
+            Self::Postgres($store) => $body,
+        }
+    };
+}
+
 /// A boxed future borrowing a transaction, as taken by [`transaction`].
 pub type TxFuture<'t, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 't>>;
 

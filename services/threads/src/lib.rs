@@ -74,7 +74,7 @@ pub enum StartError {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     let db = config.database.open(store::MIGRATIONS).await?;
     tracing::info!(engine = db.engine(), "threads store ready");
-    let store = store::for_database(db.clone());
+    let store = store::Store::new(db.clone());
     let api = api::ThreadsApi::new(store.clone(), config.vote_queue_limit);
     // While the database does not answer, gRPC health says NOT_SERVING (callers go elsewhere).
     let readiness =
