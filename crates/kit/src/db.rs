@@ -497,6 +497,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn sqlite_keeps_a_uuid_as_the_hyphenated_text_it_always_stored() {
+        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let id = uuid::Uuid::new_v4();
+        let stored: String = sqlx::query_scalar("SELECT $1")
+            .bind(<sqlx::Sqlite as Dialect>::Uuid::from(id))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, id.to_string());
+        let read: <sqlx::Sqlite as Dialect>::Uuid =
+            sqlx::query_scalar("SELECT $1").bind(id.to_string()).fetch_one(&pool).await.unwrap();
+        assert_eq!(uuid::Uuid::from(read), id);
+    }
+
+    #[tokio::test]
     async fn an_unsupported_scheme_is_refused_at_once() {
         static M: Migrator = Migrator::DEFAULT;
         let err =

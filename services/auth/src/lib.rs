@@ -123,7 +123,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .map_err(|e| KeyError::Interrupted(e.to_string()))??;
     tracing::info!(kid = tokens.current_kid(), published = tokens.jwks().keys.len(), "signing keys loaded");
     let db = config.database.open(store::MIGRATIONS).await?;
-    let store = store::for_database(db.clone());
+    let store = Store::new(db.clone());
     let hasher = Hasher::new(config.passwords).await?;
     let state = api::AppState {
         store: store.clone(),
@@ -141,7 +141,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
 }
 
 /// Deletes failures that have left the throttling window, once a minute.
-async fn prune_forever(store: Arc<dyn Store>, window: Duration, shutdown: Shutdown) {
+async fn prune_forever(store: Store, window: Duration, shutdown: Shutdown) {
     let every = Duration::from_secs(60).min(window);
     loop {
         tokio::select! {
