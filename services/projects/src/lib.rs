@@ -107,7 +107,7 @@ pub enum StartError {
 /// Starts the service; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     let db = config.database.open(store::MIGRATIONS).await?;
-    let store = store::for_database(db.clone());
+    let store = store::Store::new(db.clone());
     // One attempt may take the whole deadline: a vote waits its turn on a busy thread's row lock, and
     // cutting it short would only retry into the same queue. Failed connections are still retried at once.
     let policy =
