@@ -2,6 +2,11 @@
 //! is open, forward with a deadline and the request context, retry idempotent
 //! requests once on another instance when a connection fails.
 
+pub mod edge;
+pub mod routes;
+pub mod upstream_client;
+pub mod upstreams;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,10 +24,9 @@ use kit::http::AccessLine;
 use kit::Problem;
 use tokio::time::Sleep;
 
-use crate::client::Answer;
-use crate::upstreams::Target;
+use crate::proxy::upstream_client::{self as client, Answer};
+use crate::proxy::upstreams::Target;
 use crate::Gateway;
-use crate::{client, edge, routes};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The target of a request whose URI has no path (the authority form): the instance's root.
@@ -42,7 +46,7 @@ pub async fn not_found(req: Request) -> Response {
         .is_some_and(|accept| accept.contains("text/html"));
     if wants_html {
         // A person in a browser gets a page; API clients get problem+json.
-        return crate::pages::error_page(StatusCode::NOT_FOUND, "There is no page at this address.");
+        return crate::web::pages::error_page(StatusCode::NOT_FOUND, "There is no page at this address.");
     }
     Problem::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
         .titled("Not Found")

@@ -11,7 +11,7 @@ use kit::circuit_breaker::{BreakerConfig, CircuitBreaker, CircuitState};
 use kit::discovery::{Discovery, Endpoint};
 use serde::Serialize;
 
-use crate::client::Instance;
+use crate::proxy::upstream_client::Instance;
 
 /// One instance of an upstream as the gateway sees it.
 #[derive(Debug)]

@@ -38,8 +38,9 @@ use kit::Shutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::edge::Peer;
-use crate::{client, proxy, routes, Gateway};
+use crate::proxy::edge::Peer;
+use crate::proxy::{self, routes, upstream_client as client};
+use crate::Gateway;
 
 /// How long an access-log line may wait in its thread's buffer.
 const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(100);

@@ -11,7 +11,7 @@ use http::{header, StatusCode};
 use hyper::body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::client::{next_data, push_chunk, Answer};
+use crate::proxy::upstream_client::{next_data, push_chunk, Answer};
 
 /// A body of known size up to this is gathered and written with its head in one `write`.
 const WHOLE_BODY: u64 = 64 * 1024;
@@ -161,7 +161,7 @@ mod tests {
     use hyper::body::Frame;
 
     use super::*;
-    use crate::client::HeaderLines;
+    use crate::proxy::upstream_client::HeaderLines;
 
     async fn written(answer: impl Into<Answer>, close: bool) -> Result<String, WriteError> {
         let mut out = Vec::new();

@@ -11,8 +11,8 @@ use axum::{Extension, Form};
 use minijinja::context;
 use serde::Deserialize;
 
-use crate::edge::{Peer, Session, CSRF_COOKIE, SESSION_COOKIE};
-use crate::pages::{render_page, user_name};
+use crate::proxy::edge::{Peer, Session, CSRF_COOKIE, SESSION_COOKIE};
+use crate::web::pages::{render_page, user_name};
 use crate::Gateway;
 
 /// The log-in and sign-up forms.
@@ -36,7 +36,7 @@ fn csrf_ok(session: &Session, sent: &str) -> bool {
 }
 
 fn forbidden() -> Response {
-    crate::pages::error_page(
+    crate::web::pages::error_page(
         StatusCode::FORBIDDEN,
         "This form has expired or was not sent by this site. Reload the page and try again.",
     )
@@ -91,9 +91,10 @@ fn logged_in(gw: &Gateway, call: &AuthCall) -> Option<Response> {
     let mut resp = Redirect::to("/").into_response();
     resp.headers_mut().append(header::SET_COOKIE, session_cookie(gw, token, max_age)?);
     // A new CSRF token per session: a token seen before log-in is not reused after it.
-    if let Ok(v) =
-        HeaderValue::from_str(&format!("{CSRF_COOKIE}={}; Path=/; SameSite=Strict", crate::edge::new_csrf_token()))
-    {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{CSRF_COOKIE}={}; Path=/; SameSite=Strict",
+        crate::proxy::edge::new_csrf_token()
+    )) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     Some(resp)
@@ -130,7 +131,7 @@ pub async fn login(
     };
     match call.status {
         200 => logged_in(&gw, &call).unwrap_or_else(|| {
-            crate::pages::error_page(StatusCode::BAD_GATEWAY, "The sign-in service answered strangely.")
+            crate::web::pages::error_page(StatusCode::BAD_GATEWAY, "The sign-in service answered strangely.")
         }),
         429 => {
             let wait = call.retry_after.clone().unwrap_or_else(|| "a few".into());

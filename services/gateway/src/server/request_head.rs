@@ -6,8 +6,8 @@ use std::mem::MaybeUninit;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 
-use crate::client;
-use crate::routes::{self, Route};
+use crate::proxy::routes::{self, Route};
+use crate::proxy::upstream_client as client;
 
 /// Most headers a request may carry on the fast path (hyper's own limit; beyond it hyper answers 431).
 const MAX_HEADERS: usize = 100;

@@ -15,7 +15,7 @@ use kit::auth::{bearer, AuthError, Claims};
 use kit::ratelimit::Decision;
 use kit::Problem;
 
-use crate::routes;
+use crate::proxy::routes;
 use crate::Gateway;
 
 /// Cookie holding the session's access token (HttpOnly).
