@@ -1,7 +1,13 @@
-//! The API gateway (SPEC §3.1): the single entry point. It serves the web UI
-//! and the API docs itself and forwards everything else, by path prefix, to
-//! the services it finds in the registry — with a circuit breaker per
-//! upstream, per-route timeouts, a body limit and an access log line per request.
+//! The API gateway (SPEC §3.1): the single entry point. It serves the web UI and the API docs
+//! itself (`web`) and forwards everything else, by path prefix, to the services it finds in the
+//! registry (`proxy`), with a circuit breaker per upstream, per-route timeouts, a body limit and
+//! an access-log line per request.
+//!
+//! - client: whoever sends the gateway a request (a browser, a script), over one connection.
+//! - upstream: a service the gateway forwards to, by its registry name (`jokes`, `auth`, …).
+//! - instance: one running process of an upstream, at a `host:port` the registry gave.
+//! - route: a path prefix, the upstream serving it, and its limits (timeout, who may write).
+//! - response: what the gateway sends the client: an instance's, or one the gateway makes.
 
 pub mod proxy;
 pub mod server;
@@ -142,11 +148,10 @@ pub struct Gateway {
 impl Gateway {
     /// GETs JSON from one instance of `service` (for pages and docs); `None` if it cannot.
     pub async fn side_get(&self, service: &str, path: &str) -> Option<serde_json::Value> {
-        let target = self.upstreams.get(service)?.pick(None)?;
+        let instance = self.upstreams.get(service)?.pick(None)?;
         let mut headers = reqwest::header::HeaderMap::new();
         kit::context::inject_current(&mut headers);
-        let resp =
-            self.side.get(format!("http://{}{path}", target.instance.address)).headers(headers).send().await.ok()?;
+        let resp = self.side.get(format!("http://{}{path}", instance.address)).headers(headers).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -251,7 +256,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .route("/account/login", get(web::account::login_page).post(web::account::login))
         .route("/account/signup", get(web::account::signup_page).post(web::account::signup))
         .route("/account/logout", post(web::account::logout))
-        .fallback(proxy::not_found)
+        .fallback(web::not_found)
         .layer(axum::middleware::from_fn_with_state(gw.clone(), proxy::edge::edge))
         .with_state(gw.clone());
     let app = service_router(

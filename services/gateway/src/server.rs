@@ -38,8 +38,8 @@ use kit::Shutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::proxy::edge::Peer;
-use crate::proxy::{self, routes, upstream_client as client};
+use crate::proxy::edge::Client;
+use crate::proxy::{self, routes, upstream_client};
 use crate::Gateway;
 
 /// How long an access-log line may wait in its thread's buffer.
@@ -62,8 +62,8 @@ struct Front(Arc<Connection>);
 struct Connection {
     gw: Arc<Gateway>,
     router: Router,
-    /// Also handed to the gateway's pages as `ConnectInfo<Arc<Peer>>`.
-    peer: Arc<Peer>,
+    /// Also handed to the gateway's pages as `ConnectInfo<Arc<Client>>`.
+    client: Arc<Client>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Front {
@@ -76,11 +76,11 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
         let conn = &self.0;
         if let Some(route) = routes::find_in(conn.gw.config.routes, req.uri().path()) {
             let conn = conn.clone();
-            return Box::pin(async move {
-                Ok(proxy::serve(&conn.gw, &conn.peer, route, req, proxy::Timer::Fresh).await.into_response())
-            });
+            return Box::pin(
+                async move { Ok(proxy::serve(&conn.gw, &conn.client, route, req, proxy::Timer::Fresh).await) },
+            );
         }
-        req.extensions_mut().insert(ConnectInfo(conn.peer.clone()));
+        req.extensions_mut().insert(ConnectInfo(conn.client.clone()));
         Box::pin(conn.router.clone().oneshot(req))
     }
 }
@@ -107,7 +107,7 @@ async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, router: Router, st
         };
         // Responses are written whole: no reason to let Nagle delay them.
         let _ = tcp.set_nodelay(true);
-        let conn = Arc::new(Connection { gw: gw.clone(), router: router.clone(), peer: Arc::new(Peer::new(addr)) });
+        let conn = Arc::new(Connection { gw: gw.clone(), router: router.clone(), client: Arc::new(Client::new(addr)) });
         connections.spawn(connection::serve(tcp, conn, http.clone(), stop.clone()));
     }
     drop(listener);
@@ -170,7 +170,7 @@ pub async fn start(
                     };
                     // This thread's access-log lines are written in batches: at least every 100 ms.
                     let flusher = tokio::spawn(kit::access_log::flush_every(ACCESS_LOG_FLUSH));
-                    let sweeper = tokio::spawn(client::sweep_every(POOL_SWEEP));
+                    let sweeper = tokio::spawn(upstream_client::sweep_every(POOL_SWEEP));
                     let result = tokio::select! {
                         () = server => Ok(()),
                         () = deadline => Ok(()),

@@ -52,7 +52,7 @@ pub struct Session {
 /// The far end of a connection, with what the edge derives from it computed once per connection
 /// rather than on every request.
 #[derive(Debug, Clone)]
-pub struct Peer {
+pub struct Client {
     /// Its address.
     pub addr: SocketAddr,
     /// Its IP as an `X-Forwarded-For` value.
@@ -61,8 +61,8 @@ pub struct Peer {
     limit_key: Arc<str>,
 }
 
-impl Peer {
-    /// The peer at `addr`.
+impl Client {
+    /// The client at `addr`.
     pub fn new(addr: SocketAddr) -> Self {
         let ip = addr.ip().to_string();
         Self {
@@ -122,7 +122,7 @@ pub fn new_csrf_token() -> String {
 /// What [`admit`] established about an admitted request.
 #[derive(Debug)]
 pub struct Admitted {
-    /// A CSRF token minted for this browser, to be set as a cookie on the answer (pages only).
+    /// A CSRF token minted for this browser, to be set as a cookie on the response (pages only).
     pub new_csrf: Option<String>,
 }
 
@@ -132,7 +132,7 @@ pub struct Admitted {
 /// leaves the [`Session`] in the request's extensions. `route` is the upstream route serving it, if any.
 pub async fn admit(
     gw: &Gateway,
-    peer: &Peer,
+    client: &Client,
     route: Option<&'static routes::Route>,
     req: &mut Request,
 ) -> Result<Admitted, Response> {
@@ -146,7 +146,7 @@ pub async fn admit(
                 user_key = format!("user:{}", id.claims.sub);
                 (user_key.as_str(), gw.config.user_quota)
             }
-            _ => (&*peer.limit_key, gw.config.anon_quota),
+            _ => (&*client.limit_key, gw.config.anon_quota),
         };
         if let Decision::Deny { retry_after } = gw.limiter.check(key, quota).await {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
@@ -220,11 +220,11 @@ pub async fn admit(
 /// connection's front service sends them to `proxy::serve`, which calls [`admit`] itself.
 pub async fn edge(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<Arc<Peer>>,
+    ConnectInfo(client): ConnectInfo<Arc<Client>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let admitted = match admit(&gw, &peer, None, &mut req).await {
+    let admitted = match admit(&gw, &client, None, &mut req).await {
         Ok(admitted) => admitted,
         Err(refused) => return refused,
     };

@@ -3,12 +3,8 @@
 //! the connection to hyper, with the bytes already read put back in front, and hyper serves it
 //! from then on.
 //!
-//! Why a fast path of our own: counted with callgrind (`bench/gateway-instructions.sh`), hyper's
-//! server (its dispatcher, the request's channel-backed body, its encoder and timers) was the
-//! largest part of what the gateway spends on a proxied request once the upstream side was
-//! written directly (see `client`). The fast path does only what a plain keep-alive request
-//! needs; everything with a framing question in it goes to hyper, so the fast path never has to
-//! get one right.
+//! The fast path does only what a plain keep-alive request needs; everything with a framing
+//! question in it goes to hyper, so the fast path never has to get one right.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -72,10 +68,10 @@ pub(super) async fn serve(mut tcp: TcpStream, conn: Arc<Connection>, http: Arc<h
         };
         let request = proxied.request.map(|()| body);
         let timer = proxy::Timer::Reused(waits.upstream.as_mut());
-        let answer = proxy::serve(&conn.gw, &conn.peer, proxied.route, request, timer).await;
+        let response = proxy::serve(&conn.gw, &conn.client, proxied.route, request, timer).await;
         let close = proxied.close || waits.stopping();
-        if let Err(err) = response_writer::write(&mut tcp, &mut write, answer, close).await {
-            tracing::debug!(peer = %conn.peer.addr, error = %err, "response not written whole; closing");
+        if let Err(err) = response_writer::write(&mut tcp, &mut write, response, close).await {
+            tracing::debug!(client = %conn.client.addr, error = %err, "response not written whole; closing");
             return;
         }
         if close {
@@ -99,7 +95,7 @@ async fn fill(tcp: &mut TcpStream, buf: &mut BytesMut, waits: &mut Waits, idle: 
 
 /// Gives the connection to hyper, `read` (bytes the fast path did not take) first.
 async fn hand_off(tcp: TcpStream, read: BytesMut, conn: Arc<Connection>, http: &http1::Builder, mut waits: Waits) {
-    let peer = conn.peer.addr;
+    let client = conn.client.addr;
     let io = TokioIo::new(Rewind::new(read.freeze(), tcp));
     let mut connection = std::pin::pin!(http.serve_connection(io, Front(conn)));
     let ended = tokio::select! {
@@ -114,7 +110,7 @@ async fn hand_off(tcp: TcpStream, read: BytesMut, conn: Arc<Connection>, http: &
         }
     };
     if let Err(err) = ended {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
+        tracing::debug!(%client, error = %err, "connection ended with an error");
     }
 }
 

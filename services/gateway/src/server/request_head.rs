@@ -6,8 +6,8 @@ use std::mem::MaybeUninit;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 
+use crate::proxy::http1;
 use crate::proxy::routes::{self, Route};
-use crate::proxy::upstream_client as client;
 
 /// Most headers a request may carry on the fast path (hyper's own limit; beyond it hyper answers 431).
 const MAX_HEADERS: usize = 100;
@@ -105,9 +105,9 @@ fn proxied(
             if length.is_some() {
                 return None;
             }
-            length = Some(client::parse_length(field.value)?);
+            length = Some(http1::parse_length(field.value)?);
         } else if name == header::CONNECTION {
-            for token in client::tokens(field.value) {
+            for token in http1::tokens(field.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {

@@ -1,5 +1,4 @@
-//! Writing an answer on the fast path: the status line, the gateway's own headers, the
-//! instance's header lines as they are (but for those the gateway set itself), the framing
+//! Writing a response on the fast path: the status line, the headers, the framing
 //! chosen here from the body (`Content-Length` when its size is known, chunked otherwise), a
 //! `Date` when there is none, and `Connection: close` when the connection ends after it. A small
 //! body goes out in the same `write` as the head.
@@ -11,7 +10,11 @@ use http::{header, StatusCode};
 use hyper::body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::proxy::upstream_client::{next_data, push_chunk, Answer};
+use axum::body::Body;
+use http::Response;
+
+use crate::proxy::http1::push_chunk;
+use crate::proxy::upstream_client::next_data;
 
 /// A body of known size up to this is gathered and written with its head in one `write`.
 const WHOLE_BODY: u64 = 64 * 1024;
@@ -31,15 +34,15 @@ pub(super) enum WriteError {
     Length(u64),
 }
 
-/// Writes `answer` to `out`; `close` says the connection ends after it. `buf` is the
+/// Writes `response` to `out`; `close` says the connection ends after it. `buf` is the
 /// connection's write buffer, reused from one response to the next.
 pub(super) async fn write<W: AsyncWrite + Unpin>(
     out: &mut W,
     buf: &mut Vec<u8>,
-    answer: Answer,
+    response: Response<Body>,
     close: bool,
 ) -> Result<(), WriteError> {
-    let (parts, mut body) = answer.response.into_parts();
+    let (parts, mut body) = response.into_parts();
     let status = parts.status;
     buf.clear();
     buf.extend_from_slice(b"HTTP/1.1 ");
@@ -61,17 +64,6 @@ pub(super) async fn write<W: AsyncWrite + Unpin>(
         buf.extend_from_slice(name.as_str().as_bytes());
         buf.extend_from_slice(b": ");
         buf.extend_from_slice(value.as_bytes());
-        buf.extend_from_slice(b"\r\n");
-    }
-    for (name, value) in answer.upstream_headers.iter() {
-        let framing = name == b"content-length" && status != StatusCode::NOT_MODIFIED;
-        if framing || parts.headers.keys().any(|own| own.as_str().as_bytes() == name) {
-            continue;
-        }
-        dated |= name == b"date";
-        buf.extend_from_slice(name);
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value);
         buf.extend_from_slice(b"\r\n");
     }
     if !dated {
@@ -153,19 +145,17 @@ fn with_date(write: impl FnOnce(&[u8])) {
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
-    use axum::response::{IntoResponse, Response};
+    use axum::response::IntoResponse;
     use bytes::Bytes;
     use futures::stream;
     use http_body_util::StreamBody;
     use hyper::body::Frame;
 
     use super::*;
-    use crate::proxy::upstream_client::HeaderLines;
 
-    async fn written(answer: impl Into<Answer>, close: bool) -> Result<String, WriteError> {
+    async fn written(response: Response<Body>, close: bool) -> Result<String, WriteError> {
         let mut out = Vec::new();
-        write(&mut out, &mut Vec::new(), answer.into(), close).await?;
+        write(&mut out, &mut Vec::new(), response, close).await?;
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -207,25 +197,6 @@ mod tests {
         response.headers_mut().insert(header::CONTENT_LENGTH, "42".parse().unwrap());
         let text = written(response, false).await.unwrap();
         assert!(text.contains("content-length: 42\r\n") && text.ends_with("\r\n\r\n"), "{text}");
-    }
-
-    #[tokio::test]
-    async fn the_instances_headers_follow_the_gateways_own_which_win() {
-        let mut response = Response::new(Body::from("hi"));
-        response.headers_mut().insert("x-request-id", "gateway".parse().unwrap());
-        let upstream_headers = HeaderLines::of(&[
-            ("X-Request-Id", "instance"),
-            ("Content-Length", "999"),
-            ("Set-Cookie", "a=1"),
-            ("Set-Cookie", "b=2"),
-            ("Date", "Tue, 01 Dec 2026 10:00:00 GMT"),
-        ]);
-        let text = written(Answer { response, upstream_headers }, false).await.unwrap();
-        assert_eq!(
-            text,
-            "HTTP/1.1 200 OK\r\nx-request-id: gateway\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n\
-             date: Tue, 01 Dec 2026 10:00:00 GMT\r\ncontent-length: 2\r\n\r\nhi"
-        );
     }
 
     #[tokio::test]
