@@ -9,6 +9,7 @@
 //! - route: a path prefix, the upstream serving it, and its limits (timeout, who may write).
 //! - response: what the gateway sends the client: an instance's, or one the gateway makes.
 
+pub mod access_log;
 pub mod proxy;
 pub mod server;
 pub mod web;
@@ -186,7 +187,7 @@ pub enum StartError {
 /// Starts the gateway; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     if let Some(path) = &config.access_log_file {
-        kit::access_log::to_file(path).map_err(|source| StartError::AccessLog { path: path.clone(), source })?;
+        access_log::to_file(path).map_err(|source| StartError::AccessLog { path: path.clone(), source })?;
     }
     let limiter = match &config.redis_url {
         Some(url) => Limiter::redis(url, "agora:ratelimit")
@@ -264,7 +265,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         RouterOptions {
             body_limit: config.body_limit,
             readiness,
-            observe: Observe { access_log: true },
+            observe: Observe { access_log: proxy::ACCESS_LOG },
             own_fallback: true,
         },
     );
