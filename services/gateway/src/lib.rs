@@ -1,17 +1,18 @@
-//! The API gateway (SPEC §3.1): the single entry point. It serves the web UI
-//! and the API docs itself and forwards everything else, by path prefix, to
-//! the services it finds in the registry — with a circuit breaker per
-//! upstream, per-route timeouts, a body limit and an access log line per request.
+//! The API gateway (SPEC §3.1): the single entry point. It serves the web UI and the API docs
+//! itself (`web`) and forwards everything else, by path prefix, to the services it finds in the
+//! registry (`proxy`), with a circuit breaker per upstream, per-route timeouts, a body limit and
+//! an access-log line per request.
+//!
+//! - client: whoever sends the gateway a request (a browser, a script), over one connection.
+//! - upstream: a service the gateway forwards to, by its registry name (`jokes`, `auth`, …).
+//! - instance: one running process of an upstream, at a `host:port` the registry gave.
+//! - route: a path prefix, the upstream serving it, and its limits (timeout, who may write).
+//! - response: what the gateway sends the client: an instance's, or one the gateway makes.
 
-pub mod account;
-pub mod client;
-pub mod docs;
-pub mod edge;
-pub mod pages;
+pub mod access_log;
 pub mod proxy;
-pub mod routes;
-pub mod serving;
-pub mod upstreams;
+pub mod server;
+pub mod web;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -44,7 +45,7 @@ pub struct Config {
     /// How often instances and readiness are refreshed (`DISCOVERY_REFRESH_SECS`).
     pub refresh: Duration,
     /// The route table (the standard one outside tests).
-    pub routes: &'static [routes::Route],
+    pub routes: &'static [proxy::routes::Route],
     /// Token bucket per anonymous client IP (`RATE_LIMIT_ANON_BURST`, `RATE_LIMIT_ANON_PER_SEC`).
     pub anon_quota: Quota,
     /// Token bucket per authenticated user (`RATE_LIMIT_USER_BURST`, `RATE_LIMIT_USER_PER_SEC`).
@@ -90,7 +91,7 @@ impl Config {
                 open_backoff: Backoff::new(cooldown, Duration::from_secs(30).max(cooldown)),
             },
             refresh: env.secs_or("DISCOVERY_REFRESH_SECS", Duration::from_secs(1))?,
-            routes: routes::ROUTES,
+            routes: proxy::routes::ROUTES,
             anon_quota: quota(env, "RATE_LIMIT_ANON", 120, 20.0)?,
             user_quota: quota(env, "RATE_LIMIT_USER", 300, 50.0)?,
             redis_url: env
@@ -117,7 +118,7 @@ impl Config {
                 open_backoff: Backoff::new(Duration::from_millis(300), Duration::from_secs(2)).without_jitter(),
             },
             refresh: Duration::from_millis(100),
-            routes: routes::ROUTES,
+            routes: proxy::routes::ROUTES,
             anon_quota: Quota { burst: 10_000, per_second: 10_000.0 },
             user_quota: Quota { burst: 10_000, per_second: 10_000.0 },
             redis_url: None,
@@ -135,7 +136,7 @@ pub struct Gateway {
     /// The configuration.
     pub config: Config,
     /// Every upstream service.
-    pub upstreams: Arc<upstreams::Upstreams>,
+    pub upstreams: Arc<proxy::upstreams::Upstreams>,
     /// Client for the gateway's own small calls (docs, page data, probes).
     pub side: reqwest::Client,
     /// Verifies bearer tokens and session cookies.
@@ -148,15 +149,32 @@ pub struct Gateway {
 impl Gateway {
     /// GETs JSON from one instance of `service` (for pages and docs); `None` if it cannot.
     pub async fn side_get(&self, service: &str, path: &str) -> Option<serde_json::Value> {
-        let target = self.upstreams.get(service)?.pick(None)?;
+        let instance = self.upstreams.get(service)?.pick(None)?;
         let mut headers = reqwest::header::HeaderMap::new();
         kit::context::inject_current(&mut headers);
-        let resp =
-            self.side.get(format!("http://{}{path}", target.instance.address)).headers(headers).send().await.ok()?;
+        let resp = self.side.get(format!("http://{}{path}", instance.address)).headers(headers).send().await.ok()?;
         if !resp.status().is_success() {
             return None;
         }
         resp.json().await.ok()
+    }
+}
+
+#[cfg(test)]
+impl Gateway {
+    /// A gateway that serves nothing and asks no registry, for unit tests of what it decides;
+    /// tokens are verified against `keys`.
+    pub(crate) fn unstarted(config: Config, keys: KeySource) -> Self {
+        let upstreams =
+            Arc::new(proxy::upstreams::Upstreams::new(&proxy::routes::services_in(config.routes), config.breaker));
+        Self {
+            verifier: Arc::new(Verifier::new(config.auth.clone(), keys)),
+            config,
+            upstreams,
+            side: reqwest::Client::new(),
+            limiter: Limiter::memory(),
+            ready: AtomicBool::new(false),
+        }
     }
 }
 
@@ -187,7 +205,7 @@ pub enum StartError {
 /// Starts the gateway; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     if let Some(path) = &config.access_log_file {
-        kit::access_log::to_file(path).map_err(|source| StartError::AccessLog { path: path.clone(), source })?;
+        access_log::to_file(path).map_err(|source| StartError::AccessLog { path: path.clone(), source })?;
     }
     let limiter = match &config.redis_url {
         Some(url) => Limiter::redis(url, "agora:ratelimit")
@@ -200,7 +218,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .connect_timeout(Duration::from_millis(500))
         .build()
         .unwrap_or_default();
-    let upstreams = Arc::new(upstreams::Upstreams::new(&routes::services_in(config.routes), config.breaker));
+    let upstreams =
+        Arc::new(proxy::upstreams::Upstreams::new(&proxy::routes::services_in(config.routes), config.breaker));
     let discovery = Discovery::from_config(&config.service);
     let keys = match &config.jwks_url {
         Some(url) => KeySource::Url(url.clone()),
@@ -241,32 +260,32 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         })
     });
     let app = Router::new()
-        .route("/", get(pages::home))
-        .route("/jokes", get(pages::jokes))
-        .route("/classify", get(pages::classify))
-        .route("/crowdfunding", get(pages::crowdfunding))
-        .route("/crowdfunding/{project_id}", get(pages::project))
-        .route("/status", get(pages::status))
-        .route("/api/status", get(pages::api_status))
-        .route("/static/{file}", get(pages::asset))
-        .route("/docs", get(docs::docs_root))
-        .route("/docs/", get(docs::docs_file))
-        .route("/docs/{*path}", get(docs::docs_file))
-        .route("/openapi/{file}", get(docs::openapi))
-        .route("/account/login", get(account::login_page).post(account::login))
-        .route("/account/signup", get(account::signup_page).post(account::signup))
-        .route("/account/logout", post(account::logout))
-        .fallback(proxy::not_found)
-        .layer(axum::middleware::from_fn_with_state(gw.clone(), edge::edge))
+        .route("/", get(web::pages::home))
+        .route("/jokes", get(web::pages::jokes))
+        .route("/classify", get(web::pages::classify))
+        .route("/crowdfunding", get(web::pages::crowdfunding))
+        .route("/crowdfunding/{project_id}", get(web::pages::project))
+        .route("/status", get(web::pages::status))
+        .route("/api/status", get(web::pages::api_status))
+        .route("/static/{file}", get(web::pages::asset))
+        .route("/docs", get(web::docs::docs_root))
+        .route("/docs/", get(web::docs::docs_file))
+        .route("/docs/{*path}", get(web::docs::docs_file))
+        .route("/openapi/{file}", get(web::docs::openapi))
+        .route("/account/login", get(web::account::login_page).post(web::account::login))
+        .route("/account/signup", get(web::account::signup_page).post(web::account::signup))
+        .route("/account/logout", post(web::account::logout))
+        .fallback(web::not_found)
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), proxy::edge::edge))
         .with_state(gw.clone());
     let app = service_router(
         app,
         RouterOptions {
             body_limit: config.body_limit,
             readiness,
-            observe: Observe { access_log: true },
+            observe: Observe { access_log: proxy::ACCESS_LOG },
             own_fallback: true,
         },
     );
-    Ok(serving::start(&config.service, gw, app, config.threads, shutdown).await?)
+    Ok(server::start(&config.service, gw, app, config.threads, shutdown).await?)
 }

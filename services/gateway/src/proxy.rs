@@ -1,324 +1,50 @@
-//! The reverse proxy: route by prefix, refuse fast when the upstream's circuit
-//! is open, forward with a deadline and the request context, retry idempotent
-//! requests once on another instance when a connection fails.
+//! The reverse proxy: requests for an upstream route (see `routes`) pass the edge's checks
+//! (`edge`), go to an instance of the route's upstream (`upstreams` picks it, `forward` sends
+//! it with `upstream_client`), and come back with the instance's response.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub mod edge;
+pub mod forward;
+pub mod http1;
+pub mod routes;
+pub mod upstream_client;
+pub mod upstreams;
 
-use axum::body::Body;
 use axum::extract::Request;
-use axum::http::request::Parts;
-use axum::http::uri::PathAndQuery;
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
-use kit::context::{RequestContext, REQUEST_ID};
-use kit::http::AccessLine;
+use kit::http::{AccessLog, Observation};
 use kit::Problem;
-use tokio::time::Sleep;
 
-use crate::client::Answer;
-use crate::upstreams::Target;
 use crate::Gateway;
-use crate::{client, edge, routes};
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-/// The target of a request whose URI has no path (the authority form): the instance's root.
-static ROOT: PathAndQuery = PathAndQuery::from_static("/");
+/// How the gateway writes its access lines: batched, per server thread (see `access_log`).
+pub const ACCESS_LOG: AccessLog = AccessLog::Write(crate::access_log::write);
 
-fn is_idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// The fallback handler: a path that is neither a gateway page nor an upstream route
-/// (those never reach the router: see [`serve`]).
-pub async fn not_found(req: Request) -> Response {
-    let wants_html = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"));
-    if wants_html {
-        // A person in a browser gets a page; API clients get problem+json.
-        return crate::pages::error_page(StatusCode::NOT_FOUND, "There is no page at this address.");
-    }
-    Problem::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
-        .titled("Not Found")
-        .into_response()
-}
-
-/// Serves one request for an upstream route, start to finish: request context, the edge's checks,
-/// forwarding, then metrics, the `x-request-id` header and the access-log line. This is the gateway's
-/// hot path, so it is one function rather than a stack of middleware layers (each of which would box
-/// the request's future again and clone the router); what it does matches `kit::http::observe` around
-/// the edge middleware, which still serve the gateway's own pages.
-pub async fn serve(
-    gw: &Gateway,
-    peer: &edge::Peer,
-    route: &'static routes::Route,
-    mut req: Request,
-    timer: Timer<'_>,
-) -> Answer {
-    let start = Instant::now();
-    let ctx = RequestContext::from_headers(req.headers());
-    let method = req.method().clone();
-    let uri = req.uri().clone();
+/// Serves one request for an upstream route, start to finish: observed as `kit::http::observe`
+/// observes the router's requests (context, metrics, `x-request-id`, access line), checked at
+/// the edge, then forwarded. Called straight from the connection's service rather than through
+/// the router: a request for an upstream route needs none of the router's layers.
+pub async fn serve(gw: &Gateway, client: &edge::Client, route: &'static routes::Route, mut req: Request) -> Response {
+    let observation = Observation::begin(&req);
+    let ctx = observation.context();
     // The instance that answered, for the access line.
     let mut upstream = None;
     // Boxed at once: the wrappers below (context scope, panic catcher) and hyper's connection
     // task each move the future they hold, and this one is kilobytes; a box moves as a pointer.
     let handled = Box::pin(async {
-        match edge::admit(gw, peer, Some(route), &mut req).await {
-            Ok(_) => forward(gw, route, peer, &ctx, req, &mut upstream, timer).await,
-            Err(refused) => refused.into(),
+        match edge::admit(gw, client, Some(route), &mut req).await {
+            Ok(_) => forward::forward(gw, route, client, ctx, req, &mut upstream).await,
+            Err(refused) => refused,
         }
     });
-    let mut answer = match std::panic::AssertUnwindSafe(ctx.clone().scope(handled)).catch_unwind().await {
-        Ok(answer) => answer,
+    let mut response = match std::panic::AssertUnwindSafe(ctx.clone().scope(handled)).catch_unwind().await {
+        Ok(response) => response,
         Err(_) => {
             tracing::error!(request_id = ctx.request_id(), route = route.prefix, "request handler panicked");
-            Answer::from(Problem::internal().into_response())
+            Problem::internal().into_response()
         }
     };
-    let elapsed = start.elapsed();
-    let status = answer.response.status().as_u16();
-    kit::http::record(&method, route.prefix, status, elapsed);
-    answer.response.headers_mut().insert(REQUEST_ID, ctx.request_id_header().clone());
-    let upstream = upstream.as_ref().map_or("-", |target| &*target.instance.address);
-    let line = AccessLine { method: &method, path: uri.path(), route: route.prefix, upstream, status, elapsed };
-    kit::access_log::write(&line, &ctx);
-    answer
-}
-
-async fn forward(
-    gw: &Gateway,
-    route: &'static routes::Route,
-    client: &edge::Peer,
-    ctx: &RequestContext,
-    req: Request,
-    answered_by: &mut Option<Arc<Target>>,
-    mut timer: Timer<'_>,
-) -> Answer {
-    let Some(upstream) = gw.upstreams.get(route.service) else {
-        return Problem::not_found("no such upstream").into_response().into();
-    };
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| client::parse_length(v.as_bytes()));
-    if declared.is_some_and(|n| n > gw.config.body_limit as u64) {
-        upstream.count(false);
-        return too_large(gw.config.body_limit).into();
-    }
-    let permit = match upstream.breaker.try_acquire() {
-        Ok(permit) => permit,
-        Err(rejected) => {
-            upstream.count(true);
-            let secs = rejected.retry_in.as_secs().max(1).to_string();
-            return Problem::unavailable(format!(
-                "{} is failing and its circuit is open; try again shortly",
-                route.service
-            ))
-            .titled("Service Unavailable")
-            .header(header::RETRY_AFTER, &secs)
-            .into_response()
-            .into();
-        }
-    };
-    let (parts, body) = req.into_parts();
-    let framing = if parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        client::Framing::Chunked
-    } else {
-        declared.map_or(client::Framing::None, client::Framing::Length)
-    };
-    let retryable =
-        is_idempotent(&parts.method) && matches!(framing, client::Framing::None | client::Framing::Length(0));
-    // One snapshot of the instances for this request (one read of the shared list).
-    let targets = upstream.targets();
-    // A second attempt goes to another instance: with only one, there is nothing to retry on.
-    let attempts = if retryable && targets.len() > 1 { 2 } else { 1 };
-    let head = request_head(&parts, client, ctx);
-    let body =
-        if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, gw.config.body_limit)) };
-    let mut body = Some(body);
-    let mut avoid: Option<String> = None;
-    for attempt in 0..attempts {
-        let Some(target) = upstream.pick_from(&targets, avoid.as_deref()) else {
-            if attempt > 0 {
-                // The only instance refused the connection: that is the upstream failing.
-                break;
-            }
-            permit.neutral();
-            upstream.count(true);
-            return Problem::unavailable(format!("no instance of {} is available", route.service))
-                .titled("Service Unavailable")
-                .header(header::RETRY_AFTER, "1")
-                .into_response()
-                .into();
-        };
-        let outgoing = body.take().unwrap_or_default();
-        match timer.limit(route.timeout, client::send(&target.instance, &head, framing, outgoing)).await {
-            Ok(Ok(answer)) => {
-                let status = answer.response.status();
-                let unhealthy = matches!(
-                    status,
-                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-                );
-                if unhealthy {
-                    permit.failure();
-                } else {
-                    permit.success();
-                }
-                upstream.count(status.is_server_error());
-                *answered_by = Some(target);
-                return answer;
-            }
-            // Only bodiless idempotent requests get here with attempts left: safe to send again.
-            Ok(Err(err)) if attempt + 1 < attempts => {
-                tracing::warn!(service = route.service, instance = %target.id, error = %err, "upstream failed; retrying on another instance");
-                upstream.eject(&target, Duration::from_secs(2));
-                avoid = Some(target.id.clone());
-                body = Some(Body::empty());
-            }
-            Ok(Err(err)) => {
-                if is_body_too_large(&err) {
-                    permit.neutral();
-                    upstream.count(false);
-                    return too_large(gw.config.body_limit).into();
-                }
-                upstream.eject(&target, Duration::from_secs(2));
-                permit.failure();
-                upstream.count(true);
-                tracing::warn!(service = route.service, instance = %target.id, error = %err, "upstream request failed");
-                return Problem::new(
-                    StatusCode::BAD_GATEWAY,
-                    "bad-gateway",
-                    format!("{} could not be reached", route.service),
-                )
-                .titled("Bad Gateway")
-                .into_response()
-                .into();
-            }
-            Err(_) => {
-                permit.failure();
-                upstream.count(true);
-                return Problem::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "gateway-timeout",
-                    format!("{} did not answer within {} s", route.service, route.timeout.as_secs_f64()),
-                )
-                .titled("Gateway Timeout")
-                .into_response()
-                .into();
-            }
-        }
-    }
-    // Every attempt failed to connect.
-    permit.failure();
-    upstream.count(true);
-    Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", format!("{} could not be reached", route.service))
-        .titled("Bad Gateway")
-        .into_response()
-        .into()
-}
-
-/// The timer an attempt's deadline (the route's timeout) runs on.
-pub enum Timer<'a> {
-    /// The connection's own, moved forward for each attempt (the fast path): moving a timer that
-    /// is already in the runtime's timer wheel further out costs less than putting a new one in
-    /// and taking it out again for every request.
-    Reused(Pin<&'a mut Sleep>),
-    /// One made for each attempt.
-    Fresh,
-}
-
-impl Timer<'_> {
-    /// Runs `attempt` for at most `limit`; `Err` when the time ran out first.
-    async fn limit<F: Future>(&mut self, limit: Duration, attempt: F) -> Result<F::Output, Elapsed> {
-        match self {
-            Timer::Fresh => tokio::time::timeout(limit, attempt).await.map_err(|_| Elapsed),
-            Timer::Reused(sleep) => {
-                sleep.as_mut().reset(tokio::time::Instant::now() + limit);
-                tokio::select! {
-                    biased;
-                    output = attempt => Ok(output),
-                    () = sleep.as_mut() => Err(Elapsed),
-                }
-            }
-        }
-    }
-}
-
-/// An attempt's time ran out.
-struct Elapsed;
-
-fn too_large(limit: usize) -> Response {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload-too-large",
-        format!("the request body exceeds the {limit}-byte limit"),
-    )
-    .titled("Payload Too Large")
-    .into_response()
-}
-
-fn is_body_too_large(err: &client::SendError) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// The head sent upstream: the client's method, origin-form target and end-to-end headers, plus
-/// where the request came from (`X-Forwarded-For`) and its context (`x-request-id`, `traceparent`).
-fn request_head(parts: &Parts, client: &edge::Peer, ctx: &RequestContext) -> client::RequestHead {
-    // A client may send the absolute form (RFC 9112 §3.2.2); upstreams get the origin form.
-    let target = parts.uri.path_and_query().unwrap_or(&ROOT);
-    let mut head = client::RequestHead::new(&parts.method, target);
-    let headers = &parts.headers;
-    // The request's context goes on in the gateway's own headers, not the client's.
-    let context = ctx.propagated();
-    // Headers named in `Connection` are for this hop only. Most requests have none, so the
-    // names are looked for only when there is one (one pass over the headers, no hashing).
-    let listed: Vec<HeaderName> = if headers.keys().any(|name| name == header::CONNECTION) {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| client::tokens(v.as_bytes()))
-            .filter_map(|name| HeaderName::from_bytes(name).ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut prior_forwarded_for = None;
-    for (name, value) in headers {
-        if *name == X_FORWARDED_FOR {
-            prior_forwarded_for = prior_forwarded_for.or(Some(value));
-            continue;
-        }
-        let set_here = matches!(
-            name.as_str(),
-            // `Host` and the framing are the client's to write; `Expect` is answered by this
-            // server, which reads the body before sending it on.
-            "host" | "content-length" | "expect" | "x-forwarded-host" | "x-forwarded-proto"
-        ) || context.iter().any(|(propagated, _)| propagated == name);
-        if !set_here && !client::is_hop_by_hop(name.as_str()) && !listed.contains(name) {
-            head.header(name, value);
-        }
-    }
-    let forwarded_for = match prior_forwarded_for.and_then(|v| v.to_str().ok()) {
-        Some(prior) => {
-            let ip = client.forwarded_for.to_str().unwrap_or("unknown");
-            HeaderValue::from_str(&format!("{prior}, {ip}")).unwrap_or_else(|_| client.forwarded_for.clone())
-        }
-        None => client.forwarded_for.clone(),
-    };
-    head.header(&X_FORWARDED_FOR, &forwarded_for);
-    for (name, value) in &context {
-        head.header(name, value);
-    }
-    head
+    let upstream = upstream.as_ref().map_or("-", |instance| &*instance.address);
+    observation.end(&mut response, route.prefix, upstream, ACCESS_LOG);
+    response
 }

@@ -208,8 +208,8 @@ pub async fn spawn_gateway_with(
     adjust: impl FnOnce(&mut gateway::Config),
 ) -> Running {
     let mut config = gateway::Config::for_tests(registry.clone());
-    let mut table = vec![gateway::routes::protected("/echo", "echo", 5)];
-    table.extend_from_slice(gateway::routes::ROUTES);
+    let mut table = vec![gateway::proxy::routes::protected("/echo", "echo", 5)];
+    table.extend_from_slice(gateway::proxy::routes::ROUTES);
     config.routes = Box::leak(table.into_boxed_slice());
     config.jwks_url = Some(format!("{}/.well-known/jwks.json", echo.url));
     adjust(&mut config);

@@ -1,40 +1,17 @@
 //! Message heads on the upstream side: the request's, written once in wire form and sent on
-//! whichever connection takes it, and the answer's, parsed with `httparse` (the parser hyper
-//! itself uses), its headers kept as the lines the gateway writes back to the client
-//! ([`HeaderLines`]).
+//! whichever connection takes it, and the response's, parsed with `httparse` (the parser hyper
+//! itself uses) into an `http::HeaderMap` whose values share one copy of the bytes read.
 
 use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::header_lines::{self, HeaderLines};
+use crate::proxy::http1::{is_hop_by_hop, parse_length, tokens};
 
-/// Most headers an answer may carry.
+/// Most headers a response may carry.
 const MAX_HEADERS: usize = 100;
-
-/// Whether a header describes one hop only (RFC 9110 §7.6.1), or the hop's message framing: such
-/// headers are never passed on, in either direction.
-pub fn is_hop_by_hop(name: &str) -> bool {
-    is_hop_by_hop_bytes(name.as_bytes())
-}
-
-/// [`is_hop_by_hop`] for a lower-case name as bytes.
-fn is_hop_by_hop_bytes(name: &[u8]) -> bool {
-    matches!(
-        name,
-        b"connection"
-            | b"keep-alive"
-            | b"proxy-connection"
-            | b"proxy-authenticate"
-            | b"proxy-authorization"
-            | b"te"
-            | b"trailer"
-            | b"upgrade"
-            | b"transfer-encoding"
-    )
-}
 
 /// How a request's body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +52,7 @@ impl RequestHead {
         self.bytes.extend_from_slice(b"\r\n");
     }
 
-    /// The request's method (a `HEAD` is answered without a body, whatever the headers say).
+    /// The request's method (a `HEAD` is responseed without a body, whatever the headers say).
     pub fn method(&self) -> &Method {
         &self.method
     }
@@ -86,10 +63,10 @@ impl RequestHead {
     }
 }
 
-/// How an answer's body is delimited (RFC 9112 §6.3).
+/// How an response's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BodyLength {
-    /// No body: a `HEAD`'s answer, 204, 304, or `Content-Length: 0`.
+    /// No body: a `HEAD`'s response, 204, 304, or `Content-Length: 0`.
     Empty,
     /// Exactly this many bytes.
     Length(u64),
@@ -99,14 +76,14 @@ pub(super) enum BodyLength {
     UntilClose,
 }
 
-/// An answer's head, ready to be passed on.
+/// A response's head, ready to be passed on.
 #[derive(Debug)]
 pub(super) struct ResponseHead {
     pub status: StatusCode,
     /// Its headers, less the hop-by-hop ones.
-    pub headers: HeaderLines,
+    pub headers: HeaderMap,
     pub body: BodyLength,
-    /// Whether the connection may carry another request once this answer is read.
+    /// Whether the connection may carry another request once this response is read.
     pub keep_alive: bool,
     /// The bytes read after the head: the start of the body (usually all of it).
     pub rest: Bytes,
@@ -115,18 +92,18 @@ pub(super) struct ResponseHead {
 /// What the bytes read so far hold.
 #[derive(Debug)]
 pub(super) enum Parsed {
-    /// A final answer's head; every byte read is in it or in its `rest`.
+    /// A final response's head; every byte read is in it or in its `rest`.
     Complete(ResponseHead),
-    /// An interim (1xx) answer's head, `usize` bytes long, to be skipped.
+    /// An interim (1xx) response's head, `usize` bytes long, to be skipped.
     Interim(usize),
     /// Not a whole head yet.
     Partial,
 }
 
-/// Parses the answer to a `method` request at the start of `buf`; `Err` says what is wrong with it.
+/// Parses the response to a `method` request at the start of `buf`; `Err` says what is wrong with it.
 ///
-/// The head is parsed where it lies: its headers are copied once, into the [`HeaderLines`], and
-/// only the bytes after it (the start of the body, usually all of it) into the `rest`.
+/// `buf` is copied once: the header values and the start of the body (usually all of it) are
+/// slices of that copy.
 pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'static str> {
     // Left uninitialised: the parser writes the slots it uses (zeroing all of them would cost
     // more than parsing a small head).
@@ -161,33 +138,35 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
             }
         }
     }
-    let mut headers = header_lines::Builder::with_capacity(len);
+    let read = Bytes::copy_from_slice(buf);
+    let slice = |part: &[u8]| {
+        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        read.slice(start..start + part.len())
+    };
+    let mut headers = HeaderMap::with_capacity(fields.len());
     let mut length = None;
     let mut transfer_encoding = None;
     for field in fields {
-        let name = headers.name(field.name.as_bytes());
-        let name_len = name.len();
-        let keep = match name {
-            b"content-length" => {
-                let n = parse_length(field.value).ok_or("bad Content-Length")?;
-                if length.is_some_and(|m| m != n) {
-                    return Err("conflicting Content-Length headers");
-                }
-                // Kept once: a `HEAD`'s or 304's length is the client's to know.
-                length.replace(n).is_none()
+        // `httparse` accepts only tokens as names, and values `http` accepts too.
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "malformed head")?;
+        if name == header::CONTENT_LENGTH {
+            let n = parse_length(field.value).ok_or("bad Content-Length")?;
+            if length.is_some_and(|m| m != n) {
+                return Err("conflicting Content-Length headers");
             }
-            b"transfer-encoding" => {
-                // The last coding decides; several fields make one list.
-                transfer_encoding = tokens(field.value).last().or(transfer_encoding);
-                false
+            // Kept once: a `HEAD`'s or 304's length is the client's to know.
+            if length.replace(n).is_some() {
+                continue;
             }
-            name => !(is_hop_by_hop_bytes(name) || (has_connection && listed_in_connection(fields, name))),
-        };
-        if keep {
-            headers.value(field.value);
-        } else {
-            headers.drop_name(name_len);
+        } else if name == header::TRANSFER_ENCODING {
+            // The last coding decides; several fields make one list.
+            transfer_encoding = tokens(field.value).last().or(transfer_encoding);
+            continue;
+        } else if is_hop_by_hop(name.as_str()) || (has_connection && listed_in_connection(fields, name.as_str())) {
+            continue;
         }
+        let value = HeaderValue::from_maybe_shared(slice(field.value)).map_err(|_| "malformed head")?;
+        headers.append(name, value);
     }
     let bodiless = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let body = if bodiless {
@@ -195,7 +174,7 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
     } else if let Some(coding) = transfer_encoding {
         // Transfer-Encoding overrides Content-Length; a message with both is not trusted for reuse.
         if length.is_some() {
-            headers.remove("content-length");
+            headers.remove(header::CONTENT_LENGTH);
             keep_alive = false;
         }
         if coding.eq_ignore_ascii_case(b"chunked") {
@@ -214,33 +193,14 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
             }
         }
     };
-    let rest = Bytes::copy_from_slice(&buf[len..]);
-    Ok(Parsed::Complete(ResponseHead { status, headers: headers.finish(), body, keep_alive, rest }))
+    Ok(Parsed::Complete(ResponseHead { status, headers, body, keep_alive, rest: read.slice(len..) }))
 }
 
-/// The comma-separated tokens of a header value (a `Connection` or `Transfer-Encoding` list),
-/// trimmed, empty ones left out.
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
-}
-
-fn listed_in_connection(fields: &[httparse::Header<'_>], name: &[u8]) -> bool {
+fn listed_in_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
     fields
         .iter()
         .filter(|f| f.name.eq_ignore_ascii_case("connection"))
-        .any(|f| tokens(f.value).any(|token| token.eq_ignore_ascii_case(name)))
-}
-
-/// A `Content-Length` value: decimal digits only, no sign, no overflow.
-pub fn parse_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &b| {
-        let digit = (b as char).to_digit(10)?;
-        n.checked_mul(10)?.checked_add(u64::from(digit))
-    })
+        .any(|f| tokens(f.value).any(|token| token.eq_ignore_ascii_case(name.as_bytes())))
 }
 
 #[cfg(test)]
@@ -269,14 +229,14 @@ mod tests {
     }
 
     #[test]
-    fn a_length_delimited_answer_keeps_its_headers_and_the_connection() {
+    fn a_length_delimited_response_keeps_its_headers_and_the_connection() {
         let head =
             complete("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello", Method::GET);
         assert_eq!(head.status, StatusCode::OK);
         assert_eq!(head.body, BodyLength::Length(5));
         assert!(head.keep_alive);
-        assert_eq!(head.headers.get("content-type"), Some(&b"text/plain"[..]));
-        assert_eq!(head.headers.get("content-length"), Some(&b"5"[..]));
+        assert_eq!(head.headers.get("content-type"), Some(&HeaderValue::from_static("text/plain")));
+        assert_eq!(head.headers.get("content-length").unwrap(), "5");
     }
 
     #[test]
@@ -290,7 +250,7 @@ mod tests {
         assert!(head.headers.get("connection").is_none());
         assert!(head.headers.get("keep-alive").is_none());
         assert!(head.headers.get("x-secret").is_none(), "named by Connection");
-        assert_eq!(head.headers.get("x-kept"), Some(&b"2"[..]));
+        assert_eq!(head.headers.get("x-kept").unwrap(), "2");
     }
 
     #[test]
@@ -298,7 +258,7 @@ mod tests {
         let chunked = complete("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::GET);
         assert_eq!(chunked.body, BodyLength::Chunked);
         assert!(chunked.keep_alive);
-        assert!(chunked.headers.get("transfer-encoding").is_none(), "the gateway's server frames its own answer");
+        assert!(chunked.headers.get("transfer-encoding").is_none(), "the gateway's server frames its own response");
 
         let both = complete("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET);
         assert_eq!(both.body, BodyLength::Chunked, "Transfer-Encoding overrides Content-Length");
@@ -311,7 +271,7 @@ mod tests {
 
         let head = complete("HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", Method::HEAD);
         assert_eq!(head.body, BodyLength::Empty, "HEAD");
-        assert_eq!(head.headers.get("content-length"), Some(&b"42"[..]), "kept for the client");
+        assert_eq!(head.headers.get("content-length").unwrap(), "42", "kept for the client");
         assert!(head.keep_alive);
         for status in [204, 304] {
             let head = complete(&format!("HTTP/1.1 {status} X\r\n\r\n"), Method::GET);
@@ -326,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn interim_answers_are_skipped_and_partial_heads_wait_for_more() {
+    fn interim_responses_are_skipped_and_partial_heads_wait_for_more() {
         assert!(matches!(
             parse_response(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", &Method::POST),
             Ok(Parsed::Interim(25))
@@ -335,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn malformed_answers_are_refused_with_the_reason() {
+    fn malformed_responses_are_refused_with_the_reason() {
         let refused = |raw: &str| match parse_response(raw.as_bytes(), &Method::GET) {
             Err(reason) => reason,
             Ok(parsed) => panic!("accepted {raw:?}: {parsed:?}"),
@@ -354,15 +314,5 @@ mod tests {
         assert_eq!(refused("SMTP ready\r\n\r\n"), "malformed head");
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
         assert_eq!(refused(&format!("HTTP/1.1 200 OK\r\n{many}\r\n")), "too many headers");
-    }
-
-    #[test]
-    fn content_lengths_are_plain_decimal_numbers() {
-        assert_eq!(parse_length(b"0"), Some(0));
-        assert_eq!(parse_length(b" 123 "), Some(123));
-        assert_eq!(parse_length(b"18446744073709551615"), Some(u64::MAX));
-        for bad in [&b""[..], b"+1", b"1 2", b"0x10", b"18446744073709551616"] {
-            assert_eq!(parse_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
-        }
     }
 }

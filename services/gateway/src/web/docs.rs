@@ -16,7 +16,7 @@ fn config() -> Arc<Config<'static>> {
     static CONFIG: OnceLock<Arc<Config<'static>>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let urls: Vec<Url<'static>> = crate::routes::services()
+            let urls: Vec<Url<'static>> = crate::proxy::routes::services()
                 .into_iter()
                 .map(|s| Url::new(s, Box::leak(format!("/openapi/{s}.json").into_boxed_str())))
                 .collect();
@@ -48,7 +48,7 @@ pub async fn openapi(State(gw): State<Arc<Gateway>>, Path(file): Path<String>) -
     let Some(service) = file.strip_suffix(".json") else {
         return Problem::not_found("expected /openapi/{service}.json").into_response();
     };
-    if !crate::routes::services().contains(&service) {
+    if !crate::proxy::routes::services().contains(&service) {
         return Problem::not_found(format!("no service named {service:?}")).into_response();
     }
     match gw.side_get(service, "/openapi.json").await {

@@ -11,8 +11,8 @@ use axum::{Extension, Json};
 use minijinja::{context, Environment};
 use serde::Serialize;
 
-use crate::edge::Session;
-use crate::upstreams::ServiceStatus;
+use crate::proxy::edge::Session;
+use crate::proxy::upstreams::ServiceStatus;
 use crate::Gateway;
 
 /// One application card on the home page.
@@ -81,16 +81,16 @@ fn templates() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         for (name, source) in [
-            ("base.html", include_str!("../templates/base.html")),
-            ("home.html", include_str!("../templates/home.html")),
-            ("jokes.html", include_str!("../templates/jokes.html")),
-            ("status.html", include_str!("../templates/status.html")),
-            ("error.html", include_str!("../templates/error.html")),
-            ("login.html", include_str!("../templates/login.html")),
-            ("classify.html", include_str!("../templates/classify.html")),
-            ("signup.html", include_str!("../templates/signup.html")),
-            ("crowdfunding.html", include_str!("../templates/crowdfunding.html")),
-            ("project.html", include_str!("../templates/project.html")),
+            ("base.html", include_str!("../../templates/base.html")),
+            ("home.html", include_str!("../../templates/home.html")),
+            ("jokes.html", include_str!("../../templates/jokes.html")),
+            ("status.html", include_str!("../../templates/status.html")),
+            ("error.html", include_str!("../../templates/error.html")),
+            ("login.html", include_str!("../../templates/login.html")),
+            ("classify.html", include_str!("../../templates/classify.html")),
+            ("signup.html", include_str!("../../templates/signup.html")),
+            ("crowdfunding.html", include_str!("../../templates/crowdfunding.html")),
+            ("project.html", include_str!("../../templates/project.html")),
         ] {
             if let Err(err) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %err, "template does not compile");
@@ -219,10 +219,10 @@ pub async fn status(State(gw): State<Arc<Gateway>>, Extension(session): Extensio
 /// `GET /static/{file}`: CSS and JS compiled into the binary.
 pub async fn asset(Path(file): Path<String>) -> Response {
     let (body, content_type) = match file.as_str() {
-        "style.css" => (include_str!("../assets/style.css"), "text/css; charset=utf-8"),
-        "app.js" => (include_str!("../assets/app.js"), "text/javascript; charset=utf-8"),
-        "classify.js" => (include_str!("../assets/classify.js"), "text/javascript; charset=utf-8"),
-        "crowdfunding.js" => (include_str!("../assets/crowdfunding.js"), "text/javascript; charset=utf-8"),
+        "style.css" => (include_str!("../../assets/style.css"), "text/css; charset=utf-8"),
+        "app.js" => (include_str!("../../assets/app.js"), "text/javascript; charset=utf-8"),
+        "classify.js" => (include_str!("../../assets/classify.js"), "text/javascript; charset=utf-8"),
+        "crowdfunding.js" => (include_str!("../../assets/crowdfunding.js"), "text/javascript; charset=utf-8"),
         _ => return kit::Problem::not_found(format!("no asset named {file:?}")).into_response(),
     };
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
@@ -231,7 +231,7 @@ pub async fn asset(Path(file): Path<String>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::edge::Identity;
+    use crate::proxy::edge::Identity;
 
     fn visitor() -> Session {
         Session { user: None, csrf: "token".into() }

@@ -1,4 +1,4 @@
-//! An answer's body that is streamed rather than read whole: larger than the gateway keeps in
+//! A response body that is streamed rather than read whole: larger than the gateway keeps in
 //! memory, chunked, or delimited by the instance closing the connection. It reads from the
 //! connection as the client takes it, and puts the connection back in the pool at its end.
 
@@ -14,13 +14,6 @@ use super::{Conn, SendError, READ_CHUNK};
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE: usize = 4096;
 
-/// Appends `data` as one chunk of a chunked body (RFC 9112 §7.1): its size in hex, the data, CRLF.
-pub fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// A body's next non-empty piece of data, or `None` at its end; trailers, the only other kind of
 /// frame, are not passed on (in either direction).
 pub async fn next_data(body: &mut axum::body::Body) -> Result<Option<Bytes>, axum::Error> {
@@ -35,7 +28,7 @@ pub async fn next_data(body: &mut axum::body::Body) -> Result<Option<Bytes>, axu
     Ok(None)
 }
 
-/// A streamed answer body; see the module's doc.
+/// A streamed response body; see the module's doc.
 pub(super) struct Streaming {
     /// `None` once the body has ended or failed.
     conn: Option<Box<Conn>>,
@@ -212,7 +205,7 @@ fn take(read: &mut BytesMut, left: &mut u64) -> Step {
 }
 
 impl Conn {
-    /// Reads more of the answer into `read`: the number of bytes read, 0 at the end of the stream.
+    /// Reads more of the response into `read`: the number of bytes read, 0 at the end of the stream.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         self.read.reserve(READ_CHUNK);
         loop {

@@ -11,15 +11,16 @@ use kit::circuit_breaker::{BreakerConfig, CircuitBreaker, CircuitState};
 use kit::discovery::{Discovery, Endpoint};
 use serde::Serialize;
 
-use crate::client::Instance;
+use http::HeaderValue;
 
-/// One instance of an upstream as the gateway sees it.
+/// One running process of an upstream, as the gateway sees it.
 #[derive(Debug)]
-pub struct Target {
+pub struct Instance {
     /// Registry instance id.
     pub id: String,
-    /// `host:port`, and the `Host` header naming it.
-    pub instance: Instance,
+    /// `host:port`: where requests go, their `Host` header (so a valid header value), and the
+    /// key of the connection pools.
+    pub address: Arc<str>,
     /// Software version.
     pub version: String,
     /// Whether its `/readyz` answered 200 at the last probe.
@@ -37,7 +38,7 @@ pub struct Upstream {
     pub name: &'static str,
     /// Trips after consecutive failures of the service as a whole.
     pub breaker: CircuitBreaker,
-    targets: RwLock<Arc<Vec<Arc<Target>>>>,
+    instances: RwLock<Arc<Vec<Arc<Instance>>>>,
     next: AtomicUsize,
     requests: AtomicU64,
     errors: AtomicU64,
@@ -60,7 +61,7 @@ impl Upstream {
         Self {
             name,
             breaker: CircuitBreaker::new(breaker),
-            targets: RwLock::new(Arc::new(Vec::new())),
+            instances: RwLock::new(Arc::new(Vec::new())),
             next: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -75,36 +76,36 @@ impl Upstream {
     }
 
     /// The current instances.
-    pub fn targets(&self) -> Arc<Vec<Arc<Target>>> {
-        self.targets.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn instances(&self) -> Arc<Vec<Arc<Instance>>> {
+        self.instances.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Round-robin over ready, non-ejected instances; falls back to any instance
     /// (a stale readiness probe must not make a live service unreachable).
-    pub fn pick(&self, avoid: Option<&str>) -> Option<Arc<Target>> {
-        self.pick_from(&self.targets(), avoid)
+    pub fn pick(&self, avoid: Option<&str>) -> Option<Arc<Instance>> {
+        self.pick_from(&self.instances(), avoid)
     }
 
-    /// [`Upstream::pick`] from a snapshot the caller already holds (see [`Upstream::targets`]).
-    pub fn pick_from(&self, targets: &[Arc<Target>], avoid: Option<&str>) -> Option<Arc<Target>> {
-        if targets.is_empty() {
+    /// [`Upstream::pick`] from a snapshot the caller already holds (see [`Upstream::instances`]).
+    pub fn pick_from(&self, instances: &[Arc<Instance>], avoid: Option<&str>) -> Option<Arc<Instance>> {
+        if instances.is_empty() {
             return None;
         }
         let now = self.now_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let n = targets.len();
-        let usable = |t: &Target| Some(t.id.as_str()) != avoid && t.ejected_until_ms.load(Ordering::Relaxed) <= now;
+        let n = instances.len();
+        let usable = |t: &Instance| Some(t.id.as_str()) != avoid && t.ejected_until_ms.load(Ordering::Relaxed) <= now;
         (0..n)
-            .map(|i| &targets[(start + i) % n])
+            .map(|i| &instances[(start + i) % n])
             .find(|t| usable(t) && t.ready.load(Ordering::Relaxed))
-            .or_else(|| (0..n).map(|i| &targets[(start + i) % n]).find(|t| usable(t)))
-            .or_else(|| (0..n).map(|i| &targets[(start + i) % n]).find(|t| Some(t.id.as_str()) != avoid))
+            .or_else(|| (0..n).map(|i| &instances[(start + i) % n]).find(|t| usable(t)))
+            .or_else(|| (0..n).map(|i| &instances[(start + i) % n]).find(|t| Some(t.id.as_str()) != avoid))
             .cloned()
     }
 
-    /// Stops picking `target` for a while after it refused a connection.
-    pub fn eject(&self, target: &Target, for_: Duration) {
-        target.ejected_until_ms.store(self.now_ms() + for_.as_millis() as u64, Ordering::Relaxed);
+    /// Stops picking `instance` for a while after it refused a connection.
+    pub fn eject(&self, instance: &Instance, for_: Duration) {
+        instance.ejected_until_ms.store(self.now_ms() + for_.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Counts one proxied request and whether it failed.
@@ -115,23 +116,24 @@ impl Upstream {
         }
     }
 
-    fn replace_targets(&self, found: Vec<Endpoint>) {
-        let old = self.targets();
-        let by_id: HashMap<&str, &Arc<Target>> = old.iter().map(|t| (t.id.as_str(), t)).collect();
+    fn replace_instances(&self, found: Vec<Endpoint>) {
+        let old = self.instances();
+        let by_id: HashMap<&str, &Arc<Instance>> = old.iter().map(|t| (t.id.as_str(), t)).collect();
         // An address that cannot be a `Host` header cannot be proxied to: such an instance is left out.
-        let fresh: Vec<Arc<Target>> = found
+        let fresh: Vec<Arc<Instance>> = found
             .into_iter()
             .filter_map(|e| match by_id.get(e.id.as_str()) {
-                Some(existing) if *existing.instance.address == *e.address() => {
+                Some(existing) if *existing.address == *e.address() => {
                     existing.last_heartbeat_ms_ago.store(e.last_heartbeat_ms_ago, Ordering::Relaxed);
                     Some(Arc::clone(existing))
                 }
-                _ => Some(Arc::new(Target {
-                    instance: Instance::new(e.address()).or_else(|| {
-                        // The registry accepts only host:port addresses, so this means a bad record.
-                        tracing::warn!(service = self.name, instance = %e.id, address = e.address(), "instance address cannot be a Host header; not routing to it");
-                        None
-                    })?,
+                _ if HeaderValue::from_str(e.address()).is_err() => {
+                    // The registry accepts only host:port addresses, so this means a bad record.
+                    tracing::warn!(service = self.name, instance = %e.id, address = e.address(), "instance address cannot be a Host header; not routing to it");
+                    None
+                }
+                _ => Some(Arc::new(Instance {
+                    address: e.address().into(),
                     id: e.id,
                     version: e.version,
                     // Trusted until the first probe says otherwise: it just registered.
@@ -141,7 +143,7 @@ impl Upstream {
                 })),
             })
             .collect();
-        *self.targets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        *self.instances.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
         self.refreshed.store(true, Ordering::Relaxed);
     }
 
@@ -169,15 +171,15 @@ impl Upstream {
 
     /// A snapshot for `/api/status` and the pages.
     pub fn status(&self) -> ServiceStatus {
-        let targets = self.targets();
+        let instances = self.instances();
         let rates = *self.rates.read().unwrap_or_else(|p| p.into_inner());
         let circuit = self.breaker.state();
-        let ready = targets.iter().filter(|t| t.ready.load(Ordering::Relaxed)).count();
+        let ready = instances.iter().filter(|t| t.ready.load(Ordering::Relaxed)).count();
         let status = if !self.refreshed.load(Ordering::Relaxed) {
             "unknown"
         } else if ready == 0 || circuit == CircuitState::Open {
             "down"
-        } else if ready < targets.len() || circuit == CircuitState::HalfOpen {
+        } else if ready < instances.len() || circuit == CircuitState::HalfOpen {
             "degraded"
         } else {
             "up"
@@ -188,11 +190,11 @@ impl Upstream {
             circuit: circuit.as_str(),
             requests_per_sec: (rates.rps * 10.0).round() / 10.0,
             error_rate: (rates.error_rate * 1000.0).round() / 1000.0,
-            instances: targets
+            instances: instances
                 .iter()
                 .map(|t| InstanceStatus {
                     id: t.id.clone(),
-                    address: t.instance.address.to_string(),
+                    address: t.address.to_string(),
                     version: t.version.clone(),
                     healthy: t.ready.load(Ordering::Relaxed),
                     last_seen_secs: t.last_heartbeat_ms_ago.load(Ordering::Relaxed) as f64 / 1000.0,
@@ -263,13 +265,13 @@ impl Upstreams {
     pub async fn refresh_once(&self, discovery: &Discovery, http: &reqwest::Client) {
         let rounds = self.all().map(|up| async move {
             match discovery.endpoints(up.name).await {
-                Ok(found) => up.replace_targets(found),
+                Ok(found) => up.replace_instances(found),
                 Err(err) => tracing::warn!(service = up.name, error = %err, "registry lookup failed; keeping the last known instances"),
             }
-            let targets = up.targets();
-            let probes = targets.iter().map(|t| async move {
+            let instances = up.instances();
+            let probes = instances.iter().map(|t| async move {
                 let ok = http
-                    .get(format!("http://{}/readyz", t.instance.address))
+                    .get(format!("http://{}/readyz", t.address))
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success());
@@ -282,5 +284,105 @@ impl Upstreams {
             up.update_rates(Instant::now());
         });
         futures::future::join_all(rounds).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(id: &str, base_url: &str) -> Endpoint {
+        Endpoint { id: id.into(), base_url: base_url.into(), version: "1".into(), last_heartbeat_ms_ago: 0 }
+    }
+
+    /// An upstream with one instance per id, all ready, at ports 1, 2, 3, …
+    fn upstream(ids: &[&str]) -> Upstream {
+        let up = Upstream::new("jokes", BreakerConfig::default(), Instant::now());
+        let found = ids.iter().enumerate().map(|(i, id)| endpoint(id, &format!("http://127.0.0.1:{}", i + 1)));
+        up.replace_instances(found.collect());
+        up
+    }
+
+    fn instance(up: &Upstream, id: &str) -> Arc<Instance> {
+        up.instances().iter().find(|i| i.id == id).cloned().unwrap()
+    }
+
+    /// The ids of `n` picks in a row, avoiding `avoid`.
+    fn picks(up: &Upstream, n: usize, avoid: Option<&str>) -> Vec<String> {
+        (0..n).map(|_| up.pick(avoid).map_or_else(|| "none".into(), |i| i.id.clone())).collect()
+    }
+
+    #[test]
+    fn instances_are_picked_in_turn() {
+        let up = upstream(&["a", "b", "c"]);
+        let picked = picks(&up, 6, None);
+        for id in ["a", "b", "c"] {
+            assert_eq!(picked.iter().filter(|p| *p == id).count(), 2, "{picked:?}");
+        }
+        assert!(picked.windows(2).all(|w| w[0] != w[1]), "{picked:?}");
+    }
+
+    #[test]
+    fn an_instance_that_failed_its_readiness_probe_is_passed_over_while_another_is_ready() {
+        let up = upstream(&["a", "b"]);
+        instance(&up, "a").ready.store(false, Ordering::Relaxed);
+        assert_eq!(picks(&up, 4, None), ["b"; 4]);
+    }
+
+    #[test]
+    fn when_no_instance_is_ready_one_is_picked_all_the_same() {
+        // A stale probe must not make a live service unreachable.
+        let up = upstream(&["a", "b"]);
+        for id in ["a", "b"] {
+            instance(&up, id).ready.store(false, Ordering::Relaxed);
+        }
+        assert!(picks(&up, 4, None).iter().all(|p| p == "a" || p == "b"));
+    }
+
+    #[test]
+    fn an_ejected_instance_is_passed_over_until_its_time_is_up() {
+        let up = upstream(&["a", "b"]);
+        up.eject(&instance(&up, "a"), Duration::from_millis(100));
+        assert_eq!(picks(&up, 4, None), ["b"; 4]);
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(picks(&up, 4, None).contains(&"a".to_string()), "back after its time");
+    }
+
+    #[test]
+    fn an_unready_instance_is_preferred_to_an_ejected_one_and_an_ejected_one_to_none() {
+        let up = upstream(&["a", "b"]);
+        up.eject(&instance(&up, "a"), Duration::from_secs(60));
+        instance(&up, "b").ready.store(false, Ordering::Relaxed);
+        assert_eq!(picks(&up, 3, None), ["b"; 3], "not ready, but not ejected");
+        up.eject(&instance(&up, "b"), Duration::from_secs(60));
+        assert!(picks(&up, 4, None).iter().all(|p| p == "a" || p == "b"), "every one ejected: one all the same");
+    }
+
+    #[test]
+    fn the_instance_to_avoid_is_never_picked_so_with_one_instance_none_is() {
+        let up = upstream(&["a", "b"]);
+        up.eject(&instance(&up, "b"), Duration::from_secs(60));
+        assert_eq!(picks(&up, 3, Some("a")), ["b"; 3], "ejected, but not the one to avoid");
+        let alone = upstream(&["a"]);
+        assert_eq!(picks(&alone, 2, Some("a")), ["none"; 2]);
+        assert_eq!(picks(&upstream(&[]), 1, None), ["none"]);
+    }
+
+    #[test]
+    fn a_refresh_keeps_what_is_known_of_an_instance_and_drops_bad_addresses() {
+        let up = upstream(&["a", "b"]);
+        up.eject(&instance(&up, "a"), Duration::from_secs(60));
+        up.replace_instances(vec![
+            endpoint("a", "http://127.0.0.1:1"),
+            endpoint("c", "http://127.0.0.1:3"),
+            endpoint("bad", "http://127.0.0.1:4\r\nx-injected: 1"),
+        ]);
+        let ids: Vec<String> = up.instances().iter().map(|i| i.id.clone()).collect();
+        assert_eq!(ids, ["a", "c"], "b is gone; an address that cannot be a Host header is left out");
+        assert_eq!(picks(&up, 3, None), ["c"; 3], "a is still ejected");
+        // The same id at a new address is a new instance.
+        up.replace_instances(vec![endpoint("a", "http://127.0.0.1:9")]);
+        assert_eq!(&*instance(&up, "a").address, "127.0.0.1:9");
+        assert_eq!(picks(&up, 1, None), ["a"]);
     }
 }

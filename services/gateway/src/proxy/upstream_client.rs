@@ -1,27 +1,19 @@
-//! The gateway's HTTP/1.1 client to upstream instances: keep-alive connections
-//! pooled per serving thread and instance address, and the exchange written
-//! directly on them.
+//! The gateway's HTTP/1.1 client to upstream instances: keep-alive connections pooled per
+//! server thread and instance address, and the exchange written directly on them.
 //!
-//! Why not hyper's client: counted with callgrind (`bench/gateway-instructions.sh`),
-//! hyper's client connection (its dispatcher, the channel between the request and
-//! the connection, the encoder and a header map built for every answer) was more
-//! than a quarter of the gateway's instructions per proxied request. A gateway thread owns
-//! its connections outright (see `serving`), so here the pool is a thread-local list,
-//! a request goes out as one buffer written once ([`RequestHead`] plus `Host` and the
-//! framing), the answer's head is parsed with `httparse` (the parser hyper itself
-//! uses), its headers kept as the lines the gateway's server writes back ([`HeaderLines`]:
-//! no header map is built for an answer on the gateway's fast path), and a small
-//! answer with a `Content-Length` is read whole and handed on as one buffer. Larger,
-//! chunked or close-delimited bodies are streamed (`body::Streaming`). A connection
-//! goes back to its list the moment its answer has been read to the end.
+//! A server thread owns its connections outright (see `server`), so the pool is a thread-local
+//! list, and a connection goes back to its list the moment its response has been read to the
+//! end. A request goes out as one buffer written once ([`RequestHead`] plus `Host` and the
+//! framing); the response's head is parsed with `httparse` (the parser hyper itself uses), a
+//! small response with a `Content-Length` is read whole and handed on as one buffer, and larger,
+//! chunked or close-delimited bodies are streamed (`body::Streaming`).
 //!
-//! Nothing an instance sends is trusted: a malformed or oversized head, conflicting
-//! lengths or a broken chunked body end the exchange with an error (the proxy answers
-//! 502) and the connection is closed, never reused.
+//! Nothing an instance sends is trusted: a malformed or oversized head, conflicting lengths or a
+//! broken chunked body end the exchange with an error (the proxy responds 502) and the
+//! connection is closed, never reused.
 
 mod body;
 mod head;
-mod header_lines;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -31,13 +23,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderValue, Response};
+use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub use body::{next_data, push_chunk};
-pub use head::{is_hop_by_hop, parse_length, tokens, Framing, RequestHead};
-pub use header_lines::HeaderLines;
+pub use body::next_data;
+pub use head::{Framing, RequestHead};
+
+use crate::proxy::http1::push_chunk;
 
 /// A pooled connection unused for this long is closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,16 +38,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_IDLE_PER_INSTANCE: usize = 512;
 /// How long opening a connection to an instance may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// The longest answer head accepted.
+/// The longest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// An answer with a `Content-Length` up to this is read whole before it is passed on.
+/// An response with a `Content-Length` up to this is read whole before it is passed on.
 const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
 /// How much room a read asks for.
 const READ_CHUNK: usize = 8 * 1024;
 /// A request body is written in pieces of about this size.
 const WRITE_CHUNK: usize = 64 * 1024;
 
-/// Why a request could not be sent or its answer not received.
+/// Why a request could not be sent or its response not received.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// The instance refused or dropped the connection attempt.
@@ -76,11 +69,11 @@ pub enum SendError {
         /// What the operating system said.
         source: std::io::Error,
     },
-    /// The instance closed the connection before its answer was complete.
-    #[error("{0} closed the connection before its answer was complete")]
+    /// The instance closed the connection before its response was complete.
+    #[error("{0} closed the connection before its response was complete")]
     Closed(Arc<str>),
-    /// The instance's answer is not valid HTTP/1.1.
-    #[error("{address} sent a malformed answer: {reason}")]
+    /// The instance's response is not valid HTTP/1.1.
+    #[error("{address} sent a malformed response: {reason}")]
     Malformed {
         /// `host:port` of the instance.
         address: Arc<str>,
@@ -100,59 +93,22 @@ pub enum SendError {
     },
 }
 
-/// One instance to send to.
-#[derive(Debug, Clone)]
-pub struct Instance {
-    /// `host:port`: the `Host` header sent to it, and the key of its connection pool.
-    pub address: Arc<str>,
-}
-
-impl Instance {
-    /// An instance at `address`, or `None` if the address cannot be a `Host` header.
-    pub fn new(address: &str) -> Option<Self> {
-        HeaderValue::from_str(address).ok()?;
-        Some(Self { address: address.into() })
-    }
-}
-
-/// What the gateway answers a proxied request with: the response as the gateway makes it (status,
-/// body, and the headers it sets itself), and the headers of the instance's answer, kept as the
-/// lines they will be written as (empty when the gateway answered itself). Hyper's server needs
-/// one header map: [`Answer::into_response`].
-#[derive(Debug)]
-pub struct Answer {
-    /// Status, body, and the gateway's own headers (none, as the client hands it over).
-    pub response: Response<Body>,
-    /// The instance's headers, less hop-by-hop ones.
-    pub upstream_headers: HeaderLines,
-}
-
-impl Answer {
-    /// One response, the instance's headers merged into the gateway's (the gateway's win).
-    pub fn into_response(self) -> Response<Body> {
-        let mut response = self.response;
-        self.upstream_headers.merge_into(response.headers_mut());
-        response
-    }
-}
-
-impl From<Response<Body>> for Answer {
-    /// An answer the gateway made itself.
-    fn from(response: Response<Body>) -> Self {
-        Self { response, upstream_headers: HeaderLines::default() }
-    }
-}
-
-/// Sends a request (`head`, and `body` framed as `framing` says) to `instance` on a pooled
-/// connection, or a new one; the answer's head, with its body still to be read for large ones.
+/// Sends a request (`head`, and `body` framed as `framing` says) to the instance at `address`
+/// (`host:port`, also sent as the `Host` header: it must be a valid header value) on a pooled
+/// connection, or a new one; the response, its body still to be read for large ones.
 ///
 /// A pooled connection is checked before it is used: one the instance has closed while it sat
 /// idle is dropped. If one is found closed only once the request is written (the instance closed
 /// it meanwhile), a request without a body is sent again on another connection when that is safe:
-/// nothing of the answer arrived, and either the request could not be written or it is idempotent.
-pub async fn send(instance: &Instance, head: &RequestHead, framing: Framing, body: Body) -> Result<Answer, SendError> {
+/// nothing of the response arrived, and either the request could not be written or it is idempotent.
+pub async fn send(
+    address: &Arc<str>,
+    head: &RequestHead,
+    framing: Framing,
+    body: Body,
+) -> Result<Response<Body>, SendError> {
     let mut body = Some(body);
-    while let Some(conn) = checkout(&instance.address) {
+    while let Some(conn) = checkout(address) {
         if conn.is_closed() {
             continue;
         }
@@ -165,7 +121,7 @@ pub async fn send(instance: &Instance, head: &RequestHead, framing: Framing, bod
         }
     }
     // Boxed: opening a connection is rare, and its future would make every request's future larger.
-    let conn = Box::pin(connect(&instance.address)).await?;
+    let conn = Box::pin(connect(address)).await?;
     conn.exchange(head, framing, body.take().unwrap_or_default()).await.map_err(Failed::into_error)
 }
 
@@ -191,11 +147,11 @@ struct Conn {
     /// The instance's address: the `Host` header, and the pool this connection goes back to.
     address: Arc<str>,
     tcp: TcpStream,
-    /// Bytes read from the instance and not yet used (part of the answer being read).
+    /// Bytes read from the instance and not yet used (part of the response being read).
     read: BytesMut,
     /// The request being written: head and body gathered, to go out in as few writes as possible.
     write: Vec<u8>,
-    /// Whether an answer has been read on it before (the instance may have closed it since).
+    /// Whether an response has been read on it before (the instance may have closed it since).
     reused: bool,
 }
 
@@ -207,50 +163,56 @@ impl Conn {
         !matches!(self.tcp.poll_read_ready(&mut cx), Poll::Pending)
     }
 
-    /// Writes the request and reads the answer's head (and a small body whole).
-    async fn exchange(mut self: Box<Self>, head: &RequestHead, framing: Framing, body: Body) -> Result<Answer, Failed> {
+    /// Writes the request and reads the response's head (and a small body whole).
+    async fn exchange(
+        mut self: Box<Self>,
+        head: &RequestHead,
+        framing: Framing,
+        body: Body,
+    ) -> Result<Response<Body>, Failed> {
         let reused = self.reused;
         let bodiless = matches!(framing, Framing::None | Framing::Length(0));
         if let Err(err) = self.write_request(head, framing, body).await {
-            // Nothing of the answer has come: a bodiless request on a reused connection can go again.
+            // Nothing of the response has come: a bodiless request on a reused connection can go again.
             let stale = reused && bodiless && matches!(err, SendError::Io { .. });
             return Err(if stale { Failed::Stale(err) } else { Failed::Fatal(err) });
         }
-        let answer = match self.read_head(head).await {
-            Ok(answer) => answer,
+        let parsed = match self.read_head(head).await {
+            Ok(parsed) => parsed,
             Err((err, nothing_came)) => {
                 let stale = reused && bodiless && nothing_came && head.method().is_idempotent();
                 return Err(if stale { Failed::Stale(err) } else { Failed::Fatal(err) });
             }
         };
         self.reused = true;
-        let mut rest = answer.rest;
-        let body = match answer.body {
+        let mut rest = parsed.rest;
+        let body = match parsed.body {
             // Usually the whole body came with the head: it is passed on as the slice it is.
             head::BodyLength::Length(n) if n <= rest.len() as u64 => {
                 let body = rest.split_to(n as usize);
-                // Bytes beyond the answer were never asked for: such a connection is not trusted again.
-                self.finish(answer.keep_alive && rest.is_empty());
+                // Bytes beyond the response were never asked for: such a connection is not trusted again.
+                self.finish(parsed.keep_alive && rest.is_empty());
                 Body::from(body)
             }
             head::BodyLength::Empty => {
-                self.finish(answer.keep_alive && rest.is_empty());
+                self.finish(parsed.keep_alive && rest.is_empty());
                 Body::empty()
             }
             head::BodyLength::Length(n) if n <= WHOLE_BODY_LIMIT => {
                 self.read.extend_from_slice(&rest);
                 let bytes = self.read_whole(n as usize).await.map_err(Failed::Fatal)?;
-                self.finish(answer.keep_alive);
+                self.finish(parsed.keep_alive);
                 Body::from(bytes)
             }
             length => {
                 self.read.extend_from_slice(&rest);
-                Body::new(body::Streaming::new(self, length, answer.keep_alive))
+                Body::new(body::Streaming::new(self, length, parsed.keep_alive))
             }
         };
         let mut response = Response::new(body);
-        *response.status_mut() = answer.status;
-        Ok(Answer { response, upstream_headers: answer.headers })
+        *response.status_mut() = parsed.status;
+        *response.headers_mut() = parsed.headers;
+        Ok(response)
     }
 
     async fn write_request(&mut self, head: &RequestHead, framing: Framing, body: Body) -> Result<(), SendError> {
@@ -307,17 +269,17 @@ impl Conn {
         Ok(())
     }
 
-    /// Reads until a final answer's head is complete. On failure, also whether nothing at all
+    /// Reads until a final response's head is complete. On failure, also whether nothing at all
     /// had come from the instance.
     async fn read_head(&mut self, request: &RequestHead) -> Result<head::ResponseHead, (SendError, bool)> {
         let mut received = false;
         loop {
             if !self.read.is_empty() {
                 match head::parse_response(&self.read, request.method()) {
-                    Ok(head::Parsed::Complete(answer)) => {
-                        // All of it is in the answer's head and `rest` now.
+                    Ok(head::Parsed::Complete(parsed)) => {
+                        // All of it is in the response's head and `rest` now.
                         self.read.clear();
-                        return Ok(answer);
+                        return Ok(parsed);
                     }
                     Ok(head::Parsed::Interim(len)) => {
                         self.read.advance(len);
@@ -339,7 +301,7 @@ impl Conn {
         }
     }
 
-    /// The next `n` bytes of the answer, read whole.
+    /// The next `n` bytes of the response, read whole.
     async fn read_whole(&mut self, n: usize) -> Result<Bytes, SendError> {
         while self.read.len() < n {
             self.read.reserve(n - self.read.len());
@@ -355,9 +317,9 @@ impl Conn {
         Ok(bytes)
     }
 
-    /// The answer has been read to its end: back to the pool if it may carry another request.
+    /// The response has been read to its end: back to the pool if it may carry another request.
     fn finish(self: Box<Self>, keep_alive: bool) {
-        // Bytes beyond the answer were never asked for: such a connection is not trusted again.
+        // Bytes beyond the response were never asked for: such a connection is not trusted again.
         if keep_alive && self.read.is_empty() {
             checkin(self);
         }
@@ -453,7 +415,7 @@ async fn connect(address: &Arc<str>) -> Result<Box<Conn>, SendError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{Method, StatusCode};
+    use http::{HeaderValue, Method, StatusCode};
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
@@ -466,9 +428,9 @@ mod tests {
         Closed,
     }
 
-    /// An instance that reads each request whole and answers it with `answer` (raw bytes); with
-    /// `close_after`, it closes the connection after each answer.
-    async fn start_instance(answer: &'static [u8], close_after: bool) -> (Instance, mpsc::UnboundedReceiver<Seen>) {
+    /// An instance that reads each request whole and responses it with `response` (raw bytes); with
+    /// `close_after`, it closes the connection after each response.
+    async fn start_instance(response: &'static [u8], close_after: bool) -> (Arc<str>, mpsc::UnboundedReceiver<Seen>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let (events, seen) = mpsc::unbounded_channel();
@@ -480,7 +442,7 @@ mod tests {
                     let mut buf = Vec::new();
                     while let Some(request) = read_request(&mut tcp, &mut buf).await {
                         let _ = events.send(Seen::Request(request));
-                        if tcp.write_all(answer).await.is_err() || close_after {
+                        if tcp.write_all(response).await.is_err() || close_after {
                             break;
                         }
                     }
@@ -488,7 +450,7 @@ mod tests {
                 });
             }
         });
-        (Instance::new(&address).unwrap(), seen)
+        (address.into(), seen)
     }
 
     /// Reads one request (head, and a Content-Length or chunked body) off `tcp`.
@@ -529,8 +491,8 @@ mod tests {
         RequestHead::new(&method, &http::uri::PathAndQuery::from_static(target))
     }
 
-    async fn get(instance: &Instance) -> Result<(StatusCode, String), SendError> {
-        let response = send(instance, &head(Method::GET, "/joke"), Framing::None, Body::empty()).await?.response;
+    async fn get(instance: &Arc<str>) -> Result<(StatusCode, String), SendError> {
+        let response = send(instance, &head(Method::GET, "/joke"), Framing::None, Body::empty()).await?;
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.map_err(SendError::RequestBody)?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
@@ -565,8 +527,8 @@ mod tests {
     async fn the_sweep_lets_go_of_a_connection_the_instance_closed() {
         let (instance, mut seen) = start_instance(OK, true).await;
         assert_eq!(get(&instance).await.unwrap().1, "ok");
-        let idle = || IDLE.with_borrow(|pool| pool.get(&instance.address).map_or(0, VecDeque::len));
-        assert_eq!(idle(), 1, "answered with keep-alive: pooled");
+        let idle = || IDLE.with_borrow(|pool| pool.get(&instance).map_or(0, VecDeque::len));
+        assert_eq!(idle(), 1, "responded with keep-alive: pooled");
         // The instance closes it; once the runtime has seen that, a sweep drops it, idle or not.
         let closed =
             tokio::time::timeout(Duration::from_secs(5), async { while seen.recv().await != Some(Seen::Closed) {} });
@@ -593,9 +555,9 @@ mod tests {
         let (instance, mut seen) = start_instance(OK, false).await;
         let mut post = head(Method::POST, "/projects?x=1");
         post.header(&http::header::CONTENT_TYPE, &HeaderValue::from_static("text/plain"));
-        let answer = send(&instance, &post, Framing::Length(5), Body::from("hello")).await.unwrap();
-        assert_eq!(answer.response.status(), StatusCode::OK);
-        assert_eq!(answer.upstream_headers.get("content-length"), Some(&b"2"[..]));
+        let response = send(&instance, &post, Framing::Length(5), Body::from("hello")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-length"], "2");
         assert_eq!(seen.recv().await, Some(Seen::Opened));
         let Some(Seen::Request(sent)) = seen.recv().await else { panic!("no request") };
         assert!(
@@ -606,7 +568,7 @@ mod tests {
 
         let pieces = futures::stream::iter(["hello", ", world"].map(|s| Ok::<_, std::io::Error>(Bytes::from(s))));
         axum::body::to_bytes(
-            send(&instance, &post, Framing::Chunked, Body::from_stream(pieces)).await.unwrap().response.into_body(),
+            send(&instance, &post, Framing::Chunked, Body::from_stream(pieces)).await.unwrap().into_body(),
             64,
         )
         .await
@@ -622,7 +584,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn chunked_answers_are_decoded_and_their_connection_reused() {
+    async fn chunked_responses_are_decoded_and_their_connection_reused() {
         const CHUNKED: &[u8] =
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n7\r\n, world\r\n0\r\n\r\n";
         let (instance, mut seen) = start_instance(CHUNKED, false).await;
@@ -632,7 +594,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn large_and_close_delimited_answers_are_streamed_whole() {
+    async fn large_and_close_delimited_responses_are_streamed_whole() {
         let content: String = (0..300_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
         let big = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{content}", content.len());
         let (instance, _seen) = start_instance(big.into_bytes().leak(), false).await;
@@ -644,11 +606,11 @@ mod tests {
             start_instance(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end", true).await;
         assert_eq!(get(&instance).await.unwrap().1, "until the end");
         assert_eq!(get(&instance).await.unwrap().1, "until the end");
-        assert_eq!(connections_opened(&mut seen), 2, "a close-delimited answer's connection is not reused");
+        assert_eq!(connections_opened(&mut seen), 2, "a close-delimited response's connection is not reused");
     }
 
     #[tokio::test]
-    async fn malformed_answers_are_errors_and_their_connection_is_dropped() {
+    async fn malformed_responses_are_errors_and_their_connection_is_dropped() {
         let (instance, mut seen) =
             start_instance(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok", false).await;
         let failed = get(&instance).await;

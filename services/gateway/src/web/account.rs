@@ -11,8 +11,8 @@ use axum::{Extension, Form};
 use minijinja::context;
 use serde::Deserialize;
 
-use crate::edge::{Peer, Session, CSRF_COOKIE, SESSION_COOKIE};
-use crate::pages::{render_page, user_name};
+use crate::proxy::edge::{Client, Session, CSRF_COOKIE, SESSION_COOKIE};
+use crate::web::pages::{render_page, user_name};
 use crate::Gateway;
 
 /// The log-in and sign-up forms.
@@ -36,7 +36,7 @@ fn csrf_ok(session: &Session, sent: &str) -> bool {
 }
 
 fn forbidden() -> Response {
-    crate::pages::error_page(
+    crate::web::pages::error_page(
         StatusCode::FORBIDDEN,
         "This form has expired or was not sent by this site. Reload the page and try again.",
     )
@@ -58,14 +58,14 @@ struct AuthCall {
     retry_after: Option<String>,
 }
 
-async fn call_auth(gw: &Gateway, path: &str, peer: &Peer, creds: &Credentials) -> Option<AuthCall> {
-    let target = gw.upstreams.get("auth")?.pick(None)?;
+async fn call_auth(gw: &Gateway, path: &str, client: &Client, creds: &Credentials) -> Option<AuthCall> {
+    let instance = gw.upstreams.get("auth")?.pick(None)?;
     let mut headers = reqwest::header::HeaderMap::new();
     kit::context::inject_current(&mut headers);
-    headers.insert("x-forwarded-for", peer.forwarded_for.clone());
+    headers.insert("x-forwarded-for", client.forwarded_for.clone());
     let resp = gw
         .side
-        .post(format!("http://{}{path}", target.instance.address))
+        .post(format!("http://{}{path}", instance.address))
         .headers(headers)
         .json(&serde_json::json!({ "username": creds.username, "password": creds.password }))
         .send()
@@ -91,9 +91,10 @@ fn logged_in(gw: &Gateway, call: &AuthCall) -> Option<Response> {
     let mut resp = Redirect::to("/").into_response();
     resp.headers_mut().append(header::SET_COOKIE, session_cookie(gw, token, max_age)?);
     // A new CSRF token per session: a token seen before log-in is not reused after it.
-    if let Ok(v) =
-        HeaderValue::from_str(&format!("{CSRF_COOKIE}={}; Path=/; SameSite=Strict", crate::edge::new_csrf_token()))
-    {
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{CSRF_COOKIE}={}; Path=/; SameSite=Strict",
+        crate::proxy::edge::new_csrf_token()
+    )) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     Some(resp)
@@ -112,14 +113,14 @@ fn detail(call: &AuthCall) -> String {
 /// `POST /account/login`.
 pub async fn login(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<Arc<Peer>>,
+    ConnectInfo(client): ConnectInfo<Arc<Client>>,
     Extension(session): Extension<Session>,
     Form(creds): Form<Credentials>,
 ) -> Response {
     if !csrf_ok(&session, &creds.csrf) {
         return forbidden();
     }
-    let Some(call) = call_auth(&gw, "/login", &peer, &creds).await else {
+    let Some(call) = call_auth(&gw, "/login", &client, &creds).await else {
         return form_error(
             "login.html",
             &session,
@@ -130,7 +131,7 @@ pub async fn login(
     };
     match call.status {
         200 => logged_in(&gw, &call).unwrap_or_else(|| {
-            crate::pages::error_page(StatusCode::BAD_GATEWAY, "The sign-in service answered strangely.")
+            crate::web::pages::error_page(StatusCode::BAD_GATEWAY, "The sign-in service answered strangely.")
         }),
         429 => {
             let wait = call.retry_after.clone().unwrap_or_else(|| "a few".into());
@@ -152,14 +153,14 @@ pub async fn login(
 /// `POST /account/signup`: creates the account, then logs in.
 pub async fn signup(
     State(gw): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<Arc<Peer>>,
+    ConnectInfo(client): ConnectInfo<Arc<Client>>,
     Extension(session): Extension<Session>,
     Form(creds): Form<Credentials>,
 ) -> Response {
     if !csrf_ok(&session, &creds.csrf) {
         return forbidden();
     }
-    let Some(call) = call_auth(&gw, "/signup", &peer, &creds).await else {
+    let Some(call) = call_auth(&gw, "/signup", &client, &creds).await else {
         return form_error(
             "signup.html",
             &session,
@@ -172,7 +173,7 @@ pub async fn signup(
         let status = StatusCode::from_u16(call.status).unwrap_or(StatusCode::BAD_GATEWAY);
         return form_error("signup.html", &session, status, &creds.username, &detail(&call));
     }
-    match call_auth(&gw, "/login", &peer, &creds).await {
+    match call_auth(&gw, "/login", &client, &creds).await {
         Some(call) if call.status == 200 => {
             logged_in(&gw, &call).unwrap_or_else(|| Redirect::to("/account/login").into_response())
         }

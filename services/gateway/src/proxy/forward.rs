@@ -1,0 +1,229 @@
+//! Forwarding a request to an instance of its route's upstream: refused at once when the
+//! upstream's circuit is open or the body declares more than the limit; otherwise sent with the
+//! route's deadline and the request's context, and sent once more, to another instance, when
+//! it is idempotent, has no body and its connection failed (nothing else is safe to repeat).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::http::uri::PathAndQuery;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kit::context::RequestContext;
+use kit::Problem;
+
+use crate::proxy::edge::Client;
+use crate::proxy::http1::{is_hop_by_hop, parse_length, tokens};
+use crate::proxy::routes::Route;
+use crate::proxy::upstream_client::{self, Framing, RequestHead, SendError};
+use crate::proxy::upstreams::Instance;
+use crate::Gateway;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The target of a request whose URI has no path (the authority form): the instance's root.
+static ROOT: PathAndQuery = PathAndQuery::from_static("/");
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Forwards `req` (admitted by the edge) on `route`, from `client`; `responded_by` is set to the
+/// instance whose response it is, if any.
+pub async fn forward(
+    gw: &Gateway,
+    route: &'static Route,
+    client: &Client,
+    ctx: &RequestContext,
+    req: Request,
+    responded_by: &mut Option<Arc<Instance>>,
+) -> Response {
+    let Some(upstream) = gw.upstreams.get(route.service) else {
+        return Problem::not_found("no such upstream").into_response();
+    };
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| parse_length(v.as_bytes()));
+    if declared.is_some_and(|n| n > gw.config.body_limit as u64) {
+        upstream.count(false);
+        return too_large(gw.config.body_limit);
+    }
+    let permit = match upstream.breaker.try_acquire() {
+        Ok(permit) => permit,
+        Err(rejected) => {
+            upstream.count(true);
+            let secs = rejected.retry_in.as_secs().max(1).to_string();
+            return Problem::unavailable(format!(
+                "{} is failing and its circuit is open; try again shortly",
+                route.service
+            ))
+            .titled("Service Unavailable")
+            .header(header::RETRY_AFTER, &secs)
+            .into_response();
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let framing = if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        Framing::Chunked
+    } else {
+        declared.map_or(Framing::None, Framing::Length)
+    };
+    let retryable = is_idempotent(&parts.method) && matches!(framing, Framing::None | Framing::Length(0));
+    // One snapshot of the instances for this request (one read of the shared list).
+    let instances = upstream.instances();
+    // A second attempt goes to another instance: with only one, there is nothing to retry on.
+    let attempts = if retryable && instances.len() > 1 { 2 } else { 1 };
+    let head = request_head(&parts, client, ctx);
+    let body =
+        if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, gw.config.body_limit)) };
+    let mut body = Some(body);
+    let mut avoid: Option<String> = None;
+    for attempt in 0..attempts {
+        let Some(instance) = upstream.pick_from(&instances, avoid.as_deref()) else {
+            if attempt > 0 {
+                // The only instance refused the connection: that is the upstream failing.
+                break;
+            }
+            permit.neutral();
+            upstream.count(true);
+            return Problem::unavailable(format!("no instance of {} is available", route.service))
+                .titled("Service Unavailable")
+                .header(header::RETRY_AFTER, "1")
+                .into_response();
+        };
+        let outgoing = body.take().unwrap_or_default();
+        match tokio::time::timeout(route.timeout, upstream_client::send(&instance.address, &head, framing, outgoing))
+            .await
+        {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                let unhealthy = matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+                );
+                if unhealthy {
+                    permit.failure();
+                } else {
+                    permit.success();
+                }
+                upstream.count(status.is_server_error());
+                *responded_by = Some(instance);
+                return response;
+            }
+            // Only bodiless idempotent requests get here with attempts left: safe to send again.
+            Ok(Err(err)) if attempt + 1 < attempts => {
+                tracing::warn!(service = route.service, instance = %instance.id, error = %err, "upstream failed; retrying on another instance");
+                upstream.eject(&instance, Duration::from_secs(2));
+                avoid = Some(instance.id.clone());
+                body = Some(Body::empty());
+            }
+            Ok(Err(err)) => {
+                if is_body_too_large(&err) {
+                    permit.neutral();
+                    upstream.count(false);
+                    return too_large(gw.config.body_limit);
+                }
+                upstream.eject(&instance, Duration::from_secs(2));
+                permit.failure();
+                upstream.count(true);
+                tracing::warn!(service = route.service, instance = %instance.id, error = %err, "upstream request failed");
+                return Problem::new(
+                    StatusCode::BAD_GATEWAY,
+                    "bad-gateway",
+                    format!("{} could not be reached", route.service),
+                )
+                .titled("Bad Gateway")
+                .into_response();
+            }
+            Err(_) => {
+                permit.failure();
+                upstream.count(true);
+                return Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway-timeout",
+                    format!("{} did not answer within {} s", route.service, route.timeout.as_secs_f64()),
+                )
+                .titled("Gateway Timeout")
+                .into_response();
+            }
+        }
+    }
+    // Every attempt failed to connect.
+    permit.failure();
+    upstream.count(true);
+    Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", format!("{} could not be reached", route.service))
+        .titled("Bad Gateway")
+        .into_response()
+}
+
+fn too_large(limit: usize) -> Response {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload-too-large",
+        format!("the request body exceeds the {limit}-byte limit"),
+    )
+    .titled("Payload Too Large")
+    .into_response()
+}
+
+fn is_body_too_large(err: &SendError) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The head sent upstream: the client's method, origin-form target and end-to-end headers, plus
+/// where the request came from (`X-Forwarded-For`) and its context (`x-request-id`, `traceparent`).
+fn request_head(parts: &Parts, client: &Client, ctx: &RequestContext) -> RequestHead {
+    // A client may send the absolute form (RFC 9112 §3.2.2); upstreams get the origin form.
+    let target = parts.uri.path_and_query().unwrap_or(&ROOT);
+    let mut head = RequestHead::new(&parts.method, target);
+    let headers = &parts.headers;
+    // The request's context goes on in the gateway's own headers, not the client's.
+    let context = ctx.propagated();
+    // Headers named in `Connection` are for this hop only. Most requests have none, so the
+    // names are looked for only when there is one (one pass over the headers, no hashing).
+    let listed: Vec<HeaderName> = if headers.keys().any(|name| name == header::CONNECTION) {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| tokens(v.as_bytes()))
+            .filter_map(|name| HeaderName::from_bytes(name).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut prior_forwarded_for = None;
+    for (name, value) in headers {
+        if *name == X_FORWARDED_FOR {
+            prior_forwarded_for = prior_forwarded_for.or(Some(value));
+            continue;
+        }
+        let set_here = matches!(
+            name.as_str(),
+            // `Host` and the framing are the client's to write; `Expect` is answered by this
+            // server, which reads the body before sending it on.
+            "host" | "content-length" | "expect" | "x-forwarded-host" | "x-forwarded-proto"
+        ) || context.iter().any(|(propagated, _)| propagated == name);
+        if !set_here && !is_hop_by_hop(name.as_str()) && !listed.contains(name) {
+            head.header(name, value);
+        }
+    }
+    let forwarded_for = match prior_forwarded_for.and_then(|v| v.to_str().ok()) {
+        Some(prior) => {
+            let ip = client.forwarded_for.to_str().unwrap_or("unknown");
+            HeaderValue::from_str(&format!("{prior}, {ip}")).unwrap_or_else(|_| client.forwarded_for.clone())
+        }
+        None => client.forwarded_for.clone(),
+    };
+    head.header(&X_FORWARDED_FOR, &forwarded_for);
+    for (name, value) in &context {
+        head.header(name, value);
+    }
+    head
+}

@@ -1,0 +1,27 @@
+//! The gateway's own web UI: server-rendered pages, the account forms and the API docs.
+
+pub mod account;
+pub mod docs;
+pub mod pages;
+
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kit::Problem;
+
+/// The fallback handler: a path that is neither a gateway page nor an upstream route
+/// (those never reach the router: see [`serve`]).
+pub async fn not_found(req: Request) -> Response {
+    let wants_html = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html {
+        // A person in a browser gets a page; API clients get problem+json.
+        return pages::error_page(StatusCode::NOT_FOUND, "There is no page at this address.");
+    }
+    Problem::not_found(format!("no route for {} {}", req.method(), req.uri().path()))
+        .titled("Not Found")
+        .into_response()
+}
