@@ -71,9 +71,80 @@ impl ConnectPolicy {
     }
 }
 
+/// A database URL that shows itself with its password replaced by `***` (`Debug` and `Display`), so that a
+/// configuration holding it can be logged whole; [`SecretUrl::expose`] hands the real one to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password, for connecting only: never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// A service's database: where it is and how hard to try reaching it at start.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`; by default the SQLite file `<service>.db` under `DATA_DIR` (default `./data`).
+    pub url: SecretUrl,
+    /// Retries, backoff and pool size (`DB_CONNECT_RETRIES`, `DB_CONNECT_BACKOFF_SECS`, `DB_MAX_CONNECTIONS`).
+    pub connect: ConnectPolicy,
+}
+
+impl DatabaseConfig {
+    /// Reads `DATABASE_URL` (else `DATA_DIR`) and the connect policy; a bad value is an error naming its variable.
+    pub fn from_env<S: Source>(env: &Env<S>, service: &str) -> Result<Self, ConfigError> {
+        let url = match env.string("DATABASE_URL") {
+            Some(url) => url,
+            None => sqlite_url_in(std::path::Path::new(&env.string_or("DATA_DIR", "./data")), service),
+        };
+        Ok(Self { url: SecretUrl::new(url), connect: ConnectPolicy::from_env(env)? })
+    }
+
+    /// The database at `url`, given up on after two retries: for tests.
+    pub fn for_tests(url: impl Into<String>) -> Self {
+        Self { url: SecretUrl::new(url), connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() } }
+    }
+
+    /// Creates a SQLite file's directory (so that a fresh `DATA_DIR` just works), connects with the
+    /// connect policy and applies `migrations`.
+    pub async fn open(&self, migrations: Migrations) -> Result<Database, DbError> {
+        if let Some(dir) = sqlite_dir(self.url.expose()) {
+            tokio::fs::create_dir_all(&dir).await.map_err(|source| DbError::DataDir { path: dir, source })?;
+        }
+        connect(self.url.expose(), migrations, self.connect).await
+    }
+}
+
 /// Database failures at start.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// The directory of a SQLite file could not be created.
+    #[error("cannot create data directory {}: {source}", path.display())]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The URL names no engine we support.
     #[error("unsupported database URL {url}: expected sqlite:// or postgres://")]
     Unsupported {
@@ -254,6 +325,76 @@ impl Database {
     }
 }
 
+/// What differs between the two engines for a store written once, generic over the engine: a
+/// service's `SqlStore<DB: Dialect>` holds its SQL, and an
+/// `enum Store { Sqlite(SqlStore<Sqlite>), Postgres(SqlStore<Postgres>) }` picks the engine at start
+/// (see [`with_engine!`](crate::with_engine)). SQL that differs more than this belongs in the engine's own file.
+pub trait Dialect: sqlx::Database {
+    /// Whether the engine lets one transaction write at a time (SQLite): then the writers of a process
+    /// should take turns on a lock of their own rather than wait in the engine's sleeping busy handler.
+    const ONE_WRITER: bool;
+
+    /// A UUID as the engine stores it: hyphenated text in SQLite, `UUID` in PostgreSQL.
+    type Uuid: From<uuid::Uuid>
+        + Into<uuid::Uuid>
+        + sqlx::Type<Self>
+        + for<'q> sqlx::Encode<'q, Self>
+        + for<'r> sqlx::Decode<'r, Self>
+        + Send
+        + Sync
+        + 'static;
+
+    /// Begins a transaction that will write. On SQLite it begins with `BEGIN IMMEDIATE`, which takes the
+    /// write lock at once (waiting up to the busy timeout) instead of failing with `SQLITE_BUSY` when one
+    /// of its reads has to become a write.
+    fn begin_write(
+        pool: &sqlx::Pool<Self>,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self>, sqlx::Error>> + Send;
+
+    /// How many rows a statement changed (sqlx's query results have no common trait to ask).
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+impl Dialect for sqlx::Sqlite {
+    const ONE_WRITER: bool = true;
+    type Uuid = uuid::fmt::Hyphenated;
+
+    async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, Self>, sqlx::Error> {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+impl Dialect for sqlx::Postgres {
+    const ONE_WRITER: bool = false;
+    type Uuid = uuid::Uuid;
+
+    async fn begin_write(pool: &PgPool) -> Result<sqlx::Transaction<'static, Self>, sqlx::Error> {
+        pool.begin().await
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+}
+
+/// Runs the same code on whichever engine's store an
+/// `enum { Sqlite(SqlStore<Sqlite>), Postgres(SqlStore<Postgres>) }` holds, inside the enum's `impl`:
+/// `with_engine!(self, store => store.ping().await)`. One line per method, where a trait object
+/// would need a boxed future.
+#[macro_export]
+macro_rules! with_engine {
+    ($value:expr, $store:ident => $body:expr) => {
+        match $value {
+            Self::Sqlite($store) => $body,
+            Self::Postgres($store) => $body,
+        }
+    };
+}
+
 /// A boxed future borrowing a transaction, as taken by [`transaction`].
 pub type TxFuture<'t, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 't>>;
 
@@ -283,9 +424,8 @@ pub fn sqlite_url_in(data_dir: &std::path::Path, service: &str) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join(format!("{service}.db")).display())
 }
 
-/// The directory a SQLite URL's file lives in, if it names a file: services
-/// create it at start so that a fresh `DATA_DIR` just works.
-pub fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
+/// The directory a SQLite URL's file lives in, if it names a file.
+fn sqlite_dir(url: &str) -> Option<std::path::PathBuf> {
     let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
@@ -310,6 +450,65 @@ mod tests {
         assert_eq!(sqlite_dir("sqlite:///tmp/x/auth.db?mode=rwc"), Some(std::path::PathBuf::from("/tmp/x")));
         assert_eq!(sqlite_dir("sqlite://auth.db"), None);
         assert_eq!(sqlite_dir("postgres://db/auth"), None);
+    }
+
+    #[test]
+    fn a_database_url_hides_its_password_when_shown() {
+        let url = SecretUrl::new("postgres://app:s3cret@db:5432/projects");
+        assert_eq!(url.to_string(), "postgres://app:***@db:5432/projects");
+        assert_eq!(format!("{url:?}"), "\"postgres://app:***@db:5432/projects\"");
+        assert_eq!(url.expose(), "postgres://app:s3cret@db:5432/projects", "the driver still gets the password");
+        let config = DatabaseConfig::for_tests("postgres://app:s3cret@db/projects");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret") && shown.contains("app:***@db"), "{shown}");
+    }
+
+    #[test]
+    fn the_default_database_is_a_sqlite_file_named_for_the_service_under_the_data_dir() {
+        let config = DatabaseConfig::from_env(&Env::new([("DATA_DIR", "/var/lib/agora")]), "threads").unwrap();
+        assert_eq!(config.url.expose(), "sqlite:///var/lib/agora/threads.db?mode=rwc");
+        let config = DatabaseConfig::from_env(&Env::new([("DATABASE_URL", "postgres://db/x")]), "threads").unwrap();
+        assert_eq!(config.url.expose(), "postgres://db/x");
+        let err = DatabaseConfig::from_env(&Env::new([("DB_MAX_CONNECTIONS", "many")]), "threads").unwrap_err();
+        assert!(err.to_string().contains("DB_MAX_CONNECTIONS"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn opening_a_sqlite_database_creates_its_directory() {
+        static M: Migrator = Migrator::DEFAULT;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("fresh").join("data");
+        let config = DatabaseConfig::for_tests(sqlite_url_in(&dir, "auth"));
+        let db = config.open(Migrations { sqlite: &M, postgres: &M }).await.expect("opens");
+        assert!(dir.join("auth.db").is_file(), "the file is made in a directory that did not exist");
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_directory_that_cannot_be_made_is_named_in_the_error() {
+        static M: Migrator = Migrator::DEFAULT;
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let config = DatabaseConfig::for_tests(sqlite_url_in(&file.join("data"), "auth"));
+        let err = config.open(Migrations { sqlite: &M, postgres: &M }).await.unwrap_err();
+        assert!(matches!(err, DbError::DataDir { .. }), "{err}");
+        assert!(err.to_string().contains("a-file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_keeps_a_uuid_as_the_hyphenated_text_it_always_stored() {
+        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let id = uuid::Uuid::new_v4();
+        let stored: String = sqlx::query_scalar("SELECT $1")
+            .bind(<sqlx::Sqlite as Dialect>::Uuid::from(id))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, id.to_string());
+        let read: <sqlx::Sqlite as Dialect>::Uuid =
+            sqlx::query_scalar("SELECT $1").bind(id.to_string()).fetch_one(&pool).await.unwrap();
+        assert_eq!(uuid::Uuid::from(read), id);
     }
 
     #[tokio::test]

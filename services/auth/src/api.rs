@@ -31,7 +31,7 @@ use crate::tokens::{Jwk, Jwks, Tokens};
 #[derive(Clone)]
 pub struct AppState {
     /// Users and failed logins.
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     /// Signing and verification keys.
     pub tokens: Arc<Tokens>,
     /// Password hashing.
@@ -258,7 +258,7 @@ fn now_ms() -> i64 {
 
 /// Whether `subject` has too many recent failures; how long to wait if so.
 async fn throttled(
-    store: &dyn Store,
+    store: &Store,
     subject: &str,
     max: u32,
     window: Duration,
@@ -290,8 +290,8 @@ async fn login(
     let now = now_ms();
     // Throttle before any password is checked: a throttled guess proves nothing.
     let waits = [
-        throttled(&*state.store, &user_subject, t.max_failures_per_user, t.window, now).await?,
-        throttled(&*state.store, &ip_subject, t.max_failures_per_ip, t.window, now).await?,
+        throttled(&state.store, &user_subject, t.max_failures_per_user, t.window, now).await?,
+        throttled(&state.store, &ip_subject, t.max_failures_per_ip, t.window, now).await?,
     ];
     if let Some(wait) = waits.into_iter().flatten().max() {
         tracing::warn!(%ip, retry_after_secs = wait.as_secs(), "login throttled");

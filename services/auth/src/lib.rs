@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
-use kit::db::{ConnectPolicy, DbError};
+use kit::db::{DatabaseConfig, DbError};
 use kit::http::{readiness_of, service_router, RouterOptions, ServeError};
 use kit::service::Started;
 use kit::Shutdown;
@@ -29,16 +29,14 @@ use crate::tokens::{KeyConfig, KeyError, SigningKeySource, TokenConfig, Tokens};
 pub const DEFAULT_PORT: u16 = 8102;
 
 /// The auth service's configuration.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Common service settings.
     pub service: ServiceConfig,
     /// Where embedded data lives (`DATA_DIR`, default `./data`).
     pub data_dir: PathBuf,
-    /// The database (`DATABASE_URL`, default SQLite `auth.db` under `data_dir`).
-    pub database_url: String,
-    /// How hard to try reaching the database at start (`DB_CONNECT_RETRIES`, …).
-    pub connect: ConnectPolicy,
+    /// The database (`DATABASE_URL`, default SQLite `auth.db` under `DATA_DIR`; `DB_CONNECT_RETRIES`, …).
+    pub database: DatabaseConfig,
     /// Signing and previous keys (`AUTH_SIGNING_KEY[_FILE]`, `AUTH_PREVIOUS_KEYS_FILES`).
     pub keys: KeyConfig,
     /// Issuer, audience and lifetime of tokens (`AUTH_ISSUER`, `AUTH_AUDIENCE`, `AUTH_TOKEN_TTL_SECS`).
@@ -47,21 +45,6 @@ pub struct Config {
     pub passwords: PasswordConfig,
     /// Failed-login throttling (`AUTH_MAX_FAILURES_PER_USER`, `AUTH_MAX_FAILURES_PER_IP`, `AUTH_FAILURE_WINDOW_SECS`).
     pub throttle: ThrottleConfig,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("service", &self.service)
-            .field("data_dir", &self.data_dir)
-            .field("database_url", &kit::db::redact_url(&self.database_url))
-            .field("connect", &self.connect)
-            .field("keys", &self.keys)
-            .field("tokens", &self.tokens)
-            .field("passwords", &self.passwords)
-            .field("throttle", &self.throttle)
-            .finish()
-    }
 }
 
 fn at_least_one(name: &str, value: u64) -> Result<(), ConfigError> {
@@ -79,7 +62,6 @@ impl Config {
     /// Reads the environment.
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
         let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
-        let database_url = env.string("DATABASE_URL").unwrap_or_else(|| kit::db::sqlite_url_in(&data_dir, "auth"));
         let d = ThrottleConfig::default();
         let throttle = ThrottleConfig {
             max_failures_per_user: env.parse_or("AUTH_MAX_FAILURES_PER_USER", d.max_failures_per_user)?,
@@ -93,8 +75,7 @@ impl Config {
             service: ServiceConfig::from_env(env, "auth", DEFAULT_PORT)?,
             keys: KeyConfig::from_env(env, &data_dir)?,
             data_dir,
-            database_url,
-            connect: ConnectPolicy::from_env(env)?,
+            database: DatabaseConfig::from_env(env, "auth")?,
             tokens: TokenConfig::from_env(env)?,
             passwords: PasswordConfig::from_env(env)?,
             throttle,
@@ -107,8 +88,7 @@ impl Config {
         Self {
             service: ServiceConfig::for_tests("auth", None),
             data_dir: std::env::temp_dir(),
-            database_url: database_url.into(),
-            connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() },
+            database: DatabaseConfig::for_tests(database_url),
             keys: KeyConfig { signing: SigningKeySource::Ephemeral, previous: Vec::new() },
             tokens: TokenConfig::default(),
             passwords: PasswordConfig::cheap(),
@@ -120,7 +100,7 @@ impl Config {
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The database is unreachable or its migrations failed.
+    /// The database's directory could not be made, the database is unreachable or its migrations failed.
     #[error(transparent)]
     Db(#[from] DbError),
     /// The signing keys could not be loaded or generated.
@@ -129,14 +109,6 @@ pub enum StartError {
     /// The password hasher could not be set up.
     #[error(transparent)]
     Hash(#[from] HashError),
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// The server could not listen.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -144,17 +116,14 @@ pub enum StartError {
 
 /// Starts the service; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
-    if let Some(dir) = kit::db::sqlite_dir(&config.database_url) {
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir, source })?;
-    }
     let keys = config.keys.clone();
     let token_config = config.tokens.clone();
     let tokens = tokio::task::spawn_blocking(move || Tokens::load(&keys, token_config))
         .await
         .map_err(|e| KeyError::Interrupted(e.to_string()))??;
     tracing::info!(kid = tokens.current_kid(), published = tokens.jwks().keys.len(), "signing keys loaded");
-    let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
-    let store = store::for_database(db.clone());
+    let db = config.database.open(store::MIGRATIONS).await?;
+    let store = Store::new(db.clone());
     let hasher = Hasher::new(config.passwords).await?;
     let state = api::AppState {
         store: store.clone(),
@@ -172,7 +141,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
 }
 
 /// Deletes failures that have left the throttling window, once a minute.
-async fn prune_forever(store: Arc<dyn Store>, window: Duration, shutdown: Shutdown) {
+async fn prune_forever(store: Store, window: Duration, shutdown: Shutdown) {
     let every = Duration::from_secs(60).min(window);
     loop {
         tokio::select! {
@@ -198,7 +167,7 @@ mod tests {
         let env = Env::new([("DATA_DIR", "/var/lib/agora")]);
         let config = Config::from_env(&env).unwrap();
         assert_eq!(config.service.listen.port(), DEFAULT_PORT);
-        assert_eq!(config.database_url, "sqlite:///var/lib/agora/auth.db?mode=rwc");
+        assert_eq!(config.database.url.expose(), "sqlite:///var/lib/agora/auth.db?mode=rwc");
         assert!(matches!(
             &config.keys.signing,
             SigningKeySource::Generated(p) if p == std::path::Path::new("/var/lib/agora/auth-signing-key.pem")

@@ -27,7 +27,7 @@ use crate::threads::{direction_from_wire, type_from_wire, wire_direction, wire_t
 /// What the handlers share.
 pub struct AppState {
     /// Projects, tags and the outbox.
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     /// The threads service.
     pub threads: Arc<Threads>,
     /// Delivers proposals' threads.

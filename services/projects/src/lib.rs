@@ -11,14 +11,13 @@ pub mod outbox;
 pub mod store;
 pub mod threads;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kit::auth::{AuthConfig, KeySource, Verifier};
 use kit::backoff::Backoff;
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
-use kit::db::{ConnectPolicy, DbError};
+use kit::db::{DatabaseConfig, DbError};
 use kit::discovery::Discovery;
 use kit::grpc::GrpcTls;
 use kit::http::{readiness_of, service_router, RouterOptions, ServeError};
@@ -33,14 +32,12 @@ use crate::threads::Threads;
 pub const DEFAULT_PORT: u16 = 8103;
 
 /// The projects service's configuration.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Common service settings (`PEERS=threads=…` fixes the threads instances when there is no registry).
     pub service: ServiceConfig,
-    /// The database (`DATABASE_URL`, default SQLite `projects.db` under `DATA_DIR`).
-    pub database_url: String,
-    /// How hard to try reaching the database at start (`DB_CONNECT_RETRIES`, `DB_CONNECT_BACKOFF_SECS`).
-    pub connect: ConnectPolicy,
+    /// The database (`DATABASE_URL`, default SQLite `projects.db` under `DATA_DIR`; `DB_CONNECT_RETRIES`, …).
+    pub database: DatabaseConfig,
     /// TLS towards the threads service (`GRPC_TLS_CA_FILE`, `GRPC_TLS_DOMAIN`).
     pub tls: GrpcTls,
     /// Deadline of one call to the threads service, retries included (`PROJECTS_THREADS_DEADLINE_MS`).
@@ -57,35 +54,16 @@ pub struct Config {
     pub keys: KeySource,
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("service", &self.service)
-            .field("database_url", &kit::db::redact_url(&self.database_url))
-            .field("connect", &self.connect)
-            .field("tls", &self.tls)
-            .field("threads_deadline", &self.threads_deadline)
-            .field("outbox_interval", &self.outbox_interval)
-            .field("cache_ttl", &self.cache_ttl)
-            .field("cache_capacity", &self.cache_capacity)
-            .field("auth", &self.auth)
-            .finish()
-    }
-}
-
 impl Config {
     /// Reads the environment.
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
         let service = ServiceConfig::from_env(env, "projects", DEFAULT_PORT)?;
-        let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
-        let database_url = env.string("DATABASE_URL").unwrap_or_else(|| kit::db::sqlite_url_in(&data_dir, "projects"));
         let keys = match env.url_opt("AUTH_JWKS_URL", &["http", "https"])? {
             Some(url) => KeySource::Url(url.to_string()),
             None => KeySource::Discovery(Discovery::from_config(&service)),
         };
         Ok(Self {
-            database_url,
-            connect: ConnectPolicy::from_env(env)?,
+            database: DatabaseConfig::from_env(env, "projects")?,
             tls: GrpcTls::from_env(env)?,
             threads_deadline: Duration::from_millis(env.parse_or("PROJECTS_THREADS_DEADLINE_MS", 3000)?),
             outbox_interval: Duration::from_millis(env.parse_or("PROJECTS_OUTBOX_INTERVAL_MS", 1000)?),
@@ -103,8 +81,7 @@ impl Config {
         service.static_peers = vec![(threads::SERVICE.to_string(), threads_url.to_string())];
         Self {
             service,
-            database_url: database_url.into(),
-            connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() },
+            database: DatabaseConfig::for_tests(database_url),
             tls: GrpcTls::none(),
             threads_deadline: Duration::from_secs(10),
             outbox_interval: Duration::from_millis(100),
@@ -119,17 +96,9 @@ impl Config {
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The database is unreachable or its migrations failed.
+    /// The database's directory could not be made, the database is unreachable or its migrations failed.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// The server could not listen.
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -137,11 +106,8 @@ pub enum StartError {
 
 /// Starts the service; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
-    if let Some(dir) = kit::db::sqlite_dir(&config.database_url) {
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir, source })?;
-    }
-    let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
-    let store = store::for_database(db.clone());
+    let db = config.database.open(store::MIGRATIONS).await?;
+    let store = store::Store::new(db.clone());
     // One attempt may take the whole deadline: a vote waits its turn on a busy thread's row lock, and
     // cutting it short would only retry into the same queue. Failed connections are still retried at once.
     let policy =
@@ -171,7 +137,7 @@ mod tests {
     fn defaults_follow_the_spec() {
         let config = Config::from_env(&Env::new([("DATA_DIR", "/var/lib/agora")])).unwrap();
         assert_eq!(config.service.listen.port(), DEFAULT_PORT);
-        assert_eq!(config.database_url, "sqlite:///var/lib/agora/projects.db?mode=rwc");
+        assert_eq!(config.database.url.expose(), "sqlite:///var/lib/agora/projects.db?mode=rwc");
         assert_eq!(config.threads_deadline, Duration::from_secs(3));
         assert!(!config.tls.is_client_tls());
     }

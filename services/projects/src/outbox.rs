@@ -21,7 +21,7 @@ const BATCH: u32 = 200;
 
 /// Delivers outbox rows to the threads service.
 pub struct Relay {
-    store: Arc<dyn Store>,
+    store: Store,
     threads: Arc<Threads>,
     /// Pause between rounds when nothing is due.
     interval: Duration,
@@ -49,7 +49,7 @@ fn to_thread(item: &OutboxItem) -> pb::Thread {
 
 impl Relay {
     /// A relay polling every `interval` and retrying failures with `backoff`.
-    pub fn new(store: Arc<dyn Store>, threads: Arc<Threads>, interval: Duration, backoff: Backoff) -> Self {
+    pub fn new(store: Store, threads: Arc<Threads>, interval: Duration, backoff: Backoff) -> Self {
         Self { store, threads, interval, backoff }
     }
 

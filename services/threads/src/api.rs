@@ -2,8 +2,6 @@
 //! domain rules, runs it against the store, and answers in the wire types;
 //! every refusal becomes a status through [`ThreadsError`].
 
-use std::sync::Arc;
-
 use agora_proto::threads::v1 as pb;
 use agora_proto::threads::v1::threads_server::Threads;
 use tonic::{Request, Response, Status};
@@ -20,7 +18,7 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// The `Threads` service over a store.
 #[derive(Clone)]
 pub struct ThreadsApi {
-    store: Arc<dyn Store>,
+    store: Store,
     votes: Votes,
 }
 
@@ -32,7 +30,7 @@ impl std::fmt::Debug for ThreadsApi {
 
 impl ThreadsApi {
     /// The API over `store`, with at most `vote_queue_limit` votes waiting per thread.
-    pub fn new(store: Arc<dyn Store>, vote_queue_limit: std::num::NonZeroUsize) -> Self {
+    pub fn new(store: Store, vote_queue_limit: std::num::NonZeroUsize) -> Self {
         Self { votes: Votes::new(store.clone(), vote_queue_limit), store }
     }
 

@@ -12,10 +12,9 @@ pub mod store;
 pub mod votes;
 
 use std::num::NonZeroUsize;
-use std::path::PathBuf;
 
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
-use kit::db::{ConnectPolicy, DbError};
+use kit::db::{DatabaseConfig, DbError};
 use kit::grpc::{GrpcServices, GrpcTls};
 use kit::http::ServeError;
 use kit::service::Started;
@@ -25,16 +24,12 @@ use kit::Shutdown;
 pub const DEFAULT_PORT: u16 = 8104;
 
 /// The threads service's configuration.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Config {
     /// Common service settings (`HOST`, `PORT`, `REGISTRY_URL`, …).
     pub service: ServiceConfig,
-    /// Where embedded data lives (`DATA_DIR`, default `./data`).
-    pub data_dir: PathBuf,
-    /// The database (`DATABASE_URL`, default SQLite `threads.db` under `data_dir`).
-    pub database_url: String,
-    /// How hard to try reaching the database at start (`DB_CONNECT_RETRIES`, …).
-    pub connect: ConnectPolicy,
+    /// The database (`DATABASE_URL`, default SQLite `threads.db` under `DATA_DIR`; `DB_CONNECT_RETRIES`, …).
+    pub database: DatabaseConfig,
     /// gRPC TLS (`GRPC_TLS_CERT_FILE`, `GRPC_TLS_KEY_FILE`, `GRPC_TLS_CA_FILE`, `GRPC_TLS_DOMAIN`).
     pub tls: GrpcTls,
     /// How many votes may wait for one thread's next transaction before more are refused
@@ -42,29 +37,12 @@ pub struct Config {
     pub vote_queue_limit: NonZeroUsize,
 }
 
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("service", &self.service)
-            .field("data_dir", &self.data_dir)
-            .field("database_url", &kit::db::redact_url(&self.database_url))
-            .field("connect", &self.connect)
-            .field("tls", &self.tls)
-            .field("vote_queue_limit", &self.vote_queue_limit)
-            .finish()
-    }
-}
-
 impl Config {
     /// Reads the environment; a bad value is an error naming its variable.
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
-        let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
-        let database_url = env.string("DATABASE_URL").unwrap_or_else(|| kit::db::sqlite_url_in(&data_dir, "threads"));
         Ok(Self {
             service: ServiceConfig::from_env(env, "threads", DEFAULT_PORT)?,
-            data_dir,
-            database_url,
-            connect: ConnectPolicy::from_env(env)?,
+            database: DatabaseConfig::from_env(env, "threads")?,
             tls: GrpcTls::from_env(env)?,
             vote_queue_limit: env.parse_or("VOTE_QUEUE_LIMIT", votes::DEFAULT_QUEUE_LIMIT)?,
         })
@@ -74,9 +52,7 @@ impl Config {
     pub fn for_tests(database_url: impl Into<String>) -> Self {
         Self {
             service: ServiceConfig::for_tests("threads", None),
-            data_dir: std::env::temp_dir(),
-            database_url: database_url.into(),
-            connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() },
+            database: DatabaseConfig::for_tests(database_url),
             tls: GrpcTls::none(),
             vote_queue_limit: votes::DEFAULT_QUEUE_LIMIT,
         }
@@ -86,17 +62,9 @@ impl Config {
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The database is unreachable or its migrations failed.
+    /// The database's directory could not be made, the database is unreachable or its migrations failed.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// The data directory could not be created.
-    #[error("cannot create data directory {path}: {source}")]
-    DataDir {
-        /// The directory.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// The server could not listen (or its TLS identity was refused).
     #[error(transparent)]
     Serve(#[from] ServeError),
@@ -104,12 +72,9 @@ pub enum StartError {
 
 /// Connects to (and migrates) the database, then serves gRPC until `shutdown`.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
-    if let Some(dir) = kit::db::sqlite_dir(&config.database_url) {
-        std::fs::create_dir_all(&dir).map_err(|source| StartError::DataDir { path: dir, source })?;
-    }
-    let db = kit::db::connect(&config.database_url, store::MIGRATIONS, config.connect).await?;
+    let db = config.database.open(store::MIGRATIONS).await?;
     tracing::info!(engine = db.engine(), "threads store ready");
-    let store = store::for_database(db.clone());
+    let store = store::Store::new(db.clone());
     let api = api::ThreadsApi::new(store.clone(), config.vote_queue_limit);
     // While the database does not answer, gRPC health says NOT_SERVING (callers go elsewhere).
     let readiness =
@@ -129,7 +94,7 @@ mod tests {
         let config = Config::from_env(&Env::new([("DATA_DIR", "/var/lib/agora")])).unwrap();
         assert_eq!(config.service.name, "threads");
         assert_eq!(config.service.listen.port(), DEFAULT_PORT);
-        assert_eq!(config.database_url, "sqlite:///var/lib/agora/threads.db?mode=rwc");
+        assert_eq!(config.database.url.expose(), "sqlite:///var/lib/agora/threads.db?mode=rwc");
         assert!(!config.tls.is_server_tls() && !config.tls.is_client_tls());
         assert_eq!(config.vote_queue_limit, votes::DEFAULT_QUEUE_LIMIT);
     }

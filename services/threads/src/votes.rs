@@ -42,7 +42,7 @@ type Queues = Arc<Mutex<HashMap<i64, Vec<Pending>>>>;
 /// The per-thread vote queues of this process.
 #[derive(Clone)]
 pub struct Votes {
-    store: Arc<dyn Store>,
+    store: Store,
     /// A thread has an entry while a worker applies its votes; new votes join the entry.
     queues: Queues,
     /// The most votes one thread's entry holds.
@@ -57,7 +57,7 @@ impl std::fmt::Debug for Votes {
 
 impl Votes {
     /// Votes applied through `store`, at most `limit` of them waiting per thread.
-    pub fn new(store: Arc<dyn Store>, limit: NonZeroUsize) -> Self {
+    pub fn new(store: Store, limit: NonZeroUsize) -> Self {
         Self { store, queues: Arc::default(), limit: limit.get() }
     }
 
@@ -92,7 +92,7 @@ impl Votes {
 }
 
 /// Applies the votes queued for `thread_id`, batch after batch, until none is left.
-async fn drain(store: Arc<dyn Store>, queues: Queues, thread_id: i64) {
+async fn drain(store: Store, queues: Queues, thread_id: i64) {
     let mut guard = Worker { queues: queues.clone(), thread_id, batch: Vec::new(), done: false };
     loop {
         guard.batch = {

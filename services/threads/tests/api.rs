@@ -546,7 +546,7 @@ async fn health_says_not_serving_while_the_database_is_unreachable_and_serving_o
 #[tokio::test]
 async fn an_unreachable_database_stops_the_start_with_its_url_but_not_its_password() {
     let mut config = threads::Config::for_tests("postgres://threads:hunter2@127.0.0.1:1/threads");
-    config.connect.max_retries = 0;
+    config.database.connect.max_retries = 0;
     let err = threads::start(config, Shutdown::new()).await.err().expect("no database, no start").to_string();
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");

@@ -1,20 +1,15 @@
-//! Where users and failed logins live: one [`Store`] trait, implemented for
-//! SQLite (the embedded default) and PostgreSQL, each with its own migrations
-//! under `migrations/`.
+//! Where users and failed logins live: one [`Store`] over SQLite (the
+//! embedded default) or PostgreSQL, its SQL written once in [`SqlStore`], each
+//! engine with its own migrations under `migrations/`.
 
-mod postgres;
-mod sqlite;
-
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+mod sql;
 
 use chrono::{DateTime, Utc};
 use kit::db::{Database, Migrations};
 use sqlx::migrate::Migrator;
+use sqlx::{Postgres, Sqlite};
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
@@ -66,40 +61,61 @@ fn taken_or(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// A boxed future returned by [`Store`] methods (object safe, `Send`).
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-/// Users and failed logins.
-pub trait Store: Send + Sync {
-    /// Adds a user; [`StoreError::Taken`] if `username_key` exists.
-    fn create_user<'a>(&'a self, user: &'a User, username_key: &'a str) -> StoreFuture<'a, ()>;
-
-    /// The user whose name has this key.
-    fn user_by_key<'a>(&'a self, username_key: &'a str) -> StoreFuture<'a, Option<User>>;
-
-    /// The user with this id.
-    fn user_by_id(&self, id: uuid::Uuid) -> StoreFuture<'_, Option<User>>;
-
-    /// The `limit` most recent failures of `subject` after `since_ms` (Unix ms).
-    fn recent_failures<'a>(&'a self, subject: &'a str, since_ms: i64, limit: u32) -> StoreFuture<'a, Vec<i64>>;
-
-    /// Records one failure at `at_ms` for each subject, together.
-    fn record_failure<'a>(&'a self, subjects: &'a [String], at_ms: i64) -> StoreFuture<'a, ()>;
-
-    /// Forgets every failure of `subject`.
-    fn clear_failures<'a>(&'a self, subject: &'a str) -> StoreFuture<'a, ()>;
-
-    /// Deletes failures older than `before_ms`; returns how many.
-    fn prune_failures(&self, before_ms: i64) -> StoreFuture<'_, u64>;
-
-    /// Whether the database answers (for `/readyz`).
-    fn ping(&self) -> StoreFuture<'_, ()>;
+/// Users and failed logins, in the engine the service was started with.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// In a SQLite file.
+    Sqlite(SqlStore<Sqlite>),
+    /// In a PostgreSQL database.
+    Postgres(SqlStore<Postgres>),
 }
 
-/// The store for a connected database.
-pub fn for_database(db: Database) -> Arc<dyn Store> {
-    match db {
-        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool)),
-        Database::Postgres(pool) => Arc::new(PostgresStore::new(pool)),
+impl Store {
+    /// The store for a connected, migrated database.
+    pub fn new(db: Database) -> Self {
+        match db {
+            Database::Sqlite(pool) => Self::Sqlite(SqlStore::new(pool)),
+            Database::Postgres(pool) => Self::Postgres(SqlStore::new(pool)),
+        }
+    }
+
+    /// Adds a user; [`StoreError::Taken`] if `username_key` exists.
+    pub async fn create_user(&self, user: &User, username_key: &str) -> Result<(), StoreError> {
+        kit::with_engine!(self, store => store.create_user(user, username_key).await)
+    }
+
+    /// The user whose name has this key.
+    pub async fn user_by_key(&self, username_key: &str) -> Result<Option<User>, StoreError> {
+        kit::with_engine!(self, store => store.user_by_key(username_key).await)
+    }
+
+    /// The user with this id.
+    pub async fn user_by_id(&self, id: uuid::Uuid) -> Result<Option<User>, StoreError> {
+        kit::with_engine!(self, store => store.user_by_id(id).await)
+    }
+
+    /// The `limit` most recent failures of `subject` after `since_ms` (Unix ms).
+    pub async fn recent_failures(&self, subject: &str, since_ms: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
+        kit::with_engine!(self, store => store.recent_failures(subject, since_ms, limit).await)
+    }
+
+    /// Records one failure at `at_ms` for each subject, together.
+    pub async fn record_failure(&self, subjects: &[String], at_ms: i64) -> Result<(), StoreError> {
+        kit::with_engine!(self, store => store.record_failure(subjects, at_ms).await)
+    }
+
+    /// Forgets every failure of `subject`.
+    pub async fn clear_failures(&self, subject: &str) -> Result<(), StoreError> {
+        kit::with_engine!(self, store => store.clear_failures(subject).await)
+    }
+
+    /// Deletes failures older than `before_ms`; returns how many.
+    pub async fn prune_failures(&self, before_ms: i64) -> Result<u64, StoreError> {
+        kit::with_engine!(self, store => store.prune_failures(before_ms).await)
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        kit::with_engine!(self, store => store.ping().await)
     }
 }

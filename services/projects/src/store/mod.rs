@@ -1,20 +1,21 @@
-//! Where projects, tags and the thread outbox live: one [`Store`] trait,
-//! implemented for SQLite (the embedded default) and PostgreSQL, each with its
-//! own migrations under `migrations/`.
+//! Where projects, tags and the thread outbox live: one [`Store`] over SQLite
+//! (the embedded default) or PostgreSQL, its SQL written once in [`SqlStore`]
+//! except for what the engines really do differently ([`EngineSql`]: arrays in
+//! PostgreSQL, loops in SQLite), each engine with its own migrations under
+//! `migrations/`.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use kit::db::{Database, Migrations};
+use kit::db::{Database, Dialect, Migrations};
 use sqlx::migrate::Migrator;
+use sqlx::{Pool, Postgres, Sqlite, Transaction};
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
 
 use crate::domain::{Invalid, ThreadType, ValidProposal};
 
@@ -100,59 +101,115 @@ pub enum StoreError {
     Interrupted(#[from] kit::db::Detached),
 }
 
-/// A boxed future returned by [`Store`] methods (object safe, `Send`).
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+/// Projects, tags and the thread outbox, in the engine the service was started with.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// In a SQLite file.
+    Sqlite(SqlStore<Sqlite>),
+    /// In a PostgreSQL database.
+    Postgres(SqlStore<Postgres>),
+}
 
-/// Projects, tags and the thread outbox.
-pub trait Store: Send + Sync {
+impl Store {
+    /// The store for a connected, migrated database.
+    pub fn new(db: Database) -> Self {
+        match db {
+            Database::Sqlite(pool) => Self::Sqlite(SqlStore::new(pool)),
+            Database::Postgres(pool) => Self::Postgres(SqlStore::new(pool)),
+        }
+    }
+
     /// Stores a project, its tags and one outbox row per problem and solution,
     /// in one transaction: all of it or nothing. Returns the project and its outbox rows.
-    fn propose<'a>(
-        &'a self,
-        proposal: &'a ValidProposal,
-        by: Proposer<'a>,
-    ) -> StoreFuture<'a, (Project, Vec<OutboxItem>)>;
+    pub async fn propose(
+        &self,
+        proposal: &ValidProposal,
+        by: Proposer<'_>,
+    ) -> Result<(Project, Vec<OutboxItem>), StoreError> {
+        kit::with_engine!(self, store => store.propose(proposal, by).await)
+    }
 
     /// Projects newest first, those older than `before` (a project id) if given.
-    fn list(&self, limit: u32, before: Option<i64>) -> StoreFuture<'_, Vec<Project>>;
+    pub async fn list(&self, limit: u32, before: Option<i64>) -> Result<Vec<Project>, StoreError> {
+        kit::with_engine!(self, store => store.list(limit, before).await)
+    }
 
     /// One project.
-    fn get(&self, project_id: i64) -> StoreFuture<'_, Option<Project>>;
+    pub async fn get(&self, project_id: i64) -> Result<Option<Project>, StoreError> {
+        kit::with_engine!(self, store => store.get(project_id).await)
+    }
 
     /// Removes then adds tags atomically, checking the limits on the result; returns the new list.
     /// Only the project's author (`by`) may change them.
-    fn update_tags<'a>(
-        &'a self,
+    pub async fn update_tags(
+        &self,
         project_id: i64,
-        by: &'a str,
-        add: &'a [String],
-        remove: &'a [String],
-    ) -> StoreFuture<'a, Vec<String>>;
+        by: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        kit::with_engine!(self, store => store.update_tags(project_id, by, add, remove).await)
+    }
 
     /// Outbox rows whose next attempt is due, oldest first.
-    fn due_outbox(&self, now: DateTime<Utc>, limit: u32) -> StoreFuture<'_, Vec<OutboxItem>>;
+    pub async fn due_outbox(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+        kit::with_engine!(self, store => store.due_outbox(now, limit).await)
+    }
 
     /// Deletes delivered outbox rows.
-    fn outbox_delivered<'a>(&'a self, outbox_ids: &'a [i64]) -> StoreFuture<'a, ()>;
+    pub async fn outbox_delivered(&self, outbox_ids: &[i64]) -> Result<(), StoreError> {
+        kit::with_engine!(self, store => store.outbox_delivered(outbox_ids).await)
+    }
 
     /// Records a failed delivery and when to try again.
-    fn outbox_failed<'a>(
-        &'a self,
-        outbox_ids: &'a [i64],
-        error: &'a str,
+    pub async fn outbox_failed(
+        &self,
+        outbox_ids: &[i64],
+        error: &str,
         next_attempt_at: DateTime<Utc>,
-    ) -> StoreFuture<'a, ()>;
+    ) -> Result<(), StoreError> {
+        kit::with_engine!(self, store => store.outbox_failed(outbox_ids, error, next_attempt_at).await)
+    }
 
     /// Whether the database answers (`/readyz`).
-    fn ping(&self) -> StoreFuture<'_, ()>;
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        kit::with_engine!(self, store => store.ping().await)
+    }
 }
 
-/// The store for a connected database.
-pub fn for_database(db: Database) -> Arc<dyn Store> {
-    match db {
-        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool)),
-        Database::Postgres(pool) => Arc::new(PostgresStore::new(pool)),
-    }
+/// The statements whose SQL differs between the engines: PostgreSQL takes a
+/// whole list in one statement (arrays), SQLite has no arrays and loops.
+pub trait EngineSql: Dialect {
+    /// A subquery of a project's tags (of the project aliased `p`), in the order they were added.
+    const TAGS: &'static str;
+
+    /// Reads the column [`EngineSql::TAGS`] was selected as.
+    fn tags_from(row: &Self::Row, column: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Adds `tags` to a project, in order.
+    fn insert_tags(
+        tx: &mut Transaction<'static, Self>,
+        project_id: i64,
+        tags: &[&str],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes `tags` from a project.
+    fn delete_tags(
+        tx: &mut Transaction<'static, Self>,
+        project_id: i64,
+        tags: &[&str],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes outbox rows, together.
+    fn delete_outbox(pool: &Pool<Self>, outbox_ids: &[i64]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Counts a failed attempt of outbox rows, together, and sets their next one (Unix ms).
+    fn outbox_retry_at(
+        pool: &Pool<Self>,
+        outbox_ids: &[i64],
+        error: &str,
+        next_attempt_ms: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// The outbox key of a proposal's `index`-th problem or solution.
@@ -166,14 +223,6 @@ fn outbox_rows(project_id: i64, proposal: &ValidProposal) -> Vec<(ThreadType, &s
     let solutions = proposal.solutions.iter().enumerate().map(|(i, m)| (ThreadType::Solution, i, m));
     problems.chain(solutions).map(|(kind, i, m)| (kind, m.as_str(), outbox_key(project_id, kind, i))).collect()
 }
-
-/// Columns every project query selects, with the tags aggregated by the engine's own function.
-const PROJECT_COLUMNS: &str = "p.project_id, p.project_name, p.tagline, p.author, p.author_name, p.created_at, \
-     (SELECT COUNT(*) FROM thread_outbox o WHERE o.project_id = p.project_id) AS pending_threads";
-
-/// Outbox columns, in [`OutboxItem`]'s order.
-const OUTBOX_COLUMNS: &str =
-    "outbox_id, project_id, thread_type, message, author, author_name, idempotency_key, attempts";
 
 fn thread_type(raw: &str) -> Result<ThreadType, StoreError> {
     ThreadType::parse(raw).ok_or_else(|| StoreError::Corrupt(format!("unknown thread type {raw:?} in the outbox")))

@@ -1,240 +1,74 @@
-//! [`Store`] on PostgreSQL: tags aggregated with `array_agg`, the row of a
-//! project locked while its tags change.
+//! [`EngineSql`] on PostgreSQL: tags aggregated with `array_agg`, every list
+//! sent as one array in one statement.
 
-use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Row};
+use sqlx::{Pool, Postgres, Row, Transaction};
 
-use super::{
-    outbox_rows, thread_type, OutboxItem, Project, Proposer, Store, StoreError, StoreFuture, OUTBOX_COLUMNS,
-    PROJECT_COLUMNS,
-};
-use crate::domain::{self, ValidProposal};
+use super::{EngineSql, StoreError};
 
-/// Projects in a PostgreSQL database.
-#[derive(Debug, Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-}
+impl EngineSql for Postgres {
+    const TAGS: &'static str =
+        "COALESCE((SELECT array_agg(t.tag ORDER BY t.tag_id) FROM tags t WHERE t.project_id = p.project_id), '{}')";
 
-impl PostgresStore {
-    /// A store over a migrated pool.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
-    }
-}
-
-fn select_projects() -> String {
-    format!(
-        "SELECT {PROJECT_COLUMNS}, \
-         COALESCE((SELECT array_agg(t.tag ORDER BY t.tag_id) FROM tags t WHERE t.project_id = p.project_id), '{{}}') AS tags \
-         FROM projects p"
-    )
-}
-
-fn project_from(row: &PgRow) -> Result<Project, StoreError> {
-    Ok(Project {
-        project_id: row.try_get("project_id")?,
-        project_name: row.try_get("project_name")?,
-        tagline: row.try_get("tagline")?,
-        tags: row.try_get("tags")?,
-        author: row.try_get("author")?,
-        author_name: row.try_get("author_name")?,
-        created_at: row.try_get("created_at")?,
-        pending_threads: row.try_get("pending_threads")?,
-    })
-}
-
-fn outbox_from(row: &PgRow) -> Result<OutboxItem, StoreError> {
-    let kind: String = row.try_get("thread_type")?;
-    Ok(OutboxItem {
-        outbox_id: row.try_get("outbox_id")?,
-        project_id: row.try_get("project_id")?,
-        thread_type: thread_type(&kind)?,
-        message: row.try_get("message")?,
-        author: row.try_get("author")?,
-        author_name: row.try_get("author_name")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        attempts: row.try_get("attempts")?,
-    })
-}
-
-impl Store for PostgresStore {
-    fn propose<'a>(
-        &'a self,
-        proposal: &'a ValidProposal,
-        by: Proposer<'a>,
-    ) -> StoreFuture<'a, (Project, Vec<OutboxItem>)> {
-        Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            let project_id: i64 = sqlx::query_scalar(
-                "INSERT INTO projects (project_name, tagline, author, author_name, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING project_id",
-            )
-            .bind(&proposal.project_name)
-            .bind(&proposal.tagline)
-            .bind(by.id)
-            .bind(by.name)
-            .bind(by.at)
-            .fetch_one(&mut *tx)
-            .await?;
-            if !proposal.tags.is_empty() {
-                sqlx::query("INSERT INTO tags (project_id, tag) SELECT $1, tag FROM UNNEST($2::text[]) AS tag")
-                    .bind(project_id)
-                    .bind(&proposal.tags)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let mut outbox = Vec::new();
-            for (thread_type, message, idempotency_key) in outbox_rows(project_id, proposal) {
-                let outbox_id: i64 = sqlx::query_scalar(
-                    "INSERT INTO thread_outbox \
-                     (project_id, thread_type, message, author, author_name, idempotency_key, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING outbox_id",
-                )
-                .bind(project_id)
-                .bind(thread_type.as_str())
-                .bind(message)
-                .bind(by.id)
-                .bind(by.name)
-                .bind(&idempotency_key)
-                .bind(by.at.timestamp_millis())
-                .fetch_one(&mut *tx)
-                .await?;
-                outbox.push(OutboxItem {
-                    outbox_id,
-                    project_id,
-                    thread_type,
-                    message: message.to_string(),
-                    author: by.id.to_string(),
-                    author_name: by.name.to_string(),
-                    idempotency_key,
-                    attempts: 0,
-                });
-            }
-            tx.commit().await?;
-            let project = Project {
-                project_id,
-                project_name: proposal.project_name.clone(),
-                tagline: proposal.tagline.clone(),
-                tags: proposal.tags.clone(),
-                author: by.id.to_string(),
-                author_name: by.name.to_string(),
-                created_at: by.at,
-                pending_threads: i64::try_from(outbox.len()).unwrap_or(i64::MAX),
-            };
-            Ok((project, outbox))
-        })
+    fn tags_from(row: &PgRow, column: &str) -> Result<Vec<String>, StoreError> {
+        Ok(row.try_get(column)?)
     }
 
-    fn list(&self, limit: u32, before: Option<i64>) -> StoreFuture<'_, Vec<Project>> {
-        Box::pin(async move {
-            let sql = format!("{} WHERE p.project_id < $1 ORDER BY p.project_id DESC LIMIT $2", select_projects());
-            let rows =
-                sqlx::query(&sql).bind(before.unwrap_or(i64::MAX)).bind(i64::from(limit)).fetch_all(&self.pool).await?;
-            rows.iter().map(project_from).collect()
-        })
-    }
-
-    fn get(&self, project_id: i64) -> StoreFuture<'_, Option<Project>> {
-        Box::pin(async move {
-            let sql = format!("{} WHERE p.project_id = $1", select_projects());
-            let row = sqlx::query(&sql).bind(project_id).fetch_optional(&self.pool).await?;
-            row.as_ref().map(project_from).transpose()
-        })
-    }
-
-    fn update_tags<'a>(
-        &'a self,
+    async fn insert_tags(
+        tx: &mut Transaction<'static, Postgres>,
         project_id: i64,
-        by: &'a str,
-        add: &'a [String],
-        remove: &'a [String],
-    ) -> StoreFuture<'a, Vec<String>> {
-        Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            // Locks the project's row: concurrent tag changes of one project take turns.
-            let author: Option<String> =
-                sqlx::query_scalar("UPDATE projects SET updated_at = $2 WHERE project_id = $1 RETURNING author")
-                    .bind(project_id)
-                    .bind(Utc::now())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            match author {
-                None => return Err(StoreError::NotFound(project_id)),
-                Some(author) if author != by => return Err(StoreError::NotAuthor(project_id)),
-                Some(_) => {}
-            }
-            let current: Vec<String> = sqlx::query_scalar("SELECT tag FROM tags WHERE project_id = $1 ORDER BY tag_id")
-                .bind(project_id)
-                .fetch_all(&mut *tx)
-                .await?;
-            let next = domain::apply_tags(&current, add, remove)?;
-            let gone: Vec<&String> = current.iter().filter(|t| !next.contains(t)).collect();
-            let new: Vec<&String> = next.iter().filter(|t| !current.contains(t)).collect();
-            sqlx::query("DELETE FROM tags WHERE project_id = $1 AND tag = ANY($2::text[])")
-                .bind(project_id)
-                .bind(gone)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO tags (project_id, tag) SELECT $1, tag FROM UNNEST($2::text[]) WITH ORDINALITY AS t(tag, n) \
-                 ORDER BY n",
-            )
+        tags: &[&str],
+    ) -> Result<(), StoreError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO tags (project_id, tag) SELECT $1, tag FROM UNNEST($2::text[]) WITH ORDINALITY AS t(tag, n) \
+             ORDER BY n",
+        )
+        .bind(project_id)
+        .bind(tags)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_tags(
+        tx: &mut Transaction<'static, Postgres>,
+        project_id: i64,
+        tags: &[&str],
+    ) -> Result<(), StoreError> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM tags WHERE project_id = $1 AND tag = ANY($2::text[])")
             .bind(project_id)
-            .bind(new)
-            .execute(&mut *tx)
+            .bind(tags)
+            .execute(&mut **tx)
             .await?;
-            tx.commit().await?;
-            Ok(next)
-        })
+        Ok(())
     }
 
-    fn due_outbox(&self, now: DateTime<Utc>, limit: u32) -> StoreFuture<'_, Vec<OutboxItem>> {
-        Box::pin(async move {
-            let sql = format!(
-                "SELECT {OUTBOX_COLUMNS} FROM thread_outbox WHERE next_attempt_at <= $1 ORDER BY outbox_id LIMIT $2"
-            );
-            let rows =
-                sqlx::query(&sql).bind(now.timestamp_millis()).bind(i64::from(limit)).fetch_all(&self.pool).await?;
-            rows.iter().map(outbox_from).collect()
-        })
+    async fn delete_outbox(pool: &Pool<Postgres>, outbox_ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM thread_outbox WHERE outbox_id = ANY($1)").bind(outbox_ids).execute(pool).await?;
+        Ok(())
     }
 
-    fn outbox_delivered<'a>(&'a self, outbox_ids: &'a [i64]) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            sqlx::query("DELETE FROM thread_outbox WHERE outbox_id = ANY($1)")
-                .bind(outbox_ids)
-                .execute(&self.pool)
-                .await?;
-            Ok(())
-        })
-    }
-
-    fn outbox_failed<'a>(
-        &'a self,
-        outbox_ids: &'a [i64],
-        error: &'a str,
-        next_attempt_at: DateTime<Utc>,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            sqlx::query(
-                "UPDATE thread_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 \
-                 WHERE outbox_id = ANY($1)",
-            )
-            .bind(outbox_ids)
-            .bind(error)
-            .bind(next_attempt_at.timestamp_millis())
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        })
-    }
-
-    fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            sqlx::query("SELECT 1").execute(&self.pool).await?;
-            Ok(())
-        })
+    async fn outbox_retry_at(
+        pool: &Pool<Postgres>,
+        outbox_ids: &[i64],
+        error: &str,
+        next_attempt_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE thread_outbox SET attempts = attempts + 1, last_error = $2, next_attempt_at = $3 \
+             WHERE outbox_id = ANY($1)",
+        )
+        .bind(outbox_ids)
+        .bind(error)
+        .bind(next_attempt_ms)
+        .execute(pool)
+        .await?;
+        Ok(())
     }
 }

@@ -1,6 +1,6 @@
-//! Where threads and votes live: one [`Store`] trait, implemented for SQLite
-//! (the embedded default) and PostgreSQL, each with its own migrations under
-//! `migrations/`.
+//! Where threads and votes live: one [`Store`] over SQLite (the embedded
+//! default) or PostgreSQL, its SQL written once in [`SqlStore`], each engine
+//! with its own migrations under `migrations/`.
 //!
 //! Two rules are the database's to keep, whatever the concurrency:
 //! * a transaction of votes locks their thread's row with its first statement
@@ -9,18 +9,13 @@
 //! * a creation with an idempotency key relies on the key's unique index, so
 //!   two racing creations make one thread.
 
-mod postgres;
-mod sqlite;
-
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+mod sql;
 
 use kit::db::{Database, Migrations};
 use sqlx::migrate::Migrator;
+use sqlx::{Postgres, Sqlite};
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sql::SqlStore;
 
 use crate::domain::{Ballot, Change, Direction, NewThread, Tally, Thread, ThreadType};
 use crate::error::ThreadsError;
@@ -31,37 +26,50 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// The threads service's migrations, embedded in the binary.
 pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-/// A boxed future returned by [`Store`] methods (object safe, `Send`).
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ThreadsError>> + Send + 'a>>;
+/// Threads and votes, in the engine the service was started with.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// In a SQLite file.
+    Sqlite(SqlStore<Sqlite>),
+    /// In a PostgreSQL database.
+    Postgres(SqlStore<Postgres>),
+}
 
-/// Threads and votes.
-pub trait Store: Send + Sync {
+impl Store {
+    /// The store for a connected, migrated database.
+    pub fn new(db: Database) -> Self {
+        match db {
+            Database::Sqlite(pool) => Self::Sqlite(SqlStore::new(pool)),
+            Database::Postgres(pool) => Self::Postgres(SqlStore::new(pool)),
+        }
+    }
+
     /// The first `limit` threads of a project by id (oldest first), with
     /// `voter`'s vote on each when given. An unknown project has none.
-    fn project_threads<'a>(
-        &'a self,
+    pub async fn project_threads(
+        &self,
         project_id: i64,
         limit: u32,
-        voter: Option<&'a str>,
-    ) -> StoreFuture<'a, Vec<Thread>>;
+        voter: Option<&str>,
+    ) -> Result<Vec<Thread>, ThreadsError> {
+        kit::with_engine!(self, store => store.project_threads(project_id, limit, voter).await)
+    }
 
     /// Applies every change in one transaction (all or nothing) and returns
     /// the threads as stored, in the same order.
-    fn apply<'a>(&'a self, changes: &'a [Change]) -> StoreFuture<'a, Vec<Thread>>;
+    pub async fn apply(&self, changes: &[Change]) -> Result<Vec<Thread>, ThreadsError> {
+        kit::with_engine!(self, store => store.apply(changes).await)
+    }
 
     /// Applies votes on one thread in one transaction, in order (a voter may
     /// appear twice), and returns the counts right after each of them.
-    fn vote<'a>(&'a self, thread_id: i64, ballots: &'a [Ballot]) -> StoreFuture<'a, Vec<Tally>>;
+    pub async fn vote(&self, thread_id: i64, ballots: &[Ballot]) -> Result<Vec<Tally>, ThreadsError> {
+        kit::with_engine!(self, store => store.vote(thread_id, ballots).await)
+    }
 
     /// Whether the database answers.
-    fn ping(&self) -> StoreFuture<'_, ()>;
-}
-
-/// The store for a connected database.
-pub fn for_database(db: Database) -> Arc<dyn Store> {
-    match db {
-        Database::Sqlite(pool) => Arc::new(SqliteStore::new(pool)),
-        Database::Postgres(pool) => Arc::new(PostgresStore::new(pool)),
+    pub async fn ping(&self) -> Result<(), ThreadsError> {
+        kit::with_engine!(self, store => store.ping().await)
     }
 }
 
