@@ -1,8 +1,11 @@
 //! gRPC support: TLS settings from the environment, channels, how statuses
-//! count for the peer client, and a server that serves health, reflection and
-//! metrics, registers as `grpc`, and turns NOT_SERVING before it stops.
+//! count for the peer client, `GrpcPeer` over them, and a server that serves
+//! health, reflection and metrics, registers as `grpc`, and turns NOT_SERVING
+//! before it stops.
 //! (The end-to-end TLS test lives with the threads service.)
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,9 +13,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post, put};
 use axum::{Json, Router};
+use kit::backoff::Backoff;
 use kit::config::{Env, ServiceConfig};
-use kit::grpc::{attempt_error, channel, start_grpc, GrpcServices, GrpcTls};
-use kit::peer::AttemptError;
+use kit::discovery::Discovery;
+use kit::grpc::{attempt_error, channel, start_grpc, GrpcPeer, GrpcServices, GrpcTls};
+use kit::peer::{AttemptError, CallPolicy, PeerError};
 use kit::test_support::eventually;
 use kit::Shutdown;
 use serde_json::{json, Value};
@@ -248,5 +253,60 @@ async fn reflection_lists_what_is_served() {
         names,
         ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
     );
+    shutdown.cancel();
+}
+
+/// Asks the health of `service` through `peer`, counting each attempt in `attempts`.
+async fn health_through(
+    peer: &GrpcPeer,
+    service: &'static str,
+    attempts: &AtomicUsize,
+) -> Result<ServingStatus, PeerError<tonic::Status>> {
+    let answer = peer
+        .call(true, |channel| async move {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await
+        })
+        .await?;
+    Ok(answer.status())
+}
+
+#[tokio::test]
+async fn a_grpc_peer_retries_a_dead_instance_on_a_live_one_and_returns_answers_as_they_are() {
+    let shutdown = Shutdown::new();
+    let config = ServiceConfig::for_tests("probe", None);
+    let started = start_grpc(&config, GrpcServices::new(), &GrpcTls::none(), &[], shutdown.clone()).await.unwrap();
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let instances = Arc::new(HashMap::from([
+        ("probe".to_string(), vec![dead, started.url()]),
+        ("live".to_string(), vec![started.url()]),
+        ("nowhere".to_string(), vec!["ftp://127.0.0.1:1".to_string()]),
+    ]));
+    let peer = |service: &str| {
+        let backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(5));
+        let policy = CallPolicy { backoff, ..CallPolicy::default() };
+        GrpcPeer::new(service, Discovery::Static(instances.clone()), policy, GrpcTls::none())
+    };
+    let attempts = AtomicUsize::new(0);
+    let check = |peer, service| health_through(peer, service, &attempts);
+
+    // Whichever instance round-robin starts with, the live one answers.
+    let probe = peer("probe");
+    for _ in 0..2 {
+        assert_eq!(check(&probe, "").await.unwrap(), ServingStatus::Serving);
+    }
+    let live = peer("live");
+    attempts.store(0, Ordering::SeqCst);
+    let refused = check(&live, "no.such.Service").await.unwrap_err();
+    assert!(matches!(&refused, PeerError::Answered(status) if status.code() == Code::NotFound), "{refused}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "an answer is not retried");
+
+    // An instance whose URL cannot be a channel is unavailable, named in the error.
+    let err = check(&peer("nowhere"), "").await.unwrap_err();
+    assert!(matches!(&err, PeerError::Failed { error, .. } if error.code() == Code::Unavailable), "{err}");
+    assert!(err.to_string().contains("ftp://127.0.0.1:1"), "{err}");
     shutdown.cancel();
 }

@@ -1,5 +1,5 @@
-//! The resilient peer client: balancing, retries only for idempotent calls,
-//! a breaker per instance, and the trace carried to the peer.
+//! The resilient peer client: balancing, retries only for idempotent calls and
+//! within a budget, a breaker per instance, and the trace carried to the peer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use kit::config::ServiceConfig;
 use kit::context::RequestContext;
 use kit::discovery::{Discovery, Endpoint};
 use kit::http::{service_router, RouterOptions};
-use kit::peer::{AttemptError, CallPolicy, Peer, PeerError};
+use kit::peer::{AttemptError, CallPolicy, Peer, PeerError, RetryBudget};
 use kit::service::start_http;
 use kit::Shutdown;
 
@@ -45,6 +45,7 @@ fn peer(urls: Vec<String>) -> Peer {
         deadline: Duration::from_secs(3),
         per_try: Duration::from_secs(1),
         max_attempts: 3,
+        retry_budget: RetryBudget::default(),
         backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(20)),
         breaker: BreakerConfig {
             failure_threshold: 2,
@@ -118,4 +119,43 @@ async fn a_peer_with_no_instances_is_reported_by_name() {
     let peer = peer(vec![]);
     let err = peer.call(true, |e| async move { Ok::<_, AttemptError<String>>(e) }).await.unwrap_err();
     assert!(err.to_string().contains("no instance of echo"), "{err}");
+}
+
+#[tokio::test]
+async fn under_a_failing_peer_retries_stop_when_the_budget_is_spent() {
+    let discovery = Discovery::Static(Arc::new(HashMap::from([("echo".to_string(), vec![dead_url()])])));
+    // One retry a second for 10 s (a floor of 10), plus one for every five calls. (Nothing leaves
+    // the 10 s window while this test runs: it takes milliseconds.)
+    let budget = RetryBudget { window: Duration::from_secs(10), min_per_sec: 1, ratio: 0.2 };
+    let policy = CallPolicy {
+        max_attempts: 3,
+        retry_budget: budget,
+        backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
+        // The breaker would cut the calls off first: this test is about the budget alone.
+        breaker: BreakerConfig { failure_threshold: u32::MAX, ..BreakerConfig::default() },
+        ..CallPolicy::default()
+    };
+    let peer = Peer::new("echo", discovery, policy);
+    let attempts = &AtomicUsize::new(0);
+    let failing_call = || {
+        peer.call(true, |_| async {
+            attempts.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(AttemptError::Unhealthy("503".to_string()))
+        })
+    };
+    let attempts_of = |calls: usize| async move {
+        let before = attempts.load(Ordering::SeqCst);
+        for _ in 0..calls {
+            assert!(matches!(failing_call().await, Err(PeerError::Failed { .. })));
+        }
+        attempts.load(Ordering::SeqCst) - before
+    };
+
+    assert_eq!(attempts_of(1).await, 3, "a quiet caller's call is retried up to its attempts");
+    let calls = 100;
+    let made = attempts_of(calls).await;
+    // Without the budget: 300 attempts. With it: each call once, plus the floor and a fifth of the calls.
+    assert!(made <= calls + 10 + (calls + 1) / 5, "{made} attempts for {calls} calls");
+    assert!(made >= calls + 10, "the floor is spent before retries stop: {made}");
+    assert_eq!(attempts_of(10).await, 12, "once spent, one retry for every five calls");
 }

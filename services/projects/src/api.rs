@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use kit::auth::{CurrentUser, Verifier};
 use kit::Problem;
 use serde::{Deserialize, Serialize};
+use tonic_types::StatusExt;
 use utoipa::OpenApi;
 
 use crate::cache::PageCache;
@@ -72,15 +73,24 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// Splits the threads service's `threads[0].message: reason` into (`message`, `reason`).
-fn field_of(message: &str) -> (String, String) {
-    match message.split_once(": ") {
-        Some((path, reason)) => {
-            let field = path.split_once("].").map_or(path, |(_, f)| f);
-            (field.to_string(), reason.to_string())
-        }
-        None => ("request".to_string(), message.to_string()),
-    }
+/// A field the threads service names, in this API's words: the last part of its path
+/// (`threads[0].parent_thread_id` is the `parent_thread_id` of the one thread a request here makes).
+fn our_field(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// The 422 for the threads service's `INVALID_ARGUMENT`, naming the fields of the
+/// `google.rpc.BadRequest` in its details (its message is for people, not for parsing).
+fn invalid_argument(status: &tonic::Status) -> Problem {
+    let violations = status.get_details_bad_request().map(|bad| bad.field_violations).unwrap_or_default();
+    let Some(first) = violations.first() else {
+        return Problem::invalid_field("request", status.message().to_string());
+    };
+    let errors: Vec<serde_json::Value> = violations
+        .iter()
+        .map(|v| serde_json::json!({ "field": our_field(&v.field), "detail": v.description }))
+        .collect();
+    Problem::invalid_field(our_field(&first.field), first.description.clone()).with("errors", errors)
 }
 
 impl IntoResponse for ApiError {
@@ -90,10 +100,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(what) => Problem::not_found(what.clone()),
             ApiError::Forbidden(why) => Problem::new(StatusCode::FORBIDDEN, "forbidden", why.clone()),
             ApiError::Threads(ThreadsError::Answered(status)) => match status.code() {
-                tonic::Code::InvalidArgument => {
-                    let (field, reason) = field_of(status.message());
-                    Problem::invalid_field(&field, reason)
-                }
+                tonic::Code::InvalidArgument => invalid_argument(status),
                 tonic::Code::NotFound => Problem::not_found(status.message().to_string()),
                 tonic::Code::PermissionDenied => {
                     Problem::new(StatusCode::FORBIDDEN, "forbidden", status.message().to_string())
@@ -510,12 +517,36 @@ pub fn router(state: Arc<AppState>) -> Router {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_threads_service_field_paths_become_our_field_names() {
-        assert_eq!(field_of("threads[0].message: must be 1 to 10000 characters").0, "message");
-        assert_eq!(field_of("threads[0].parent_thread_id: not found").0, "parent_thread_id");
-        assert_eq!(field_of("voter: must not be empty").0, "voter");
-        assert_eq!(field_of("something odd").0, "request");
+    /// The problem+json the user sees for the threads service's `INVALID_ARGUMENT` with `violations`.
+    async fn refusal(message: &str, violations: &[(&str, &str)]) -> serde_json::Value {
+        let details = tonic_types::ErrorDetails::with_bad_request(
+            violations.iter().map(|(field, why)| tonic_types::FieldViolation::new(*field, *why)).collect::<Vec<_>>(),
+        );
+        let status = tonic::Status::with_error_details(tonic::Code::InvalidArgument, message, details);
+        let response = ApiError::Threads(ThreadsError::Answered(status)).into_response();
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_fields_the_threads_service_names_in_its_details_become_our_field_names() {
+        let problem = refusal("unparsable text", &[("threads[0].parent_thread_id", "thread 9 is elsewhere")]).await;
+        assert_eq!(problem["field"], "parent_thread_id");
+        assert_eq!(problem["detail"], "parent_thread_id: thread 9 is elsewhere");
+        assert_eq!(refusal("", &[("threads[0].message", "must not be blank")]).await["field"], "message");
+        assert_eq!(refusal("", &[("voter", "is required")]).await["field"], "voter");
+        let both = refusal("", &[("threads[0].message", "too long"), ("threads[1].author", "is required")]).await;
+        assert_eq!(both["errors"][1], serde_json::json!({ "field": "author", "detail": "is required" }));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_without_details_names_the_request_and_keeps_the_message() {
+        let problem = refusal("something odd", &[]).await;
+        assert_eq!(
+            (problem["field"].as_str(), problem["detail"].as_str()),
+            (Some("request"), Some("request: something odd"))
+        );
     }
 
     #[test]

@@ -1,16 +1,12 @@
 //! The projects service's client of the threads service (gRPC): every call
-//! goes through the kit's resilient peer (deadline, retries for idempotent
+//! goes through the kit's [`GrpcPeer`] (deadline, retries for idempotent
 //! calls, a breaker per instance, round-robin across the instances the
 //! registry knows), over TLS when certificates are configured.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use agora_proto::threads::v1 as pb;
-use kit::discovery::{Discovery, Endpoint};
-use kit::grpc::GrpcTls;
-use kit::peer::{AttemptError, CallPolicy, Peer, PeerError};
-use tonic::transport::Channel;
+use kit::discovery::Discovery;
+use kit::grpc::{GrpcPeer, GrpcTls, PeerChannel};
+use kit::peer::{CallPolicy, PeerError};
 
 use crate::domain::{Direction, ThreadType};
 
@@ -76,54 +72,31 @@ impl From<PeerError<tonic::Status>> for ThreadsError {
     }
 }
 
-/// A client of every threads instance, with one lazily connected channel each.
+/// A client of every threads instance.
+#[derive(Debug)]
 pub struct Threads {
-    peer: Peer,
-    tls: GrpcTls,
-    channels: Mutex<HashMap<String, Channel>>,
+    peer: GrpcPeer,
 }
 
-impl std::fmt::Debug for Threads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Threads").field("peer", &self.peer).finish()
-    }
-}
+type Client = pb::threads_client::ThreadsClient<PeerChannel>;
 
-type Client = pb::threads_client::ThreadsClient<
-    tonic::service::interceptor::InterceptedService<
-        Channel,
-        fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
-    >,
->;
+/// A client of the threads service on `channel`.
+fn client(channel: PeerChannel) -> Client {
+    // A project's threads can exceed tonic's 4 MiB default (1 000 messages of up to 10 000 characters).
+    pb::threads_client::ThreadsClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
 
 impl Threads {
     /// A client finding instances through `discovery`.
     pub fn new(discovery: Discovery, policy: CallPolicy, tls: GrpcTls) -> Self {
-        Self { peer: Peer::new(SERVICE, discovery, policy), tls, channels: Mutex::new(HashMap::new()) }
+        Self { peer: GrpcPeer::new(SERVICE, discovery, policy, tls) }
     }
 
     /// The breaker state of each instance seen so far (for logs and status).
     pub fn circuit_states(&self) -> Vec<(String, kit::circuit_breaker::CircuitState)> {
         self.peer.circuit_states()
-    }
-
-    fn client(&self, endpoint: &Endpoint) -> Result<Client, AttemptError<tonic::Status>> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        let channel = match channels.get(&endpoint.base_url) {
-            Some(channel) => channel.clone(),
-            None => {
-                let channel = kit::grpc::channel(&endpoint.base_url, &self.tls)
-                    .map_err(|e| AttemptError::Unhealthy(tonic::Status::unavailable(e.to_string())))?;
-                channels.insert(endpoint.base_url.clone(), channel.clone());
-                channel
-            }
-        };
-        let intercept: fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> =
-            kit::grpc::propagate_context;
-        // A project's threads can exceed tonic's 4 MiB default (1 000 messages of up to 10 000 characters).
-        Ok(pb::threads_client::ThreadsClient::with_interceptor(channel, intercept)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// One RPC through the peer: `rpc` is run on a client of each instance tried, with a copy of `request`.
@@ -133,14 +106,7 @@ impl Threads {
         F: Fn(Client, Req) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
     {
-        let response = self
-            .peer
-            .call(idempotent, |endpoint| {
-                let attempt = self.client(&endpoint).map(|client| rpc(client, request.clone()));
-                async move { attempt?.await.map_err(kit::grpc::attempt_error) }
-            })
-            .await?;
-        Ok(response.into_inner())
+        Ok(self.peer.call(idempotent, |channel| rpc(client(channel), request.clone())).await?)
     }
 
     /// The threads of a project, oldest first, with `voter`'s own votes marked.

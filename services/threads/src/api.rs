@@ -49,7 +49,7 @@ impl Threads for ThreadsApi {
     ) -> Result<Response<pb::GetProjectThreadsResponse>, Status> {
         let req = request.into_inner();
         if req.project_id <= 0 {
-            return Err(ThreadsError::Invalid("project_id: must be a positive project id".into()).into());
+            return Err(ThreadsError::invalid("project_id", "must be a positive project id").into());
         }
         let limit = domain::limit(req.limit)?;
         let voter = domain::optional_voter(&req.voter)?;

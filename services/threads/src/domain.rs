@@ -222,7 +222,7 @@ pub struct Tally {
 }
 
 fn invalid(field: &str, reason: impl std::fmt::Display) -> ThreadsError {
-    ThreadsError::Invalid(format!("{field}: {reason}"))
+    ThreadsError::invalid(field, reason)
 }
 
 /// A message: 1 to 10 000 characters (not bytes), not only whitespace.
@@ -353,7 +353,7 @@ mod tests {
 
     fn refusal(threads: &[pb::Thread]) -> String {
         match changes(threads) {
-            Err(ThreadsError::Invalid(why)) => why,
+            Err(invalid @ ThreadsError::Invalid { .. }) => invalid.to_string(),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
@@ -406,9 +406,11 @@ mod tests {
     fn limits_and_directions() {
         assert_eq!(limit(0).unwrap(), DEFAULT_LIMIT);
         assert_eq!(limit(1000).unwrap(), 1000);
-        assert!(matches!(limit(1001), Err(ThreadsError::Invalid(why)) if why.starts_with("limit: ")));
-        assert!(matches!(direction(9), Err(ThreadsError::Invalid(why)) if why.starts_with("direction: ")));
-        assert!(matches!(voter(""), Err(ThreadsError::Invalid(why)) if why == "voter: is required"));
+        assert!(matches!(limit(1001), Err(ThreadsError::Invalid { field, .. }) if field == "limit"));
+        assert!(matches!(direction(9), Err(ThreadsError::Invalid { field, .. }) if field == "direction"));
+        assert!(
+            matches!(voter(""), Err(ThreadsError::Invalid { field, reason }) if field == "voter" && reason == "is required")
+        );
         assert_eq!(optional_voter("").unwrap(), None);
     }
 

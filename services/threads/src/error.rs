@@ -1,13 +1,21 @@
 //! The one error type of the service, and the gRPC status each case becomes.
 
+use tonic_types::{ErrorDetails, StatusExt};
+
 /// Why a request was not done. The first three are answers about the request
-/// (their text names the field, and the REST layer shows it to users); the
-/// last is the service's own failure, logged here and never described to callers.
+/// (they name the field, and the REST layer shows it to users); the last is
+/// the service's own failure, logged here and never described to callers.
 #[derive(Debug, thiserror::Error)]
 pub enum ThreadsError {
-    /// A field is invalid (`threads[2].message: must be 1 to 10000 characters`).
-    #[error("{0}")]
-    Invalid(String),
+    /// A field is invalid. `INVALID_ARGUMENT` carries it as a `google.rpc.BadRequest` field
+    /// violation, so callers read the field from the details instead of parsing the message.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field's path in the request, as `google.rpc.BadRequest` spells it (`threads[2].message`).
+        field: String,
+        /// What is wrong with it (`must be 1 to 10000 characters`).
+        reason: String,
+    },
     /// A thread named in the request does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -19,10 +27,22 @@ pub enum ThreadsError {
     Database(#[from] sqlx::Error),
 }
 
+impl ThreadsError {
+    /// The field at `field` (its path in the request) is invalid because of `reason`.
+    pub fn invalid(field: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Self::Invalid { field: field.into(), reason: reason.to_string() }
+    }
+}
+
 impl From<ThreadsError> for tonic::Status {
     fn from(err: ThreadsError) -> Self {
         match err {
-            ThreadsError::Invalid(why) => tonic::Status::invalid_argument(why),
+            ThreadsError::Invalid { field, reason } => {
+                // The message stays `field: reason` for people reading logs and grpcurl.
+                let message = format!("{field}: {reason}");
+                let details = ErrorDetails::with_bad_request_violation(field, reason);
+                tonic::Status::with_error_details(tonic::Code::InvalidArgument, message, details)
+            }
             ThreadsError::NotFound(why) => tonic::Status::not_found(why),
             ThreadsError::PermissionDenied(why) => tonic::Status::permission_denied(why),
             ThreadsError::Database(e) => {
@@ -62,7 +82,7 @@ mod tests {
 
     #[test]
     fn answers_keep_their_text_and_failures_hide_theirs() {
-        let status = tonic::Status::from(ThreadsError::Invalid("threads[2].message: too long".into()));
+        let status = tonic::Status::from(ThreadsError::invalid("threads[2].message", "too long"));
         assert_eq!((status.code(), status.message()), (tonic::Code::InvalidArgument, "threads[2].message: too long"));
         assert_eq!(tonic::Status::from(ThreadsError::NotFound("x".into())).code(), tonic::Code::NotFound);
         assert_eq!(

@@ -13,6 +13,7 @@ use kit::Shutdown;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 
 // ---------------------------------------------------------------------------
 // spawn_threads and its helpers
@@ -209,6 +210,32 @@ async fn a_reply_must_name_an_existing_thread_of_the_same_project(backend: Backe
     let why = refused(svc.update(vec![reply(2, 424_242, "to nothing", "u2")]).await, Code::NotFound);
     assert_eq!(why, "threads[0].parent_thread_id: thread 424242 does not exist");
     assert!(svc.list(2, "").await.is_empty());
+}
+
+/// The `google.rpc.BadRequest` field violations in a refusal's details: (field, description).
+fn violations(result: Result<impl std::fmt::Debug, Status>) -> Vec<(String, String)> {
+    let status = result.expect_err("a refusal");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let bad = status.get_details_bad_request().expect("BadRequest details");
+    bad.field_violations.into_iter().map(|v| (v.field, v.description)).collect()
+}
+
+#[tokio::test]
+async fn an_invalid_field_is_named_in_the_status_details_for_callers_to_read() {
+    let (svc, _db) = spawn_threads_on(&Backend::Sqlite).await;
+    let blank = new_thread(5, pb::ThreadType::Problem, "   ", "u1");
+    let ok = new_thread(5, pb::ThreadType::Problem, "fine", "u1");
+    assert_eq!(
+        violations(svc.update(vec![ok, blank]).await),
+        [("threads[1].message".to_string(), "must not be blank".to_string())]
+    );
+    // Refusals found in the database (after the rules passed) carry them too.
+    let other = svc.create(vec![new_thread(1, pb::ThreadType::Problem, "theirs", "u1")]).await[0];
+    assert_eq!(
+        violations(svc.update(vec![reply(2, other, "cross-project", "u2")]).await),
+        [("threads[0].parent_thread_id".to_string(), format!("thread {other} belongs to another project"))]
+    );
+    assert_eq!(violations(svc.vote(other, "", pb::VoteDirection::Up).await)[0].0, "voter");
 }
 
 async fn a_batch_with_one_invalid_thread_stores_nothing_and_names_the_field(backend: Backend) {

@@ -211,6 +211,9 @@ async fn the_seed_curl_works_through_the_gateway_with_a_bearer_token() {
         .await
         .unwrap();
     assert!(resp.status().is_client_error(), "{}", resp.status());
+    // The threads service names the field in its status's details, and projects passes it on.
+    let refused = expect_problem(resp, 422).await;
+    assert_eq!(refused["field"], "parent_thread_id", "{refused}");
     let resp = http
         .post(format!("{gw}/projects/{id}/threads"))
         .bearer_auth(&token)

@@ -110,9 +110,10 @@ where
 /// request: a key reused for another project or author is a caller's bug, not a retry.
 fn replayed(index: usize, existing: Thread, new: &NewThread) -> Result<Thread, ThreadsError> {
     if existing.project_id != new.project_id || existing.author != new.author {
-        return Err(ThreadsError::Invalid(format!(
-            "threads[{index}].idempotency_key: already used for a thread of another project or author"
-        )));
+        return Err(ThreadsError::invalid(
+            format!("threads[{index}].idempotency_key"),
+            "already used for a thread of another project or author",
+        ));
     }
     Ok(existing)
 }
@@ -123,9 +124,10 @@ fn check_parent(index: usize, parent: i64, parent_project: Option<i64>, new: &Ne
         None => {
             Err(ThreadsError::NotFound(format!("threads[{index}].parent_thread_id: thread {parent} does not exist")))
         }
-        Some(project) if project != new.project_id => Err(ThreadsError::Invalid(format!(
-            "threads[{index}].parent_thread_id: thread {parent} belongs to another project"
-        ))),
+        Some(project) if project != new.project_id => Err(ThreadsError::invalid(
+            format!("threads[{index}].parent_thread_id"),
+            format_args!("thread {parent} belongs to another project"),
+        )),
         Some(_) => Ok(()),
     }
 }
