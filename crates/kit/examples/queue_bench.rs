@@ -16,14 +16,41 @@
 //!
 //! Prints a report and, last, one JSON line with every figure.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use kit::queue::{run_worker_with, EnqueueOptions, JobId, JobState, Queue, QueueOptions, WorkerOptions};
+use kit::queue::{run_worker_with, EnqueueOptions, Job, JobId, JobState, Queue, QueueOptions, WorkerOptions};
 use kit::Shutdown;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// A job that does nothing: the drain phases measure the queue alone.
+#[derive(Serialize, Deserialize)]
+struct Noop {
+    n: usize,
+}
+
+impl Job for Noop {
+    // Both drain phases use it, one after the other: the first leaves the queue empty.
+    const QUEUE: &'static str = "drain";
+    type Output = ();
+    type Error = Infallible;
+}
+
+/// A job whose result is its payload, for the round trips.
+#[derive(Serialize, Deserialize)]
+struct Echo {
+    i: usize,
+}
+
+impl Job for Echo {
+    const QUEUE: &'static str = "round-trip";
+    type Output = Echo;
+    type Error = Infallible;
+}
 
 struct Args {
     backend: String,
@@ -117,15 +144,15 @@ async fn run(args: &Args, store: &Store) -> anyhow::Result<()> {
     let client = store.connect().await?;
 
     // 1. Enqueue rate, one client, one job after another.
-    let (enqueue_rate, last) = enqueue_all(&client, "drain-1", args.jobs).await?;
+    let (enqueue_rate, last) = enqueue_all(&client, args.jobs).await?;
     println!("enqueue                      {enqueue_rate:>10.0} jobs/s");
 
     // 2. Drain rate with 1 worker task, then with `workers` tasks.
-    let drain_1 = drain(store, &client, "drain-1", args.jobs, 1, last).await?;
+    let drain_1 = drain(store, &client, args.jobs, 1, last).await?;
     println!("drain, 1 worker              {drain_1:>10.0} jobs/s");
     let drain_w = if args.workers > 1 {
-        let (_, last) = enqueue_all(&client, "drain-w", args.jobs).await?;
-        let rate = drain(store, &client, "drain-w", args.jobs, args.workers, last).await?;
+        let (_, last) = enqueue_all(&client, args.jobs).await?;
+        let rate = drain(store, &client, args.jobs, args.workers, last).await?;
         println!("drain, {} workers            {rate:>10.0} jobs/s", args.workers);
         Some(rate)
     } else {
@@ -153,11 +180,11 @@ async fn run(args: &Args, store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn enqueue_all(queue: &Queue, name: &str, jobs: usize) -> anyhow::Result<(f64, JobId)> {
+async fn enqueue_all(queue: &Queue, jobs: usize) -> anyhow::Result<(f64, JobId)> {
     let started = Instant::now();
     let mut last = None;
     for n in 0..jobs {
-        last = Some(queue.enqueue(name, json!({"n": n}), EnqueueOptions::default()).await?);
+        last = Some(queue.enqueue(Noop::QUEUE, Noop { n }, EnqueueOptions::default()).await?);
     }
     let rate = jobs as f64 / started.elapsed().as_secs_f64();
     Ok((rate, last.context("no job enqueued")?))
@@ -165,14 +192,7 @@ async fn enqueue_all(queue: &Queue, name: &str, jobs: usize) -> anyhow::Result<(
 
 /// Starts `workers` worker tasks, each on its own connection, and times them
 /// until the last of `jobs` waiting no-op jobs is finished.
-async fn drain(
-    store: &Store,
-    client: &Queue,
-    name: &str,
-    jobs: usize,
-    workers: usize,
-    last: JobId,
-) -> anyhow::Result<f64> {
+async fn drain(store: &Store, client: &Queue, jobs: usize, workers: usize, last: JobId) -> anyhow::Result<f64> {
     let done = Arc::new(AtomicUsize::new(0));
     let all_handled = Arc::new(tokio::sync::Notify::new());
     let shutdown = Shutdown::new();
@@ -184,15 +204,14 @@ async fn drain(
     let started = Instant::now();
     for queue in connections {
         let (done, all_handled) = (done.clone(), all_handled.clone());
-        let handler = move |_payload: Value| {
+        let handler = move |_job: Noop| {
             if done.fetch_add(1, Ordering::Relaxed) + 1 == jobs {
                 all_handled.notify_one();
             }
-            async { Ok(Value::Null) }
+            async { Ok::<_, Infallible>(()) }
         };
         let options = WorkerOptions { poll_wait: Duration::from_millis(500), ..WorkerOptions::new(1) };
-        let (name, shutdown) = (name.to_string(), shutdown.clone());
-        pools.push(tokio::spawn(async move { run_worker_with(queue, &name, options, handler, shutdown).await }));
+        pools.push(tokio::spawn(run_worker_with(queue, options, handler, shutdown.clone())));
     }
     all_handled.notified().await;
     // FIFO: the last job enqueued is the last handed out; once it is settled, all are.
@@ -205,9 +224,9 @@ async fn drain(
     for pool in pools {
         pool.await?;
     }
-    let remaining = client.depth(name).await?;
+    let remaining = client.depth(Noop::QUEUE).await?;
     if remaining != 0 {
-        bail!("{remaining} jobs left in {name}");
+        bail!("{remaining} jobs left in {}", Noop::QUEUE);
     }
     Ok(jobs as f64 / elapsed.as_secs_f64())
 }
@@ -216,13 +235,13 @@ async fn drain(
 async fn round_trips(store: &Store, client: &Queue, count: usize) -> anyhow::Result<Vec<f64>> {
     let shutdown = Shutdown::new();
     let worker = store.connect().await?;
-    let handler = |payload: Value| async move { Ok(payload) };
-    let pool = tokio::spawn(run_worker_with(worker, "round-trip", WorkerOptions::new(1), handler, shutdown.clone()));
+    let handler = |job: Echo| async move { Ok::<_, Infallible>(job) };
+    let pool = tokio::spawn(run_worker_with(worker, WorkerOptions::new(1), handler, shutdown.clone()));
     let warm_up = 20;
     let mut latencies = Vec::with_capacity(count);
     for i in 0..count + warm_up {
         let started = Instant::now();
-        let id = client.enqueue("round-trip", json!({"i": i}), EnqueueOptions::default()).await?;
+        let id = client.enqueue(Echo::QUEUE, Echo { i }, EnqueueOptions::default()).await?;
         let view = client.wait_finished(id, Duration::from_secs(10)).await?.context("a round trip timed out")?;
         let elapsed = started.elapsed();
         if view.state != JobState::Finished {

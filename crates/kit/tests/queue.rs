@@ -11,12 +11,49 @@ use std::time::Duration;
 
 use kit::backoff::Backoff;
 use kit::queue::{
-    run_worker, run_worker_with, EnqueueOptions, FailOutcome, JobId, JobState, Queue, QueueError, QueueOptions,
+    run_worker, run_worker_with, EnqueueOptions, FailOutcome, Job, JobId, JobState, Queue, QueueError, QueueOptions,
     WorkerOptions,
 };
 use kit::test_support::eventually;
 use kit::Shutdown;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+/// A numbered job (`{"n": 4}`), answered with its square.
+#[derive(Serialize, Deserialize)]
+struct Square {
+    n: u64,
+}
+
+impl Job for Square {
+    const QUEUE: &'static str = "once";
+    type Output = Value;
+    type Error = String;
+}
+
+/// `"flaky"` or `"hopeless"`: how a job fares in the worker's retry test.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Hope {
+    Flaky,
+    Hopeless,
+}
+
+impl Job for Hope {
+    const QUEUE: &'static str = "handlers";
+    type Output = Value;
+    type Error = String;
+}
+
+/// A job with nothing in it (`null`) that takes its time.
+#[derive(Serialize, Deserialize)]
+struct Nap;
+
+impl Job for Nap {
+    const QUEUE: &'static str = "graceful";
+    type Output = Value;
+    type Error = String;
+}
 
 /// One store, reachable by as many connections (stand-ins for processes) as a test wants.
 struct Backend {
@@ -109,6 +146,7 @@ conformance!(
     wait_finished_returns_once_the_job_is_settled,
     the_worker_retries_a_failing_handler_and_counts_a_panic_as_a_failure,
     the_worker_finishes_the_job_in_hand_when_shut_down,
+    a_payload_that_is_not_the_workers_job_type_fails_at_once_and_the_worker_goes_on,
     a_queue_name_that_would_break_keys_is_refused,
 );
 
@@ -122,7 +160,7 @@ async fn a_job_round_trips_from_enqueue_to_its_result(backend: &Backend) {
     let lease = queue.reserve("classify", "worker-1", LONG, NO_WAIT).await.unwrap().expect("a job to reserve");
     assert_eq!(lease.id, id);
     assert_eq!(lease.queue, "classify");
-    assert_eq!(lease.payload, json!({"image": "cat.jpg", "model": "résnet"}));
+    assert_eq!(lease.payload::<Value>().unwrap(), json!({"image": "cat.jpg", "model": "résnet"}));
     assert_eq!((lease.attempt, lease.max_attempts), (1, 4));
     assert_eq!(lease.worker, "worker-1");
     assert!(queue.reserve("classify", "worker-2", LONG, NO_WAIT).await.unwrap().is_none(), "handed out twice");
@@ -168,7 +206,7 @@ async fn jobs_are_reserved_in_enqueue_order_by_three_concurrent_workers(backend:
         workers.push(tokio::spawn(async move {
             let mut taken = Vec::new();
             while let Some(lease) = queue.reserve("fifo", &format!("worker-{w}"), LONG, NO_WAIT).await.unwrap() {
-                taken.push(lease.payload["n"].as_u64().expect("n"));
+                taken.push(lease.payload::<Value>().unwrap()["n"].as_u64().expect("n"));
                 queue.complete(&lease, Value::Null).await.unwrap();
             }
             taken
@@ -198,19 +236,15 @@ async fn four_concurrent_workers_finish_every_job_exactly_once(backend: &Backend
     for _ in 0..2 {
         let queue = backend.connect().await;
         let runs = runs.clone();
-        let handler = move |payload: Value| {
+        let handler = move |Square { n }: Square| {
             let runs = runs.clone();
             async move {
-                let n = payload["n"].as_u64().ok_or("no n")?;
                 *runs.lock().unwrap().entry(n).or_default() += 1;
                 tokio::task::yield_now().await;
                 Ok(json!({"square": n * n}))
             }
         };
-        pools.push(tokio::spawn({
-            let shutdown = shutdown.clone();
-            async move { run_worker(queue, "once", 2, handler, shutdown).await }
-        }));
+        pools.push(tokio::spawn(run_worker(queue, 2, handler, shutdown.clone())));
     }
     for (n, id) in &ids {
         let job = producer.wait_finished(*id, LONG).await.unwrap().expect("finished in time");
@@ -405,7 +439,7 @@ async fn a_waiting_reserve_picks_up_a_job_enqueued_later(backend: &Backend) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let id = producer.enqueue("later", json!("wake up"), EnqueueOptions::default()).await.unwrap();
     let lease = waiting.await.unwrap().expect("the job enqueued while waiting");
-    assert_eq!((lease.id, lease.payload), (id, json!("wake up")));
+    assert_eq!((lease.id, lease.payload::<Value>().unwrap()), (id, json!("wake up")));
 }
 
 async fn wait_finished_returns_once_the_job_is_settled(backend: &Backend) {
@@ -415,7 +449,7 @@ async fn wait_finished_returns_once_the_job_is_settled(backend: &Backend) {
     tokio::spawn(async move {
         let lease = worker.reserve("waits", "w", LONG, LONG).await.unwrap().expect("a job");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let n = lease.payload.as_i64().unwrap_or_default();
+        let n: i64 = lease.payload().unwrap_or_default();
         worker.complete(&lease, json!(n * 2)).await.unwrap();
     });
     let job = client.wait_finished(id, LONG).await.unwrap().expect("finished in time");
@@ -436,22 +470,22 @@ async fn the_worker_retries_a_failing_handler_and_counts_a_panic_as_a_failure(ba
     let flaky_runs = Arc::new(AtomicUsize::new(0));
     let handler = {
         let flaky_runs = flaky_runs.clone();
-        move |payload: Value| {
+        move |hope: Hope| {
             let flaky_runs = flaky_runs.clone();
             async move {
-                match payload.as_str() {
-                    Some("flaky") => match flaky_runs.fetch_add(1, Ordering::SeqCst) {
+                match hope {
+                    Hope::Flaky => match flaky_runs.fetch_add(1, Ordering::SeqCst) {
                         0 => Err("flaked".to_string()),
                         1 => panic!("kaboom"),
                         _ => Ok(json!("third time lucky")),
                     },
-                    _ => Err("no hope".to_string()),
+                    Hope::Hopeless => Err("no hope".to_string()),
                 }
             }
         }
     };
     let shutdown = Shutdown::new();
-    let pool = tokio::spawn(run_worker(queue.clone(), "handlers", 2, handler, shutdown.clone()));
+    let pool = tokio::spawn(run_worker(queue.clone(), 2, handler, shutdown.clone()));
     let job = queue.wait_finished(flaky, LONG).await.unwrap().expect("settled in time");
     assert_eq!((job.state, job.attempts, job.result), (JobState::Finished, 3, Some(json!("third time lucky"))));
     let job = queue.wait_finished(hopeless, LONG).await.unwrap().expect("settled in time");
@@ -464,12 +498,12 @@ async fn the_worker_finishes_the_job_in_hand_when_shut_down(backend: &Backend) {
     let queue = backend.connect().await;
     let id = queue.enqueue("graceful", json!(null), EnqueueOptions::default()).await.unwrap();
     let shutdown = Shutdown::new();
-    let handler = |_payload: Value| async {
+    let handler = |_: Nap| async {
         tokio::time::sleep(Duration::from_millis(400)).await;
         Ok(json!("done anyway"))
     };
     let options = WorkerOptions { lease: Duration::from_millis(150), ..WorkerOptions::new(1) };
-    let pool = tokio::spawn(run_worker_with(queue.clone(), "graceful", options, handler, shutdown.clone()));
+    let pool = tokio::spawn(run_worker_with(queue.clone(), options, handler, shutdown.clone()));
     eventually("the job to start", LONG, || async {
         (queue.status(id).await.unwrap()?.state == JobState::Started).then_some(())
     })
@@ -479,6 +513,24 @@ async fn the_worker_finishes_the_job_in_hand_when_shut_down(backend: &Backend) {
     let job = queue.status(id).await.unwrap().expect("the job");
     // The handler outlived its 150 ms lease twice over: the background renewals kept it.
     assert_eq!((job.state, job.attempts, job.result), (JobState::Finished, 1, Some(json!("done anyway"))));
+}
+
+async fn a_payload_that_is_not_the_workers_job_type_fails_at_once_and_the_worker_goes_on(backend: &Backend) {
+    let queue = backend.connect().await;
+    let garbled = queue.enqueue(Square::QUEUE, json!({"n": "four"}), EnqueueOptions::attempts(3)).await.unwrap();
+    let good = queue.enqueue(Square::QUEUE, json!({"n": 4}), EnqueueOptions::attempts(3)).await.unwrap();
+    let shutdown = Shutdown::new();
+    let handler = |Square { n }: Square| async move { Ok(json!({"square": n * n})) };
+    let pool = tokio::spawn(run_worker(queue.clone(), 1, handler, shutdown.clone()));
+
+    let job = queue.wait_finished(garbled, LONG).await.unwrap().expect("settled in time");
+    assert_eq!((job.state, job.attempts, &job.result), (JobState::Failed, 1, &None), "retried: {job:?}");
+    let error = job.error.unwrap_or_default();
+    assert!(error.contains("Square") && error.contains("invalid type: string \"four\""), "{error}");
+    let job = queue.wait_finished(good, LONG).await.unwrap().expect("settled in time");
+    assert_eq!((job.state, job.result), (JobState::Finished, Some(json!({"square": 16}))));
+    shutdown.cancel();
+    pool.await.unwrap();
 }
 
 async fn a_queue_name_that_would_break_keys_is_refused(backend: &Backend) {
@@ -511,7 +563,27 @@ async fn jobs_survive_a_restart_of_the_embedded_queue() {
     };
     let reopened = Queue::connect(None, dir.path()).await.unwrap();
     let lease = reopened.reserve("durable", "w", LONG, NO_WAIT).await.unwrap().expect("the job, after a restart");
-    assert_eq!((lease.id, lease.payload), (id, json!({"keep": "me"})));
+    assert_eq!((lease.id, lease.payload::<Value>().unwrap()), (id, json!({"keep": "me"})));
+}
+
+#[tokio::test]
+async fn a_payload_or_result_that_cannot_be_json_is_refused_with_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Queue::connect(None, dir.path()).await.unwrap();
+    // JSON object keys are strings: a map keyed by pairs has no JSON form.
+    let unwritable = HashMap::from([((1, 2), "pair")]);
+    let refused = queue.enqueue("pairs", &unwritable, EnqueueOptions::default()).await;
+    assert!(
+        matches!(&refused, Err(QueueError::Encode { what: "payload", queue, .. }) if queue == "pairs"),
+        "{refused:?}"
+    );
+    assert_eq!(queue.depth("pairs").await.unwrap(), 0);
+
+    queue.enqueue("pairs", json!(null), EnqueueOptions::default()).await.unwrap();
+    let lease = queue.reserve("pairs", "w", LONG, NO_WAIT).await.unwrap().expect("a job");
+    let refused = queue.complete(&lease, &unwritable).await;
+    assert!(matches!(refused, Err(QueueError::Encode { what: "result", .. })), "{refused:?}");
+    queue.complete(&lease, "fine").await.unwrap();
 }
 
 #[tokio::test]

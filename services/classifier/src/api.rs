@@ -11,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use kit::queue::{EnqueueOptions, JobId, JobState, Queue};
+use kit::queue::{EnqueueOptions, Job, JobId, JobState, Queue};
 use kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
 use crate::images::{self, UploadError, UploadLimits};
-use crate::jobs::{ClassifyJob, ImageSource, QUEUE};
+use crate::jobs::{ClassifyJob, ImageSource};
 use crate::model::Models;
 
 /// What the handlers share.
@@ -187,10 +187,9 @@ async fn classify(State(state): State<Arc<AppState>>, req: Request) -> Result<Re
         ClassifyJob { model_id: body.model_id, image: ImageSource::Sample { id: body.image_id } }
     };
     check_model(&state, &job.model_id)?;
-    let payload = serde_json::to_value(&job).map_err(|e| ApiError::Invalid { field: "body", detail: e.to_string() })?;
     let id = state
         .queue
-        .enqueue(QUEUE, payload, EnqueueOptions::attempts(state.max_attempts))
+        .enqueue(ClassifyJob::QUEUE, &job, EnqueueOptions::attempts(state.max_attempts))
         .await
         .map_err(ApiError::Queue)?;
     let location = format!("/classifications/{id}");

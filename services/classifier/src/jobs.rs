@@ -3,13 +3,11 @@
 //! shared disk with the web server, on one machine or many.
 
 use base64::Engine;
+use kit::queue::Job;
 use serde::{Deserialize, Serialize};
 
-use crate::images::{self, UploadLimits};
-use crate::model::Models;
-
-/// The queue classification jobs go through.
-pub const QUEUE: &str = "classifications";
+use crate::images::{self, UploadError, UploadLimits};
+use crate::model::{ModelError, Models};
 
 /// Where the image comes from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,29 +34,42 @@ pub struct ClassifyJob {
     pub image: ImageSource,
 }
 
-/// Runs one job: decode, classify (on a blocking thread), return the top 5 as `[[label, score], …]`.
-pub async fn run(
-    models: Models,
-    limits: UploadLimits,
-    payload: serde_json::Value,
-) -> Result<serde_json::Value, String> {
-    let job: ClassifyJob = serde_json::from_value(payload).map_err(|e| format!("malformed job: {e}"))?;
+impl Job for ClassifyJob {
+    const QUEUE: &'static str = "classifications";
+    /// The top 5, best first, as `[[label, score], …]` with scores rounded to 4 places.
+    type Output = Vec<(String, f64)>;
+    type Error = ClassifyError;
+}
+
+/// Why a classification attempt failed; the text is the job's `error`.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    /// The upload's base64 does not decode (it was encoded by the web server, so: corrupted on the way).
+    #[error("malformed upload: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// The image does not decode, or the sample is unknown.
+    #[error(transparent)]
+    Image(#[from] UploadError),
+    /// The model is unknown or failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The blocking inference task panicked or was cancelled.
+    #[error("the worker's inference task failed: {0}")]
+    Inference(#[from] tokio::task::JoinError),
+}
+
+/// Runs one job: decode, classify (on a blocking thread), return the top 5.
+pub async fn run(models: Models, limits: UploadLimits, job: ClassifyJob) -> Result<Vec<(String, f64)>, ClassifyError> {
     tokio::task::spawn_blocking(move || {
         let decoded = match &job.image {
-            ImageSource::Sample { id } => images::sample(id).and_then(|s| s.decode()),
+            ImageSource::Sample { id } => images::sample(id).and_then(|s| s.decode())?,
             ImageSource::Upload { data } => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(data)
-                    .map_err(|e| format!("malformed upload: {e}"))?;
-                images::decode(&bytes, &limits)
+                let bytes = base64::engine::general_purpose::STANDARD.decode(data)?;
+                images::decode(&bytes, &limits)?
             }
-        }
-        .map_err(|e| e.to_string())?;
-        let top = models.classify(&job.model_id, &decoded.image).map_err(|e| e.to_string())?;
-        Ok(serde_json::Value::Array(
-            top.into_iter().map(|p| serde_json::json!([p.label, (p.score as f64 * 1e4).round() / 1e4])).collect(),
-        ))
+        };
+        let top = models.classify(&job.model_id, &decoded.image)?;
+        Ok(top.into_iter().map(|p| (p.label, (p.score as f64 * 1e4).round() / 1e4)).collect())
     })
-    .await
-    .map_err(|e| format!("the worker's inference task failed: {e}"))?
+    .await?
 }

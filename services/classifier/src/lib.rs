@@ -155,14 +155,7 @@ pub async fn run_worker(config: Config, shutdown: Shutdown) -> Result<(), StartE
     let limits = config.limits;
     let options =
         kit::queue::WorkerOptions { lease: config.lease, ..kit::queue::WorkerOptions::new(config.concurrency) };
-    kit::queue::run_worker_with(
-        queue,
-        jobs::QUEUE,
-        options,
-        move |payload| jobs::run(models.clone(), limits, payload),
-        shutdown,
-    )
-    .await;
+    kit::queue::run_worker_with(queue, options, move |job| jobs::run(models.clone(), limits, job), shutdown).await;
     tracing::info!("classifier worker stopped");
     Ok(())
 }

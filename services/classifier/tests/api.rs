@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use classifier::jobs::ClassifyJob;
 use classifier::Config;
-use kit::queue::Queue;
+use kit::queue::{EnqueueOptions, Job, Queue};
 use kit::test_support::{eventually, redis_url};
 use kit::Shutdown;
 
@@ -143,7 +144,7 @@ async fn what_cannot_be_classified_is_refused_before_anything_is_enqueued() {
     problem(c.post(&url).multipart(upload("coffee.jpg", coffee)).send().await.unwrap(), 413).await;
     let bmp = [b"BM".as_slice(), &[0u8; 64]].concat();
     problem(c.post(&url).multipart(upload("x.bmp", bmp)).send().await.unwrap(), 415).await;
-    assert_eq!(app.queue.depth(classifier::jobs::QUEUE).await.unwrap(), 0, "nothing was enqueued");
+    assert_eq!(app.queue.depth(ClassifyJob::QUEUE).await.unwrap(), 0, "nothing was enqueued");
 }
 
 #[tokio::test]
@@ -153,4 +154,23 @@ async fn an_unknown_job_is_a_404_problem() {
         let body = problem(reqwest::get(format!("{}/classifications/{id}", app.url)).await.unwrap(), 404).await;
         assert!(body["detail"].as_str().unwrap().contains(id));
     }
+}
+
+#[tokio::test]
+async fn a_job_stored_as_plain_json_is_classified_and_one_that_is_no_classification_fails_at_once() {
+    let app = spawn_classifier(None, |_| {}).await;
+    // As the web server stored jobs before they were typed: the same JSON, keys in another order.
+    let image = serde_json::json!({"image": {"id": "cat", "kind": "sample"}, "model_id": "efficientnet-lite0"});
+    let stored = app.queue.enqueue("classifications", image, EnqueueOptions::attempts(3)).await.unwrap();
+    let garbled = serde_json::json!({"model": "efficientnet-lite0", "image_id": "cat"});
+    let garbled = app.queue.enqueue("classifications", garbled, EnqueueOptions::attempts(3)).await.unwrap();
+
+    let done = finished(&app.url, &format!("/classifications/{stored}")).await;
+    assert_eq!(done["task_status"], "finished", "{done}");
+    assert!(done["data"][0][0].as_str().unwrap().contains("cat"), "{done}");
+    let done = finished(&app.url, &format!("/classifications/{garbled}")).await;
+    assert_eq!(done["task_status"], "failed", "{done}");
+    assert!(done["error"].as_str().unwrap().contains("missing field `model_id`"), "{done}");
+    let job = app.queue.status(garbled).await.unwrap().expect("the job");
+    assert_eq!(job.attempts, 1, "a payload that cannot parse is not retried");
 }

@@ -47,7 +47,17 @@
 //! ran out gets [`QueueError::LeaseLost`] and two workers never both finish
 //! the same attempt. A handler can still run twice (the first worker may have
 //! done the work and died before saying so): handlers should be idempotent.
+//!
+//! # Typed jobs
+//!
+//! A service describes each kind of job with a [`Job`]: the payload type, its
+//! queue, its output and error types; [`run_worker`] hands its handler that
+//! type, never raw JSON. The store knows none of this: payloads and results
+//! are JSON text, so a job type may gain optional fields without touching
+//! what is queued. A payload that no longer parses as its job type fails at
+//! once with the parse error as its reason; retrying it would not help.
 
+mod job;
 mod redis;
 mod sqlite;
 mod worker;
@@ -58,6 +68,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -65,6 +76,7 @@ use crate::backoff::Backoff;
 use crate::config::{ConfigError, Env, Source};
 use crate::shutdown::Shutdown;
 
+pub use job::Job;
 pub use worker::{run_worker, run_worker_with, WorkerOptions};
 
 /// A job's identifier (a UUIDv7, so ids sort roughly by creation time).
@@ -184,8 +196,6 @@ pub struct Lease {
     pub id: JobId,
     /// The queue it came from.
     pub queue: String,
-    /// What to work on.
-    pub payload: Value,
     /// This attempt's number (1 for the first).
     pub attempt: u32,
     /// Attempts allowed in all.
@@ -196,6 +206,8 @@ pub struct Lease {
     pub enqueued_at: DateTime<Utc>,
     /// When this attempt started.
     pub started_at: DateTime<Utc>,
+    /// What to work on, as stored (JSON text): read with [`Lease::payload`].
+    payload: String,
     token: String,
     backoff: Backoff,
     reserved: Instant,
@@ -216,6 +228,11 @@ impl fmt::Debug for Lease {
 }
 
 impl Lease {
+    /// The payload parsed as `T` (an error if what is stored is not a `T`).
+    pub fn payload<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
+
     /// The delay before the next attempt if this one fails.
     fn retry_delay(&self) -> Duration {
         self.backoff.delay(self.attempt.saturating_sub(1))
@@ -290,6 +307,17 @@ pub enum QueueError {
         name: String,
         /// Why it was refused.
         reason: &'static str,
+    },
+    /// A payload or result that cannot be written as JSON (a map with
+    /// non-string keys, a failing `Serialize` impl).
+    #[error("cannot store the {what} of a job of queue {queue} as JSON: {reason}")]
+    Encode {
+        /// `payload` or `result`.
+        what: &'static str,
+        /// The job's queue.
+        queue: String,
+        /// What serde_json said.
+        reason: String,
     },
     /// A stored job that does not read back (written by something else?).
     #[error("job {id} is corrupt in the queue store: {reason}")]
@@ -385,14 +413,20 @@ impl Queue {
         }
     }
 
-    /// Adds a job to the end of `queue`.
-    pub async fn enqueue(&self, queue: &str, payload: Value, opts: EnqueueOptions) -> Result<JobId, QueueError> {
+    /// Adds a job to the end of `queue`, its payload stored as JSON (for a
+    /// [`Job`], `queue` is its [`Job::QUEUE`]).
+    pub async fn enqueue(
+        &self,
+        queue: &str,
+        payload: impl Serialize,
+        opts: EnqueueOptions,
+    ) -> Result<JobId, QueueError> {
         check_queue_name(queue)?;
         let id = JobId::new();
         let job = NewJob {
             id,
             queue,
-            payload: payload.to_string(),
+            payload: to_json("payload", queue, &payload)?,
             max_attempts: opts.max_attempts.max(1),
             backoff_base_ms: duration_ms(opts.retry_backoff.base),
             backoff_max_ms: duration_ms(opts.retry_backoff.max.max(opts.retry_backoff.base)),
@@ -453,12 +487,17 @@ impl Queue {
         }
     }
 
-    /// Marks the job finished with `result`; [`QueueError::LeaseLost`] if the lease is no longer ours.
-    pub async fn complete(&self, held: &Lease, result: Value) -> Result<(), QueueError> {
-        let result = result.to_string();
+    /// Marks the job finished with `result` (stored as JSON); [`QueueError::LeaseLost`]
+    /// if the lease is no longer ours.
+    pub async fn complete(&self, held: &Lease, result: impl Serialize) -> Result<(), QueueError> {
+        self.complete_json(held, &to_json("result", &held.queue, &result)?).await
+    }
+
+    /// [`Queue::complete`] with the result already JSON text.
+    pub(crate) async fn complete_json(&self, held: &Lease, result: &str) -> Result<(), QueueError> {
         let done = match self {
-            Queue::Sqlite(q) => q.complete(held, &result).await?,
-            Queue::Redis(q) => q.complete(held, &result).await?,
+            Queue::Sqlite(q) => q.complete(held, result).await?,
+            Queue::Redis(q) => q.complete(held, result).await?,
         };
         record_completion(held, done)
     }
@@ -470,18 +509,17 @@ impl Queue {
     pub(crate) async fn complete_then_reserve(
         &self,
         held: &Lease,
-        result: Value,
+        result: &str,
         worker_id: &str,
         lease: Duration,
     ) -> Result<(Result<(), QueueError>, Option<Lease>), QueueError> {
-        let result = result.to_string();
         let lease_ms = duration_ms(lease).max(1);
         let (done, next) = match self {
             Queue::Sqlite(q) => {
-                let done = q.complete(held, &result).await?;
+                let done = q.complete(held, result).await?;
                 (done, q.reserve(&held.queue, worker_id, lease_ms, Duration::ZERO, None).await?)
             }
-            Queue::Redis(q) => q.complete_then_reserve(held, &result, worker_id, lease_ms).await?,
+            Queue::Redis(q) => q.complete_then_reserve(held, result, worker_id, lease_ms).await?,
         };
         if let Some(next) = &next {
             record_reservation(next);
@@ -492,10 +530,20 @@ impl Queue {
     /// Records a failed attempt: the job is retried after a jittered backoff, or
     /// fails for good (keeping `error`) if that was its last attempt.
     pub async fn fail(&self, held: &Lease, error: &str) -> Result<FailOutcome, QueueError> {
+        self.settle_failure(held, error, Retry::IfAttemptsLeft).await
+    }
+
+    /// Marks the job failed for good with `error`, attempts left or not: for a
+    /// job that cannot succeed (its payload does not parse, say).
+    pub async fn fail_without_retry(&self, held: &Lease, error: &str) -> Result<(), QueueError> {
+        self.settle_failure(held, error, Retry::Never).await.map(|_| ())
+    }
+
+    async fn settle_failure(&self, held: &Lease, error: &str, retry: Retry) -> Result<FailOutcome, QueueError> {
         let delay_ms = duration_ms(held.retry_delay());
         let outcome = match self {
-            Queue::Sqlite(q) => q.fail(held, error, delay_ms).await?,
-            Queue::Redis(q) => q.fail(held, error, delay_ms).await?,
+            Queue::Sqlite(q) => q.fail(held, error, delay_ms, retry).await?,
+            Queue::Redis(q) => q.fail(held, error, delay_ms, retry).await?,
         };
         let Some(outcome) = outcome else {
             metrics::counter!("queue_jobs_total", "queue" => held.queue.clone(), "outcome" => "lease_lost")
@@ -627,6 +675,15 @@ impl Queue {
     }
 }
 
+/// Whether a failed attempt may be followed by another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// While the job has attempts left, after its backoff.
+    IfAttemptsLeft,
+    /// No: the job fails now.
+    Never,
+}
+
 /// A job about to be stored.
 struct NewJob<'a> {
     id: JobId,
@@ -653,19 +710,18 @@ impl Reserved {
     fn into_lease(self, queue: &str, worker: &str, token: String) -> Result<Lease, QueueError> {
         let corrupt = |reason: String| QueueError::Corrupt { id: self.id.clone(), reason };
         let id = self.id.parse().map_err(|e| corrupt(format!("bad id: {e}")))?;
-        let payload = serde_json::from_str(&self.payload).map_err(|e| corrupt(format!("bad payload: {e}")))?;
         let base = Duration::from_millis(self.backoff_base_ms.max(0) as u64);
         let max = Duration::from_millis(self.backoff_max_ms.max(0) as u64);
         Ok(Lease {
             id,
             queue: queue.to_string(),
-            payload,
             attempt: u32::try_from(self.attempt).map_err(|_| corrupt(format!("bad attempt {}", self.attempt)))?,
             max_attempts: u32::try_from(self.max_attempts)
                 .map_err(|_| corrupt(format!("bad max_attempts {}", self.max_attempts)))?,
             worker: worker.to_string(),
             enqueued_at: timestamp(self.enqueued_at_ms).ok_or_else(|| corrupt("bad enqueued_at".into()))?,
             started_at: timestamp(self.started_at_ms).ok_or_else(|| corrupt("bad started_at".into()))?,
+            payload: self.payload,
             token,
             backoff: Backoff::new(base, max.max(base)),
             reserved: Instant::now(),
@@ -751,6 +807,14 @@ fn record_depth(queue: &str, depth: u64) {
     metrics::gauge!("queue_depth", "queue" => queue.to_string()).set(depth as f64);
 }
 
+fn to_json(what: &'static str, queue: &str, value: &impl Serialize) -> Result<String, QueueError> {
+    serde_json::to_string(value).map_err(|e| QueueError::Encode {
+        what,
+        queue: queue.to_string(),
+        reason: e.to_string(),
+    })
+}
+
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).min(i64::MAX as u64 / 4)
 }
@@ -798,12 +862,12 @@ mod tests {
         let lease = Lease {
             id: JobId::new(),
             queue: "q".into(),
-            payload: Value::Null,
             attempt: 3,
             max_attempts: 5,
             worker: "w".into(),
             enqueued_at: Utc::now(),
             started_at: Utc::now(),
+            payload: "null".into(),
             token: lease_token(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)).without_jitter(),
             reserved: Instant::now(),

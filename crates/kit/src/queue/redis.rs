@@ -22,14 +22,14 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use ::redis::{AsyncConnectionConfig, Client, FromRedisValue, Script, Value as RedisValue};
+use ::redis::{AsyncConnectionConfig, Client, FromRedisValue, Script, ScriptInvocation, Value as RedisValue};
 use futures::StreamExt;
 use tokio::sync::{oneshot, OnceCell};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
-    lease_token, record_depth, FailOutcome, JobId, JobView, Lease, NewJob, QueueError, QueueOptions, Reserved,
+    lease_token, record_depth, FailOutcome, JobId, JobView, Lease, NewJob, QueueError, QueueOptions, Reserved, Retry,
     StoredView,
 };
 use crate::shutdown::Shutdown;
@@ -115,10 +115,67 @@ struct ReserveReply {
     finished: Option<bool>,
 }
 
+/// One call of `reserve.lua` with its KEYS and ARGV by name: the positions
+/// the script's header lists are written in [`ReserveCall::invocation`] and
+/// nowhere else.
+struct ReserveCall<'a> {
+    /// The queue to tidy (due retries back in line, expired leases handed on) and reserve from.
+    queue: &'a str,
+    /// Whom to reserve the oldest due job for; `None` for housekeeping only.
+    reserve: Option<Reservation<'a>>,
+    /// A job to complete first, in the same atomic call.
+    finish: Option<Finish<'a>>,
+}
+
+/// Who takes the next job, under which lease.
+struct Reservation<'a> {
+    worker: &'a str,
+    /// The new lease's token (see [`lease_token`]).
+    token: &'a str,
+    lease_ms: u64,
+}
+
 /// A job to finish in the same script call as the next reservation.
 struct Finish<'a> {
     held: &'a Lease,
+    /// JSON text.
     result: &'a str,
+}
+
+impl ReserveCall<'_> {
+    /// The script call: KEYS 1–5 (6 with `finish`), ARGV 1–7 (8–11 with `finish`).
+    fn invocation<'s>(&self, script: &'s Script, keys: &Keys) -> ScriptInvocation<'s> {
+        let queue = self.queue;
+        let mut call = script.prepare_invoke();
+        call.key(keys.of_queue(queue, "ready"))
+            .key(keys.of_queue(queue, "delayed"))
+            .key(keys.of_queue(queue, "active"))
+            .key(keys.of_queue(queue, "wake"))
+            .key(keys.settled())
+            .arg(keys.job_prefix());
+        match &self.reserve {
+            Some(Reservation { worker, token, lease_ms }) => call.arg(*worker).arg(*token).arg(*lease_ms),
+            None => call.arg("").arg("").arg(0),
+        };
+        call.arg(keys.settled()).arg(flag(self.reserve.is_some()));
+        match &self.finish {
+            Some(Finish { held, result }) => {
+                let id = held.id.to_string();
+                call.key(keys.job(&id)).arg(flag(true)).arg(&held.token).arg(held.attempt).arg(*result).arg(&id)
+            }
+            None => call.arg(flag(false)),
+        };
+        call
+    }
+}
+
+/// A yes/no argument as the scripts compare it.
+fn flag(yes: bool) -> &'static str {
+    if yes {
+        "1"
+    } else {
+        "0"
+    }
 }
 
 impl RedisQueue {
@@ -202,7 +259,8 @@ impl RedisQueue {
         let wake = self.inner.keys.of_queue(queue, "wake");
         loop {
             let token = lease_token();
-            let reply = self.run_reserve(queue, Some((worker, &token, lease_ms)), None).await?;
+            let reservation = Reservation { worker, token: &token, lease_ms };
+            let reply = self.run_reserve(ReserveCall { queue, reserve: Some(reservation), finish: None }).await?;
             if let Some(reserved) = reply.reserved {
                 return reserved.into_lease(queue, worker, token).map(Some);
             }
@@ -221,39 +279,12 @@ impl RedisQueue {
         }
     }
 
-    /// Runs the reserve script: finishing `finish` first if given, housekeeping for
-    /// `queue`, then a reservation if `reserve` (worker, token, lease ms) is given.
-    async fn run_reserve(
-        &self,
-        queue: &str,
-        reserve: Option<(&str, &str, u64)>,
-        finish: Option<Finish<'_>>,
-    ) -> Result<ReserveReply, QueueError> {
-        let keys = &self.inner.keys;
-        let (worker, token, lease_ms) = reserve.unwrap_or(("", "", 0));
-        let script = &self.inner.scripts.reserve;
-        let mut call = script.prepare_invoke();
-        call.key(keys.of_queue(queue, "ready"))
-            .key(keys.of_queue(queue, "delayed"))
-            .key(keys.of_queue(queue, "active"))
-            .key(keys.of_queue(queue, "wake"))
-            .key(keys.settled())
-            .arg(keys.job_prefix())
-            .arg(worker)
-            .arg(token)
-            .arg(lease_ms)
-            .arg(keys.settled())
-            .arg(if reserve.is_some() { "1" } else { "0" });
-        match &finish {
-            Some(Finish { held, result }) => {
-                let id = held.id.to_string();
-                call.key(keys.job(&id)).arg("1").arg(&held.token).arg(held.attempt).arg(*result).arg(&id);
-            }
-            None => {
-                call.arg("0");
-            }
-        }
-        let reply: Vec<RedisValue> = call.invoke_async(&mut self.conn()).await?;
+    /// Runs the reserve script: finishing a job first if asked, housekeeping for
+    /// the queue, then a reservation if asked.
+    async fn run_reserve(&self, call: ReserveCall<'_>) -> Result<ReserveReply, QueueError> {
+        let queue = call.queue;
+        let invocation = call.invocation(&self.inner.scripts.reserve, &self.inner.keys);
+        let reply: Vec<RedisValue> = invocation.invoke_async(&mut self.conn()).await?;
         let field = |i: usize| reply.get(i).unwrap_or(&RedisValue::Nil);
         let number = |i: usize| i64::from_redis_value(field(i));
         let (found, next_ms, requeued, failed, depth) = (number(0)?, number(1)?, number(2)?, number(3)?, number(4)?);
@@ -301,8 +332,13 @@ impl RedisQueue {
         lease_ms: u64,
     ) -> Result<(bool, Option<Lease>), QueueError> {
         let token = lease_token();
-        let reply =
-            self.run_reserve(&held.queue, Some((worker, &token, lease_ms)), Some(Finish { held, result })).await?;
+        let reply = self
+            .run_reserve(ReserveCall {
+                queue: &held.queue,
+                reserve: Some(Reservation { worker, token: &token, lease_ms }),
+                finish: Some(Finish { held, result }),
+            })
+            .await?;
         let next = match reply.reserved {
             Some(reserved) => Some(reserved.into_lease(&held.queue, worker, token)?),
             None => None,
@@ -361,7 +397,7 @@ impl RedisQueue {
             ::redis::cmd("SMEMBERS").arg(self.inner.keys.queues()).query_async(&mut self.conn()).await?;
         let mut expired = 0;
         for queue in queues {
-            expired += self.run_reserve(&queue, None, None).await?.expired;
+            expired += self.run_reserve(ReserveCall { queue: &queue, reserve: None, finish: None }).await?.expired;
         }
         Ok(expired)
     }
@@ -408,6 +444,7 @@ impl RedisQueue {
         held: &Lease,
         error: &str,
         delay_ms: u64,
+        retry: Retry,
     ) -> Result<Option<FailOutcome>, QueueError> {
         let id = held.id.to_string();
         let keys = &self.inner.keys;
@@ -426,6 +463,7 @@ impl RedisQueue {
             .arg(&id)
             .arg(keys.settled())
             .arg(delay_ms)
+            .arg(flag(retry == Retry::IfAttemptsLeft))
             .invoke_async(&mut self.conn())
             .await?;
         match reply.as_slice() {

@@ -18,7 +18,9 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{lease_token, FailOutcome, JobId, JobView, Lease, NewJob, QueueError, QueueOptions, Reserved, StoredView};
+use super::{
+    lease_token, FailOutcome, JobId, JobView, Lease, NewJob, QueueError, QueueOptions, Reserved, Retry, StoredView,
+};
 use crate::shutdown::Shutdown;
 
 /// The table, created at connect (idempotent). `seq` is the place in line:
@@ -72,9 +74,9 @@ RETURNING queue, state";
 
 const FAIL: &str = "
 UPDATE queue_jobs
-   SET state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END,
+   SET state = CASE WHEN ?7 = 0 OR attempts >= max_attempts THEN 'failed' ELSE 'retrying' END,
        error = ?1,
-       finished_at = CASE WHEN attempts >= max_attempts THEN ?2 ELSE NULL END,
+       finished_at = CASE WHEN ?7 = 0 OR attempts >= max_attempts THEN ?2 ELSE NULL END,
        run_at = ?2 + ?3, lease_token = NULL, lease_until = NULL
  WHERE id = ?4 AND state = 'started' AND lease_token = ?5 AND attempts = ?6
 RETURNING state, run_at";
@@ -312,6 +314,7 @@ impl SqliteQueue {
         held: &Lease,
         error: &str,
         delay_ms: u64,
+        retry: Retry,
     ) -> Result<Option<FailOutcome>, QueueError> {
         let row = sqlx::query(FAIL)
             .bind(error)
@@ -320,6 +323,7 @@ impl SqliteQueue {
             .bind(held.id.to_string())
             .bind(&held.token)
             .bind(i64::from(held.attempt))
+            .bind(retry == Retry::IfAttemptsLeft)
             .fetch_optional(&self.inner.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };

@@ -1,6 +1,7 @@
-//! Running jobs: a pool of worker tasks that reserve a job, keep its lease
-//! renewed in the background while the handler runs, complete or fail it,
-//! and on shutdown finish the job in hand before stopping.
+//! Running jobs: a pool of worker tasks that reserve a job, parse its payload
+//! as the [`Job`] type, keep its lease renewed in the background while the
+//! handler runs, complete or fail it, and on shutdown finish the job in hand
+//! before stopping.
 
 use std::any::Any;
 use std::future::Future;
@@ -9,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{FailOutcome, Lease, Queue, QueueError};
+use super::{FailOutcome, Job, Lease, Queue, QueueError};
 use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
 
@@ -47,24 +47,28 @@ fn default_worker_id() -> String {
     format!("{host}:{}:{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
-/// Runs `handler` on the jobs of queue `name` with `concurrency` tasks until
-/// `shutdown` trips; each task finishes the job in hand first. `Ok` completes
-/// the job with its value, `Err` fails the attempt with its reason (retried
-/// per the job's options), and a panic counts as a failure.
-pub async fn run_worker<H, Fut>(queue: Queue, name: &str, concurrency: usize, handler: H, shutdown: Shutdown)
+/// Runs `handler` on the jobs of queue [`J::QUEUE`](Job::QUEUE) with
+/// `concurrency` tasks until `shutdown` trips; each task finishes the job in
+/// hand first. `Ok` completes the job with its output, `Err` fails the attempt
+/// with its reason (retried per the job's options), and a panic counts as a
+/// failure. A payload that does not parse as a `J` fails the job at once.
+pub async fn run_worker<J, H, Fut>(queue: Queue, concurrency: usize, handler: H, shutdown: Shutdown)
 where
-    H: Fn(Value) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, String>> + Send + 'static,
+    J: Job,
+    H: Fn(J) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<J::Output, J::Error>> + Send + 'static,
 {
-    run_worker_with(queue, name, WorkerOptions::new(concurrency), handler, shutdown).await
+    run_worker_with(queue, WorkerOptions::new(concurrency), handler, shutdown).await
 }
 
 /// [`run_worker`] with explicit options.
-pub async fn run_worker_with<H, Fut>(queue: Queue, name: &str, options: WorkerOptions, handler: H, shutdown: Shutdown)
+pub async fn run_worker_with<J, H, Fut>(queue: Queue, options: WorkerOptions, handler: H, shutdown: Shutdown)
 where
-    H: Fn(Value) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, String>> + Send + 'static,
+    J: Job,
+    H: Fn(J) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<J::Output, J::Error>> + Send + 'static,
 {
+    let name = J::QUEUE;
     let handler = Arc::new(handler);
     let concurrency = options.concurrency.max(1);
     let mut slots = tokio::task::JoinSet::new();
@@ -87,7 +91,7 @@ where
     tracing::info!(queue = name, worker = %options.worker_id, "worker stopped");
 }
 
-async fn work_slot<H, Fut>(
+async fn work_slot<J, H, Fut>(
     queue: Queue,
     name: String,
     worker_id: String,
@@ -95,8 +99,9 @@ async fn work_slot<H, Fut>(
     handler: Arc<H>,
     shutdown: Shutdown,
 ) where
-    H: Fn(Value) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, String>> + Send + 'static,
+    J: Job,
+    H: Fn(J) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<J::Output, J::Error>> + Send + 'static,
 {
     let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     let mut errors = 0u32;
@@ -136,7 +141,7 @@ async fn work_slot<H, Fut>(
 /// Runs one attempt and settles it; with `reserve_next` (a worker id), a successful
 /// attempt is completed together with the reservation of the next job, which is returned.
 /// Shutdown is deliberately not watched here: the job in hand is finished.
-async fn run_one<H, Fut>(
+async fn run_one<J, H, Fut>(
     queue: &Queue,
     mut lease: Lease,
     lease_for: Duration,
@@ -144,14 +149,26 @@ async fn run_one<H, Fut>(
     reserve_next: Option<&str>,
 ) -> Option<Lease>
 where
-    H: Fn(Value) -> Fut,
-    Fut: Future<Output = Result<Value, String>>,
+    J: Job,
+    H: Fn(J) -> Fut,
+    Fut: Future<Output = Result<J::Output, J::Error>>,
 {
-    let payload = std::mem::take(&mut lease.payload);
+    // Taken out (and freed once parsed), so the renewer's copy of the lease does not carry it.
+    let job = match serde_json::from_str::<J>(&std::mem::take(&mut lease.payload)) {
+        Ok(job) => job,
+        Err(err) => {
+            // Another attempt would read the same bytes: the job fails now.
+            let reason = format!("the payload does not parse as {}: {err}", std::any::type_name::<J>());
+            tracing::error!(job = %lease.id, queue = %lease.queue, %reason, "job refused");
+            let settled = queue.fail_without_retry(&lease, &reason).await.map(|()| "failed");
+            log_settled(&lease, settled);
+            return None;
+        }
+    };
     tracing::debug!(job = %lease.id, queue = %lease.queue, attempt = lease.attempt, "job started");
     let lost = CancellationToken::new();
     let renewer = tokio::spawn(keep_renewing(queue.clone(), lease.clone(), lease_for, lost.clone()));
-    let work = AssertUnwindSafe(handler(payload)).catch_unwind();
+    let work = AssertUnwindSafe(handler(job)).catch_unwind();
     let outcome = tokio::select! {
         outcome = work => Some(outcome),
         _ = lost.cancelled() => None,
@@ -163,10 +180,16 @@ where
         tracing::warn!(job = %lease.id, queue = %lease.queue, attempt, "lease lost while working; attempt abandoned");
         return None;
     };
+    // A result that cannot be stored is the handler's failure, not the queue's.
+    let outcome = outcome.map(|ran| {
+        ran.map_err(|err| err.to_string()).and_then(|output| {
+            serde_json::to_string(&output).map_err(|e| format!("the result cannot be stored as JSON: {e}"))
+        })
+    });
     let mut next = None;
     let settled = match (outcome, reserve_next) {
         (Ok(Ok(result)), Some(worker_id)) => {
-            match queue.complete_then_reserve(&lease, result, worker_id, lease_for).await {
+            match queue.complete_then_reserve(&lease, &result, worker_id, lease_for).await {
                 Ok((completed, reserved)) => {
                     next = reserved;
                     completed.map(|()| "finished")
@@ -174,7 +197,7 @@ where
                 Err(err) => Err(err),
             }
         }
-        (Ok(Ok(result)), None) => queue.complete(&lease, result).await.map(|()| "finished"),
+        (Ok(Ok(result)), None) => queue.complete_json(&lease, &result).await.map(|()| "finished"),
         (Ok(Err(reason)), _) => queue.fail(&lease, &reason).await.map(outcome_name),
         (Err(panic), _) => {
             let reason = format!("handler panicked: {}", panic_message(panic.as_ref()));
@@ -182,6 +205,11 @@ where
             queue.fail(&lease, &reason).await.map(outcome_name)
         }
     };
+    log_settled(&lease, settled);
+    next
+}
+
+fn log_settled(lease: &Lease, settled: Result<&'static str, QueueError>) {
     match settled {
         Ok(outcome) => tracing::debug!(job = %lease.id, queue = %lease.queue, outcome, "job settled"),
         Err(QueueError::LeaseLost { .. }) => {
@@ -193,7 +221,6 @@ where
             "settling the job failed; it will be retried when its lease runs out"
         ),
     }
-    next
 }
 
 fn outcome_name(outcome: FailOutcome) -> &'static str {

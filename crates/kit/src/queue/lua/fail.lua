@@ -1,7 +1,8 @@
 -- Records a failed attempt, if the caller still holds the lease: the job is retried after
--- the given delay, or fails for good when it has used its attempts.
+-- the given delay, or fails for good when it has used its attempts or may not be retried.
 -- KEYS: 1 job hash, 2 active zset, 3 delayed zset, 4 terminal zset, 5 wake list
--- ARGV: 1 lease token, 2 attempt, 3 error, 4 id, 5 finished channel, 6 retry delay ms
+-- ARGV: 1 lease token, 2 attempt, 3 error, 4 id, 5 finished channel, 6 retry delay ms,
+--       7 '1' if it may be retried (attempts left), '0' if not
 -- Returns {0} when the lease was lost, {1, retry_at_ms} when retrying, {2, finished_at_ms} when failed.
 if not holds_lease(KEYS[1], ARGV[1], ARGV[2]) then
   return {0}
@@ -10,7 +11,7 @@ local now = now_ms()
 redis.call('ZREM', KEYS[2], ARGV[4])
 redis.call('HDEL', KEYS[1], 'token', 'lease_until')
 local f = redis.call('HMGET', KEYS[1], 'attempts', 'max_attempts')
-if tonumber(f[1]) >= tonumber(f[2]) then
+if ARGV[7] ~= '1' or tonumber(f[1]) >= tonumber(f[2]) then
   redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[3], 'finished_at', now)
   redis.call('ZADD', KEYS[4], now, ARGV[4])
   redis.call('PUBLISH', ARGV[5], ARGV[4])
