@@ -248,7 +248,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .route("/crowdfunding/{project_id}", get(web::pages::project))
         .route("/status", get(web::pages::status))
         .route("/api/status", get(web::pages::api_status))
-        .route("/static/{file}", get(web::pages::asset))
+        .route("/static/{*file}", get(web::assets::serve))
         .route("/docs", get(web::docs::docs_root))
         .route("/docs/", get(web::docs::docs_file))
         .route("/docs/{*path}", get(web::docs::docs_file))

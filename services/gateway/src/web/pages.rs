@@ -1,18 +1,18 @@
-//! The web UI (seed 000): server-rendered pages — home with a card per
-//! application and its live status, the jokes page, the status page — and the
-//! static assets, all compiled into the binary.
+//! The web UI's pages (seed 000): home with a card per application and its live status, the
+//! jokes, crowdfunding and classification pages, and the status page.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::{Extension, Json};
-use minijinja::{context, Environment};
+use minijinja::context;
 use serde::Serialize;
 
 use crate::proxy::edge::Session;
 use crate::proxy::upstreams::ServiceStatus;
+use crate::web::templates::{error_page, render_page};
 use crate::Gateway;
 
 /// One application card on the home page.
@@ -75,61 +75,6 @@ pub const APPS: &[App] = &[
         service: "",
     },
 ];
-
-fn templates() -> &'static Environment<'static> {
-    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        for (name, source) in [
-            ("base.html", include_str!("../../templates/base.html")),
-            ("home.html", include_str!("../../templates/home.html")),
-            ("jokes.html", include_str!("../../templates/jokes.html")),
-            ("status.html", include_str!("../../templates/status.html")),
-            ("error.html", include_str!("../../templates/error.html")),
-            ("login.html", include_str!("../../templates/login.html")),
-            ("classify.html", include_str!("../../templates/classify.html")),
-            ("signup.html", include_str!("../../templates/signup.html")),
-            ("crowdfunding.html", include_str!("../../templates/crowdfunding.html")),
-            ("project.html", include_str!("../../templates/project.html")),
-        ] {
-            if let Err(err) = env.add_template(name, source) {
-                tracing::error!(template = name, error = %err, "template does not compile");
-            }
-        }
-        env
-    })
-}
-
-fn render(name: &str, ctx: minijinja::Value) -> Response {
-    match templates().get_template(name).and_then(|t| t.render(ctx)) {
-        Ok(html) => Html(html).into_response(),
-        Err(err) => {
-            tracing::error!(template = name, error = %err, "page rendering failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, Html("<h1>Something went wrong</h1>".to_string())).into_response()
-        }
-    }
-}
-
-/// The logged-in user's name, if any.
-pub fn user_name(session: &Session) -> Option<String> {
-    session.user.as_ref().map(|u| u.claims.name.clone())
-}
-
-/// Renders a page with the session facts every page shows (user, CSRF token for forms).
-pub fn render_page(name: &str, session: &Session, ctx: minijinja::Value) -> Response {
-    let base = context! { user => user_name(session), csrf => session.csrf.clone() };
-    render(name, context! { ..base, ..ctx })
-}
-
-/// An HTML error page (for browsers; APIs get problem+json).
-pub fn error_page(status: StatusCode, detail: &str) -> Response {
-    let mut page = render(
-        "error.html",
-        context! { status => status.as_u16(), title => status.canonical_reason().unwrap_or("Error"), detail => detail },
-    );
-    *page.status_mut() = status;
-    page
-}
 
 #[derive(Serialize)]
 struct AppCard {
@@ -216,18 +161,6 @@ pub async fn status(State(gw): State<Arc<Gateway>>, Extension(session): Extensio
     )
 }
 
-/// `GET /static/{file}`: CSS and JS compiled into the binary.
-pub async fn asset(Path(file): Path<String>) -> Response {
-    let (body, content_type) = match file.as_str() {
-        "style.css" => (include_str!("../../assets/style.css"), "text/css; charset=utf-8"),
-        "app.js" => (include_str!("../../assets/app.js"), "text/javascript; charset=utf-8"),
-        "classify.js" => (include_str!("../../assets/classify.js"), "text/javascript; charset=utf-8"),
-        "crowdfunding.js" => (include_str!("../../assets/crowdfunding.js"), "text/javascript; charset=utf-8"),
-        _ => return kit::Problem::not_found(format!("no asset named {file:?}")).into_response(),
-    };
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,7 +194,7 @@ mod tests {
         let (status, page) = html(crowdfunding(Extension(signed_in("ada"))).await).await;
         assert_eq!(status, StatusCode::OK);
         assert!(page.contains("id=\"project-list\"") && page.contains("id=\"propose-form\""), "{page}");
-        assert!(page.contains("/static/crowdfunding.js"));
+        assert!(page.contains(&crate::web::assets::url("crowdfunding.js").unwrap()));
         let (status, page) = html(crowdfunding(Extension(visitor())).await).await;
         assert_eq!(status, StatusCode::OK);
         assert!(!page.contains("id=\"propose-form\""), "a visitor gets no form");
@@ -278,12 +211,5 @@ mod tests {
             assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
             assert!(page.contains("error-page"), "{bad} gets the HTML error page");
         }
-    }
-
-    #[tokio::test]
-    async fn the_crowdfunding_script_is_served() {
-        let resp = asset(Path("crowdfunding.js".into())).await;
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert!(resp.headers()[header::CONTENT_TYPE].to_str().unwrap_or("").starts_with("text/javascript"));
     }
 }
