@@ -137,7 +137,9 @@
       // A new category shows a joke from it straight away.
       select.addEventListener("change", loadJoke);
     }
-    loadJoke();
+    if (!output.textContent.trim()) {
+      loadJoke(); // the server had no joke to show
+    }
   }
 
   function init() {

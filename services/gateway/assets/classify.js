@@ -84,10 +84,14 @@
 
   async function init() {
     renderRecent();
-    var r = await Agora.call("GET", "/info");
-    if (!r.ok || !r.body) { showError(Agora.problemText(r, "The classifier is unavailable")); return; }
-    r.body.models.forEach(function (m) { $("model").add(new Option(m, m)); });
-    r.body.images.forEach(function (i) { $("image").add(new Option(i, i)); });
+    if (!$("model").options.length) {
+      // The server could not list the models: ask from here.
+      var r = await Agora.call("GET", "/info");
+      if (!r.ok || !r.body) { showError(Agora.problemText(r, "The classifier is unavailable")); return; }
+      showError("");
+      r.body.models.forEach(function (m) { $("model").add(new Option(m, m)); });
+      r.body.images.forEach(function (i) { $("image").add(new Option(i, i)); });
+    }
 
     $("classify-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();

@@ -126,9 +126,10 @@
   }
 
   function initList() {
+    var root = $("crowdfunding");
     var list = $("project-list");
     var more = $("more-projects");
-    var cursor = null;
+    var cursor = root.dataset.nextCursor || null; // where the list the server rendered ends
     var loading = false;
 
     async function load() {
@@ -160,8 +161,17 @@
       $("list-empty").hidden = list.children.length > 0;
     }
 
-    more.addEventListener("click", load);
-    load();
+    more.addEventListener("click", function (ev) {
+      ev.preventDefault();
+      load();
+    });
+    if (root.dataset.listed === "true") {
+      refreshTimes();
+    } else {
+      // The server could not list the projects: try from here.
+      $("list-loading").hidden = false;
+      load();
+    }
 
     var form = $("propose-form");
     if (form) {
@@ -247,6 +257,7 @@
     var timer = null;
     var inFlight = false;
     var stopped = false;
+    var serverRendered = true;       // the threads in the page until the first answer replaces them
 
     /* Votes */
 
@@ -486,6 +497,11 @@
         notice.hidden = false;
       } else {
         notice.hidden = true;
+      }
+      if (serverRendered) {
+        // The server's copy has no handlers; the live copy takes its place.
+        Object.keys(SECTION_OF).forEach(function (type) { $(SECTION_OF[type]).textContent = ""; });
+        serverRendered = false;
       }
       var byId = Object.create(null);
       p.threads.forEach(function (t) { byId[t.thread_id] = t; });

@@ -3,7 +3,9 @@
 
 pub mod account;
 pub mod assets;
+pub mod crowdfunding;
 pub mod docs;
+pub mod page_data;
 pub mod pages;
 pub mod templates;
 

@@ -18,11 +18,24 @@ fn asset(name: &str) -> Result<Value, minijinja::Error> {
         .ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, format!("no asset named {name:?}")))
 }
 
-/// Every template, and the `asset` function. A template that does not compile is logged and
-/// left out, so only its pages fail (the unit tests keep that from shipping).
+/// `2026-12-02T04:30:00Z` → `2 Dec 2026, 04:30 UTC` (the page's script turns it into "5 minutes ago").
+fn when(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| t.with_timezone(&chrono::Utc).format("%-d %b %Y, %H:%M UTC").to_string())
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+/// What templates may call beyond minijinja's built-ins.
+fn add_helpers(env: &mut Environment<'static>) {
+    env.add_function("asset", asset);
+    env.add_filter("when", when);
+}
+
+/// Every template, and the helpers. A template that does not compile is logged and left out,
+/// so only its pages fail (the unit tests keep that from shipping).
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
-    env.add_function("asset", asset);
+    add_helpers(&mut env);
     for &(name, source) in TEMPLATES {
         if let Err(err) = env.add_template(name, source) {
             tracing::error!(template = name, error = %err, "template does not compile");
@@ -75,7 +88,7 @@ mod tests {
     #[test]
     fn every_template_compiles_and_renders_with_only_the_session_facts() {
         let mut env = Environment::new();
-        env.add_function("asset", asset);
+        add_helpers(&mut env);
         for &(name, source) in TEMPLATES {
             env.add_template(name, source).unwrap_or_else(|e| panic!("{name} does not compile: {e:#}"));
         }
@@ -113,6 +126,12 @@ mod tests {
         }
         assert_eq!(nav.matches("aria-current=\"page\"").count(), 1, "{nav}");
         assert!(nav.contains("<a href=\"/jokes\" class=\"active\" aria-current=\"page\">Jokes</a>"), "{nav}");
+    }
+
+    #[test]
+    fn times_are_shown_in_utc_and_anything_else_as_it_came() {
+        assert_eq!(when("2026-12-02T05:30:00+01:00"), "2 Dec 2026, 04:30 UTC");
+        assert_eq!(when("yesterday"), "yesterday");
     }
 
     #[test]
