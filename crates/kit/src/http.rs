@@ -40,16 +40,25 @@ where
     Arc::new(move || Box::pin(check(dependency.clone())))
 }
 
-/// The label a handler can attach to its response when it has no route template
-/// (the gateway's proxy labels by upstream route prefix).
+/// The label a handler can attach to its response when it has no route template.
 #[derive(Debug, Clone, Copy)]
 pub struct RouteLabel(pub &'static str);
 
 /// How the observation middleware behaves.
 #[derive(Debug, Clone, Copy)]
 pub struct Observe {
-    /// Whether every request gets an info-level access-log line (the gateway), or debug level.
-    pub access_log: bool,
+    /// Where each request's access-log line goes.
+    pub access_log: AccessLog,
+}
+
+/// Where a request's access-log line goes.
+#[derive(Debug, Clone, Copy)]
+pub enum AccessLog {
+    /// The log, at debug level: a service's callers log the request already.
+    Debug,
+    /// A writer of the server's own, given the line and the request's context (the gateway's
+    /// access log, at info level, written in batches).
+    Write(fn(&AccessLine<'_>, &RequestContext)),
 }
 
 /// Options of [`service_router`].
@@ -61,7 +70,7 @@ pub struct RouterOptions {
     pub readiness: Readiness,
     /// Access-log behaviour.
     pub observe: Observe,
-    /// Whether `app` brings its own fallback (the gateway's proxy); otherwise unknown paths get a 404 problem.
+    /// Whether `app` brings its own fallback (the gateway's); otherwise unknown paths get a 404 problem.
     pub own_fallback: bool,
 }
 
@@ -70,7 +79,7 @@ impl Default for RouterOptions {
         Self {
             body_limit: 1024 * 1024,
             readiness: always_ready(),
-            observe: Observe { access_log: false },
+            observe: Observe { access_log: AccessLog::Debug },
             own_fallback: false,
         }
     }
@@ -100,34 +109,64 @@ pub fn service_router(app: Router, options: RouterOptions) -> Router {
         .layer(middleware::from_fn_with_state(options.observe, observe))
 }
 
-/// Middleware: sets up the request context, then records metrics and the access log.
+/// Middleware: sets up the request context, then records metrics and the access log (see [`Observation`]).
 pub async fn observe(State(opts): State<Observe>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let ctx = RequestContext::from_headers(req.headers());
-    let method = req.method().clone();
+    let observation = Observation::begin(&req);
+    let ctx = observation.context().clone();
     let matched = req.extensions().get::<MatchedPath>().cloned();
-    let uri = req.uri().clone();
     let span = tracing::info_span!("request", request_id = ctx.request_id(), trace_id = ctx.trace_id());
-    let request_id = ctx.request_id_header().clone();
     let mut response = ctx.scope(next.run(req)).instrument(span.clone()).await;
-    let elapsed = start.elapsed();
     let route = match &matched {
         Some(matched) => matched.as_str(),
         None => response.extensions().get::<RouteLabel>().map_or("unmatched", |l| l.0),
     };
-    let status = response.status().as_u16();
-    record(&method, route, status, elapsed);
-    response.headers_mut().insert(REQUEST_ID, request_id);
-    span.in_scope(|| {
-        // A service's own handlers forward nowhere (the gateway's proxy writes its own lines).
-        let line = AccessLine { method: &method, path: uri.path(), route, upstream: "-", status, elapsed };
-        if opts.access_log {
-            line.info(None);
-        } else {
-            line.debug();
-        }
-    });
+    // A service's own handlers forward nowhere.
+    span.in_scope(|| observation.end(&mut response, route, "-", opts.access_log));
     response
+}
+
+/// One request observed from its head to its response: the request context (taken from the
+/// request's headers, or new), counted in the metrics and written as an access-log line when
+/// it ends. [`observe`] does this around a router; a server that answers some requests without
+/// one (the gateway's proxy) does the same with it.
+#[derive(Debug)]
+pub struct Observation {
+    start: Instant,
+    ctx: RequestContext,
+    method: http::Method,
+    uri: http::Uri,
+}
+
+impl Observation {
+    /// Begins observing `req`, now.
+    pub fn begin<B>(req: &http::Request<B>) -> Self {
+        Self {
+            start: Instant::now(),
+            ctx: RequestContext::from_headers(req.headers()),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+        }
+    }
+
+    /// The request's context: run its handling in [`RequestContext::scope`] so calls it makes carry it.
+    pub fn context(&self) -> &RequestContext {
+        &self.ctx
+    }
+
+    /// Ends with `response`: counts it in the metrics under `route` (a route template or prefix),
+    /// gives it the `x-request-id` header, and writes its access line, naming the instance that
+    /// answered (`upstream`, `host:port`, or `-`).
+    pub fn end<B>(self, response: &mut http::Response<B>, route: &str, upstream: &str, access_log: AccessLog) {
+        let elapsed = self.start.elapsed();
+        let status = response.status().as_u16();
+        record(&self.method, route, status, elapsed);
+        response.headers_mut().insert(REQUEST_ID, self.ctx.request_id_header().clone());
+        let line = AccessLine { method: &self.method, path: self.uri.path(), route, upstream, status, elapsed };
+        match access_log {
+            AccessLog::Debug => line.debug(),
+            AccessLog::Write(write) => write(&line, &self.ctx),
+        }
+    }
 }
 
 /// One access-log line: what was asked, where it went, how it ended.
@@ -148,14 +187,12 @@ pub struct AccessLine<'a> {
 }
 
 impl AccessLine<'_> {
-    /// Logs the line at info level (the gateway's access log), with the request's ids as fields when
-    /// given (callers without a request span; inside one, the span carries them).
-    pub fn info(&self, ctx: Option<&RequestContext>) {
+    /// Logs the line at info level (target `kit::http`), with the request's ids as fields.
+    pub fn info(&self, ctx: &RequestContext) {
         let (method, path, route, upstream, status) =
             (self.method.as_str(), self.path, self.route, self.upstream, self.status);
         let latency_ms = self.elapsed.as_secs_f64() * 1000.0;
-        let request_id = ctx.map(RequestContext::request_id);
-        let trace_id = ctx.map(RequestContext::trace_id);
+        let (request_id, trace_id) = (ctx.request_id(), ctx.trace_id());
         tracing::info!(request_id, trace_id, method, path, route, upstream, status, latency_ms, "access");
     }
 

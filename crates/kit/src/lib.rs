@@ -6,7 +6,6 @@
 //! databases with retrying connects and migrations, registry client and
 //! discovery, and the resilient peer client.
 
-pub mod access_log;
 pub mod auth;
 pub mod backoff;
 pub mod circuit_breaker;

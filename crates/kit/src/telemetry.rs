@@ -11,6 +11,16 @@ use tracing_subscriber::EnvFilter;
 
 static GUARD: OnceLock<tracing_appender::non_blocking::WorkerGuard> = OnceLock::new();
 
+/// The background writer of the JSON lines, once [`init`] has chosen JSON.
+static JSON_WRITER: OnceLock<tracing_appender::non_blocking::NonBlocking> = OnceLock::new();
+
+/// The background writer every log line goes through, when lines are JSON: for a writer of
+/// pre-formatted lines of the same shape (the gateway's access log), so they are interleaved
+/// whole with the others. `None` before [`init`], or when lines are not JSON.
+pub fn json_writer() -> Option<tracing_appender::non_blocking::NonBlocking> {
+    JSON_WRITER.get().cloned()
+}
+
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -64,7 +74,7 @@ pub fn init(service: &str) {
     if result.is_ok() {
         let _ = GUARD.set(guard);
         if let Some(writer) = json_writer {
-            crate::access_log::use_json_writer(writer);
+            let _ = JSON_WRITER.set(writer);
         }
         tracing::debug!(service, "logging initialised");
     }

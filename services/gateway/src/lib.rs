@@ -9,6 +9,7 @@
 //! - route: a path prefix, the upstream serving it, and its limits (timeout, who may write).
 //! - response: what the gateway sends the client: an instance's, or one the gateway makes.
 
+pub mod access_log;
 pub mod proxy;
 pub mod server;
 pub mod web;
@@ -159,6 +160,24 @@ impl Gateway {
     }
 }
 
+#[cfg(test)]
+impl Gateway {
+    /// A gateway that serves nothing and asks no registry, for unit tests of what it decides;
+    /// tokens are verified against `keys`.
+    pub(crate) fn unstarted(config: Config, keys: KeySource) -> Self {
+        let upstreams =
+            Arc::new(proxy::upstreams::Upstreams::new(&proxy::routes::services_in(config.routes), config.breaker));
+        Self {
+            verifier: Arc::new(Verifier::new(config.auth.clone(), keys)),
+            config,
+            upstreams,
+            side: reqwest::Client::new(),
+            limiter: Limiter::memory(),
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -186,7 +205,7 @@ pub enum StartError {
 /// Starts the gateway; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     if let Some(path) = &config.access_log_file {
-        kit::access_log::to_file(path).map_err(|source| StartError::AccessLog { path: path.clone(), source })?;
+        access_log::to_file(path).map_err(|source| StartError::AccessLog { path: path.clone(), source })?;
     }
     let limiter = match &config.redis_url {
         Some(url) => Limiter::redis(url, "agora:ratelimit")
@@ -264,7 +283,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         RouterOptions {
             body_limit: config.body_limit,
             readiness,
-            observe: Observe { access_log: true },
+            observe: Observe { access_log: proxy::ACCESS_LOG },
             own_fallback: true,
         },
     );

@@ -9,42 +9,31 @@ pub mod routes;
 pub mod upstream_client;
 pub mod upstreams;
 
-use std::time::Instant;
-
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
-use kit::context::{RequestContext, REQUEST_ID};
-use kit::http::AccessLine;
+use kit::http::{AccessLog, Observation};
 use kit::Problem;
-
-pub use forward::Timer;
 
 use crate::Gateway;
 
-/// Serves one request for an upstream route, start to finish: request context, the edge's checks,
-/// forwarding, then metrics, the `x-request-id` header and the access-log line. This is the gateway's
-/// hot path, so it is one function rather than a stack of middleware layers (each of which would box
-/// the request's future again and clone the router); what it does matches `kit::http::observe` around
-/// the edge middleware, which still serve the gateway's own pages.
-pub async fn serve(
-    gw: &Gateway,
-    client: &edge::Client,
-    route: &'static routes::Route,
-    mut req: Request,
-    timer: Timer<'_>,
-) -> Response {
-    let start = Instant::now();
-    let ctx = RequestContext::from_headers(req.headers());
-    let method = req.method().clone();
-    let uri = req.uri().clone();
+/// How the gateway writes its access lines: batched, per server thread (see `access_log`).
+pub const ACCESS_LOG: AccessLog = AccessLog::Write(crate::access_log::write);
+
+/// Serves one request for an upstream route, start to finish: observed as `kit::http::observe`
+/// observes the router's requests (context, metrics, `x-request-id`, access line), checked at
+/// the edge, then forwarded. Called straight from the connection's service rather than through
+/// the router: a request for an upstream route needs none of the router's layers.
+pub async fn serve(gw: &Gateway, client: &edge::Client, route: &'static routes::Route, mut req: Request) -> Response {
+    let observation = Observation::begin(&req);
+    let ctx = observation.context();
     // The instance that answered, for the access line.
     let mut upstream = None;
     // Boxed at once: the wrappers below (context scope, panic catcher) and hyper's connection
     // task each move the future they hold, and this one is kilobytes; a box moves as a pointer.
     let handled = Box::pin(async {
         match edge::admit(gw, client, Some(route), &mut req).await {
-            Ok(_) => forward::forward(gw, route, client, &ctx, req, &mut upstream, timer).await,
+            Ok(_) => forward::forward(gw, route, client, ctx, req, &mut upstream).await,
             Err(refused) => refused,
         }
     });
@@ -55,12 +44,7 @@ pub async fn serve(
             Problem::internal().into_response()
         }
     };
-    let elapsed = start.elapsed();
-    let status = response.status().as_u16();
-    kit::http::record(&method, route.prefix, status, elapsed);
-    response.headers_mut().insert(REQUEST_ID, ctx.request_id_header().clone());
     let upstream = upstream.as_ref().map_or("-", |instance| &*instance.address);
-    let line = AccessLine { method: &method, path: uri.path(), route: route.prefix, upstream, status, elapsed };
-    kit::access_log::write(&line, &ctx);
+    observation.end(&mut response, route.prefix, upstream, ACCESS_LOG);
     response
 }

@@ -1,23 +1,16 @@
-//! Thread-per-core serving for the gateway. A proxy spends its time handing
-//! requests between sockets; on a multi-threaded runtime every hand-off can
-//! wake another thread. Here each OS thread runs its own single-threaded
-//! runtime with its own listener (`SO_REUSEPORT`: the kernel spreads
-//! connections) and its own upstream connection pool, so a request is served
-//! start to finish on one thread. Shared state (routes, breakers, limiter,
-//! instance lists) is the same `Arc<Gateway>` for all threads.
+//! The gateway's server: every client connection is served by hyper (HTTP/1.1, and HTTP/2 with
+//! prior knowledge: `h2c`) through one service, [`Front`]: requests for an upstream route go to
+//! [`proxy::serve`], everything else (pages, docs, health) to the router with the kit's
+//! standard layers.
 //!
-//! A connection starts on the gateway's own HTTP/1.1 fast path
-//! (`connection`): plain requests for upstream routes are read, sent to
-//! [`proxy::serve`] and answered there. The first request it does not take
-//! hands the connection to hyper's HTTP/1.1 server (cleartext HTTP/2 is left
-//! out: browsers only speak it over TLS), with a [`Front`]: requests for an
-//! upstream route go straight to [`proxy::serve`], everything else (pages,
-//! docs, health) to the router with the kit's standard layers.
+//! Thread-per-core: a proxy spends its time handing requests between sockets, and on a
+//! multi-threaded runtime every hand-off can wake another thread. So each OS thread runs its own
+//! single-threaded runtime with its own listener (`SO_REUSEPORT`: the kernel spreads
+//! connections) and its own upstream connection pool, and a request is served start to finish on
+//! one thread. Shared state (routes, breakers, limiter, instance lists) is the same
+//! `Arc<Gateway>` for all threads.
 
-mod connection;
-mod request_head;
-mod response_writer;
-mod rewind;
+mod stopping;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,7 +23,8 @@ use axum::response::Response;
 use axum::Router;
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioTimer;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
 use kit::http::ServeError;
 use kit::registry_client::Protocol;
 use kit::service::Started;
@@ -40,7 +34,7 @@ use tower::ServiceExt;
 
 use crate::proxy::edge::Client;
 use crate::proxy::{self, routes, upstream_client};
-use crate::Gateway;
+use crate::{access_log, Gateway};
 
 /// How long an access-log line may wait in its thread's buffer.
 const ACCESS_LOG_FLUSH: Duration = Duration::from_millis(100);
@@ -50,10 +44,10 @@ const POOL_SWEEP: Duration = Duration::from_secs(10);
 /// connection is kept): a slow or silent client cannot hold a connection forever.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One connection's service: the proxy's hot path for upstream routes, the router for the rest.
+/// One connection's service: the proxy for upstream routes, the router for the rest.
 ///
 /// A request's future holds this connection's own reference (`Arc<Connection>`), not one to the
-/// gateway: both serving threads would otherwise bump the gateway's shared reference count on
+/// gateway: both server threads would otherwise bump the gateway's shared reference count on
 /// every request, and that counter's cache line would bounce between the cores.
 #[derive(Clone)]
 struct Front(Arc<Connection>);
@@ -64,6 +58,8 @@ struct Connection {
     router: Router,
     /// Also handed to the gateway's pages as `ConnectInfo<Arc<Client>>`.
     client: Arc<Client>,
+    /// Whether the client has sent part of a request's head (see `stopping`).
+    reading: stopping::Reading,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Front {
@@ -72,26 +68,26 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Front {
     type Future = BoxFuture<'static, Result<Response, Infallible>>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        let mut req = req.map(Body::new);
         let conn = &self.0;
+        conn.reading.head_read(req.version());
+        let mut req = req.map(Body::new);
         if let Some(route) = routes::find_in(conn.gw.config.routes, req.uri().path()) {
             let conn = conn.clone();
-            return Box::pin(
-                async move { Ok(proxy::serve(&conn.gw, &conn.client, route, req, proxy::Timer::Fresh).await) },
-            );
+            return Box::pin(async move { Ok(proxy::serve(&conn.gw, &conn.client, route, req).await) });
         }
         req.extensions_mut().insert(ConnectInfo(conn.client.clone()));
         Box::pin(conn.router.clone().oneshot(req))
     }
 }
 
-/// Accepts connections on `listener` and serves each (see `connection`) until `stop` trips, then
-/// waits for the open connections to finish their requests.
+/// Accepts connections on `listener` and serves each until `stop` trips, then waits for the open
+/// connections to finish their requests.
 async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, router: Router, stop: Shutdown) {
-    let mut http = hyper::server::conn::http1::Builder::new();
+    let mut http = auto::Builder::new(TokioExecutor::new());
     // Heads and bodies are small: copied into one buffer and written with one `write` (hyper's
     // default queues them for `writev`, which costs more per response here).
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).writev(false);
+    http.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).writev(false);
+    http.http2().timer(TokioTimer::new());
     let http = Arc::new(http);
     let connections = tokio_util::task::TaskTracker::new();
     loop {
@@ -107,8 +103,13 @@ async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, router: Router, st
         };
         // Responses are written whole: no reason to let Nagle delay them.
         let _ = tcp.set_nodelay(true);
-        let conn = Arc::new(Connection { gw: gw.clone(), router: router.clone(), client: Arc::new(Client::new(addr)) });
-        connections.spawn(connection::serve(tcp, conn, http.clone(), stop.clone()));
+        let conn = Arc::new(Connection {
+            gw: gw.clone(),
+            router: router.clone(),
+            client: Arc::new(Client::new(addr)),
+            reading: stopping::Reading::default(),
+        });
+        connections.spawn(stopping::serve(tcp, conn, http.clone(), stop.clone()));
     }
     drop(listener);
     connections.close();
@@ -134,7 +135,6 @@ fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener
     socket.listen(1024)?;
     Ok(socket.into())
 }
-
 /// Binds `threads` listeners on one address and serves the gateway on each from its own thread
 /// (`app`: its own pages; upstream routes are proxied without going through it).
 pub async fn start(
@@ -169,7 +169,7 @@ pub async fn start(
                         tokio::time::sleep(grace).await;
                     };
                     // This thread's access-log lines are written in batches: at least every 100 ms.
-                    let flusher = tokio::spawn(kit::access_log::flush_every(ACCESS_LOG_FLUSH));
+                    let flusher = tokio::spawn(access_log::flush_every(ACCESS_LOG_FLUSH));
                     let sweeper = tokio::spawn(upstream_client::sweep_every(POOL_SWEEP));
                     let result = tokio::select! {
                         () = server => Ok(()),
@@ -177,7 +177,7 @@ pub async fn start(
                     };
                     flusher.abort();
                     sweeper.abort();
-                    kit::access_log::flush();
+                    access_log::flush();
                     result
                 })
             })?;

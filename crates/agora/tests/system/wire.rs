@@ -1,8 +1,9 @@
-//! The gateway on the wire: what a client speaking HTTP/1.1 byte by byte gets. Keep-alive and
-//! pipelined requests are answered in order, each framed exactly; a request whose framing leaves
-//! anything to decide (both `Content-Length` and `Transfer-Encoding`, conflicting lengths, folded
-//! headers) is decided once, by hyper's rules, or refused — so no request can hide inside another;
-//! the gateway closes a connection when asked and when it stops, after answering what it began.
+//! The gateway on the wire: what a client speaking HTTP/1.1 byte by byte gets, and one speaking
+//! HTTP/2 without TLS (prior knowledge). Keep-alive and pipelined requests are answered in order,
+//! each framed exactly; a request whose framing leaves anything to decide (both `Content-Length`
+//! and `Transfer-Encoding`, conflicting lengths, folded headers) is decided once, by hyper's
+//! rules, or refused — so no request can hide inside another; the gateway closes a connection
+//! when asked and when it stops, after answering what it began.
 
 use std::time::Duration;
 
@@ -30,8 +31,11 @@ async fn echoed_within(body_limit: usize, timeout: Duration) -> Echoed {
     let registry = spawn_registry().await;
     let echo = spawn_echo(&registry.as_url(), vec![]).await;
     let gateway = spawn_gateway_with(&registry.as_url(), &echo, |config| {
-        let open =
-            gateway::proxy::routes::Route { protected: false, timeout, ..gateway::proxy::routes::protected("/echo", "echo", 5) };
+        let open = gateway::proxy::routes::Route {
+            protected: false,
+            timeout,
+            ..gateway::proxy::routes::protected("/echo", "echo", 5)
+        };
         config.routes = Box::leak(vec![open].into_boxed_slice());
         config.body_limit = body_limit;
     })
@@ -202,7 +206,7 @@ async fn requests_of_every_other_kind_are_served_on_the_same_connection() {
     let mut wire = Wire::open(&sys.gateway).await;
     wire.send(&get("/echo/first")).await;
     assert_eq!(wire.answer().await.status, 200);
-    // A chunked body, then one larger than the fast path reads before sending on.
+    // A chunked body, then a large one.
     wire.send(
         "POST /echo/chunked HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
     )
@@ -292,7 +296,7 @@ async fn an_upstream_slower_than_its_routes_timeout_is_a_504_and_the_next_reques
             assert_eq!(wire.answer().await.status, 200, "round {round}");
         }
     }
-    // The same on a connection hyper serves (a chunked body hands it over).
+    // The same for a request with a chunked body.
     wire.send("POST /echo/slow HTTP/1.1\r\nX-Echo-Delay-Ms: 3000\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n").await;
     assert_eq!(wire.answer().await.status, 504);
 }
@@ -316,13 +320,18 @@ async fn a_stopping_gateway_answers_the_request_in_progress_and_closes_idle_conn
 }
 
 #[tokio::test]
-async fn a_request_begun_before_the_gateway_stops_is_answered_on_either_path() {
+async fn a_request_begun_before_the_gateway_stops_is_answered_with_or_without_a_body() {
     let sys = echoed(64 * 1024).await;
-    // Half a head each: one the fast path will take, one it will hand to hyper (chunked).
+    // Half a head each: one without a body, one with a chunked body, and one on a connection
+    // that has been answered before (idle between its requests).
     let mut fast = Wire::open(&sys.gateway).await;
     fast.send("GET /echo/fast HTTP/1.1\r\n").await;
     let mut handed = Wire::open(&sys.gateway).await;
     handed.send("POST /echo/handed HTTP/1.1\r\nTransfer-Encoding: chunked\r\n").await;
+    let mut again = Wire::open(&sys.gateway).await;
+    again.send(&get("/echo/first")).await;
+    assert_eq!(again.answer().await.status, 200);
+    again.send("GET /echo/again HTTP/1.1\r\n").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let Echoed { gateway, _echo, _registry } = sys;
     drop(gateway);
@@ -330,10 +339,51 @@ async fn a_request_begun_before_the_gateway_stops_is_answered_on_either_path() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     fast.send("\r\n").await;
     handed.send("\r\n0\r\n\r\n").await;
-    for (wire, uri) in [(&mut fast, "/echo/fast"), (&mut handed, "/echo/handed")] {
+    again.send("\r\n").await;
+    for (wire, uri) in [(&mut fast, "/echo/fast"), (&mut handed, "/echo/handed"), (&mut again, "/echo/again")] {
         let answer = wire.answer().await;
         assert_eq!((answer.status, answer.header("connection")), (200, Some("close")), "{uri}: {answer:?}");
         assert_eq!(answer.seen()[":uri"], uri);
         assert!(wire.closed().await, "{uri}");
     }
+}
+
+#[tokio::test]
+async fn an_http2_client_with_prior_knowledge_is_proxied_and_answered() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let sys = echoed(64 * 1024).await;
+    let tcp = TcpStream::connect(sys.gateway.url.trim_start_matches("http://")).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("an HTTP/2 server");
+    tokio::spawn(connection);
+    let send = |method: &str, path: &str, body: &'static str| {
+        let mut sender = sender.clone();
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", sys.gateway.url))
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap();
+        async move {
+            let response = tokio::time::timeout(PATIENCE, sender.send_request(request)).await.unwrap().unwrap();
+            let (parts, body) = response.into_parts();
+            (parts, body.collect().await.unwrap().to_bytes())
+        }
+    };
+    // Two requests at once, on the one connection.
+    let ((post, posted), (get, got)) =
+        tokio::join!(send("POST", "/echo/h2?x=1", "hello"), send("GET", "/echo/other", ""));
+    for (parts, body, uri) in [(&post, &posted, "/echo/h2?x=1"), (&get, &got, "/echo/other")] {
+        assert_eq!((parts.version, parts.status.as_u16()), (hyper::Version::HTTP_2, 200), "{uri}");
+        assert!(parts.headers.contains_key("x-request-id"), "{uri}");
+        let seen: serde_json::Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(seen[":uri"], uri, "the upstream gets the origin form: {seen}");
+    }
+    let seen: serde_json::Value = serde_json::from_slice(&posted).unwrap();
+    assert_eq!((seen[":method"].as_str(), seen[":body"].as_str()), (Some("POST"), Some("hello")), "{seen}");
+    // The gateway's own pages too.
+    let (health, _) = send("GET", "/healthz", "").await;
+    assert_eq!(health.status.as_u16(), 200);
 }

@@ -237,3 +237,162 @@ pub async fn edge(
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use axum::body::Body;
+    use kit::ratelimit::Quota;
+    use kit::test_support::TestIssuer;
+
+    use super::*;
+    use crate::Config;
+
+    /// A gateway whose tokens come from `issuer`, its configuration adjusted.
+    fn gateway(issuer: &TestIssuer, adjust: impl FnOnce(&mut Config)) -> Gateway {
+        let mut config = Config::for_tests("http://127.0.0.1:1".parse().unwrap());
+        adjust(&mut config);
+        Gateway::unstarted(config, issuer.key_source())
+    }
+
+    fn client(last: u8) -> Client {
+        Client::new(SocketAddr::from((Ipv4Addr::new(10, 0, 0, last), 40_000)))
+    }
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut req = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        req.body(Body::empty()).unwrap()
+    }
+
+    /// The protected route of the standard table.
+    fn projects() -> Option<&'static routes::Route> {
+        routes::find("/projects")
+    }
+
+    /// The status `admit` refuses the request with, or 200 when it admits it.
+    async fn status(gw: &Gateway, client: &Client, route: Option<&'static routes::Route>, req: &mut Request) -> u16 {
+        match admit(gw, client, route, req).await {
+            Ok(_) => 200,
+            Err(refused) => refused.status().as_u16(),
+        }
+    }
+
+    #[tokio::test]
+    async fn identity_headers_sent_by_a_client_never_reach_an_upstream() {
+        let issuer = TestIssuer::new();
+        let gw = gateway(&issuer, |_| {});
+        let spoofed =
+            [("x-user-id", "admin"), ("x-user-name", "Admin"), ("x-auth-role", "root"), ("x-forwarded-user", "a")];
+        let mut req = request("GET", "/projects", &spoofed);
+        assert_eq!(status(&gw, &client(1), projects(), &mut req).await, 200);
+        for (name, _) in spoofed {
+            assert!(req.headers().get(name).is_none(), "{name} was passed on");
+        }
+        // With a token, the gateway's own statement replaces the client's.
+        let bearer = format!("Bearer {}", issuer.token("u-1", "ada"));
+        let mut req = request("GET", "/projects", &[("authorization", &bearer), ("x-user-id", "admin")]);
+        assert_eq!(status(&gw, &client(1), projects(), &mut req).await, 200);
+        assert_eq!(req.headers().get_all(USER_ID).iter().collect::<Vec<_>>(), ["u-1"]);
+        assert_eq!(req.headers()[USER_NAME], "ada");
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_protected_route_needs_a_valid_token_and_a_read_does_not() {
+        let issuer = TestIssuer::new();
+        let gw = gateway(&issuer, |_| {});
+        let c = client(1);
+        assert_eq!(status(&gw, &c, projects(), &mut request("GET", "/projects", &[])).await, 200);
+        assert_eq!(status(&gw, &c, projects(), &mut request("POST", "/projects", &[])).await, 401);
+        let forged = format!("Bearer {}", TestIssuer::new().token("u-1", "ada"));
+        assert_eq!(
+            status(&gw, &c, projects(), &mut request("DELETE", "/projects/1", &[("authorization", &forged)])).await,
+            401
+        );
+        let bearer = format!("Bearer {}", issuer.token("u-1", "ada"));
+        assert_eq!(
+            status(&gw, &c, projects(), &mut request("POST", "/projects", &[("authorization", &bearer)])).await,
+            200
+        );
+        // An unprotected route takes writes from anyone.
+        assert_eq!(status(&gw, &c, routes::find("/login"), &mut request("POST", "/login", &[])).await, 200);
+    }
+
+    #[tokio::test]
+    async fn a_cookie_authenticated_api_write_needs_the_csrf_header_matching_its_cookie() {
+        let issuer = TestIssuer::new();
+        let gw = gateway(&issuer, |_| {});
+        let token = issuer.token("u-1", "ada");
+        let cookies = format!("{SESSION_COOKIE}={token}; {CSRF_COOKIE}=abc");
+        let write = |csrf: Option<&str>| {
+            let mut headers = vec![("cookie", cookies.as_str())];
+            headers.extend(csrf.map(|value| (CSRF_HEADER, value)));
+            request("POST", "/projects", &headers)
+        };
+        assert_eq!(status(&gw, &client(1), projects(), &mut write(None)).await, 403);
+        assert_eq!(status(&gw, &client(1), projects(), &mut write(Some("abd"))).await, 403);
+        let mut req = write(Some("abc"));
+        assert_eq!(status(&gw, &client(1), projects(), &mut req).await, 200);
+        assert_eq!(
+            req.headers()[header::AUTHORIZATION],
+            format!("Bearer {token}").as_str(),
+            "upstreams verify it again"
+        );
+        // A read needs no CSRF token.
+        let mut read = request("GET", "/projects", &[("cookie", cookies.as_str())]);
+        assert_eq!(status(&gw, &client(1), projects(), &mut read).await, 200);
+    }
+
+    #[tokio::test]
+    async fn anonymous_clients_are_limited_per_address_and_users_per_user() {
+        let issuer = TestIssuer::new();
+        let slow = Quota { burst: 2, per_second: 0.01 };
+        let gw = gateway(&issuer, |config| {
+            config.anon_quota = slow;
+            config.user_quota = slow;
+        });
+        let joke = routes::find("/joke");
+        let (a, b) = (client(1), client(2));
+        for _ in 0..2 {
+            assert_eq!(status(&gw, &a, joke, &mut request("GET", "/joke", &[])).await, 200);
+        }
+        let refused = admit(&gw, &a, joke, &mut request("GET", "/joke", &[])).await.err().unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.headers()[header::RETRY_AFTER].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+        assert_eq!(status(&gw, &b, joke, &mut request("GET", "/joke", &[])).await, 200, "another address has its own");
+        assert_eq!(status(&gw, &a, None, &mut request("GET", "/healthz", &[])).await, 200, "health is not limited");
+        assert_eq!(status(&gw, &a, None, &mut request("GET", "/static/style.css", &[])).await, 200);
+        // A user is counted as the user, from any address.
+        let bearer = format!("Bearer {}", issuer.token("u-1", "ada"));
+        let auth = [("authorization", bearer.as_str())];
+        assert_eq!(status(&gw, &a, joke, &mut request("GET", "/joke", &auth)).await, 200, "not the address's bucket");
+        assert_eq!(status(&gw, &b, joke, &mut request("GET", "/joke", &auth)).await, 200);
+        assert_eq!(status(&gw, &client(3), joke, &mut request("GET", "/joke", &auth)).await, 429);
+    }
+
+    #[tokio::test]
+    async fn a_page_request_gets_its_session_and_a_csrf_token_when_it_has_none() {
+        let issuer = TestIssuer::new();
+        let gw = gateway(&issuer, |_| {});
+        let mut req = request("GET", "/", &[]);
+        let minted = admit(&gw, &client(1), None, &mut req).await.unwrap().new_csrf.unwrap();
+        assert_eq!(minted.len(), 32);
+        let session = req.extensions().get::<Session>().unwrap();
+        assert_eq!((session.csrf.as_str(), session.user.is_none()), (minted.as_str(), true));
+
+        let cookies = format!("{SESSION_COOKIE}={}; {CSRF_COOKIE}=xyz", issuer.token("u-1", "ada"));
+        let mut req = request("GET", "/", &[("cookie", cookies.as_str())]);
+        assert!(admit(&gw, &client(1), None, &mut req).await.unwrap().new_csrf.is_none(), "it has one");
+        let session = req.extensions().get::<Session>().unwrap();
+        assert_eq!(session.csrf, "xyz");
+        assert_eq!(session.user.as_ref().map(|u| u.claims.name.as_str()), Some("ada"));
+
+        // Requests for upstream routes carry no session: upstreams get headers.
+        let mut req = request("GET", "/joke", &[]);
+        assert!(admit(&gw, &client(1), routes::find("/joke"), &mut req).await.unwrap().new_csrf.is_none());
+        assert!(req.extensions().get::<Session>().is_none());
+    }
+}

@@ -3,8 +3,6 @@
 //! route's deadline and the request's context, and sent once more, to another instance, when
 //! it is idempotent, has no body and its connection failed (nothing else is safe to repeat).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +14,6 @@ use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kit::context::RequestContext;
 use kit::Problem;
-use tokio::time::Sleep;
 
 use crate::proxy::edge::Client;
 use crate::proxy::http1::{is_hop_by_hop, parse_length, tokens};
@@ -42,7 +39,6 @@ pub async fn forward(
     ctx: &RequestContext,
     req: Request,
     responded_by: &mut Option<Arc<Instance>>,
-    mut timer: Timer<'_>,
 ) -> Response {
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response();
@@ -96,7 +92,9 @@ pub async fn forward(
                 .into_response();
         };
         let outgoing = body.take().unwrap_or_default();
-        match timer.limit(route.timeout, upstream_client::send(&instance.address, &head, framing, outgoing)).await {
+        match tokio::time::timeout(route.timeout, upstream_client::send(&instance.address, &head, framing, outgoing))
+            .await
+        {
             Ok(Ok(response)) => {
                 let status = response.status();
                 let unhealthy = matches!(
@@ -157,36 +155,6 @@ pub async fn forward(
         .titled("Bad Gateway")
         .into_response()
 }
-
-/// The timer an attempt's deadline (the route's timeout) runs on.
-pub enum Timer<'a> {
-    /// The connection's own, moved forward for each attempt (the fast path): moving a timer that
-    /// is already in the runtime's timer wheel further out costs less than putting a new one in
-    /// and taking it out again for every request.
-    Reused(Pin<&'a mut Sleep>),
-    /// One made for each attempt.
-    Fresh,
-}
-
-impl Timer<'_> {
-    /// Runs `attempt` for at most `limit`; `Err` when the time ran out first.
-    async fn limit<F: Future>(&mut self, limit: Duration, attempt: F) -> Result<F::Output, Elapsed> {
-        match self {
-            Timer::Fresh => tokio::time::timeout(limit, attempt).await.map_err(|_| Elapsed),
-            Timer::Reused(sleep) => {
-                sleep.as_mut().reset(tokio::time::Instant::now() + limit);
-                tokio::select! {
-                    biased;
-                    output = attempt => Ok(output),
-                    () = sleep.as_mut() => Err(Elapsed),
-                }
-            }
-        }
-    }
-}
-
-/// An attempt's time ran out.
-struct Elapsed;
 
 fn too_large(limit: usize) -> Response {
     Problem::new(

@@ -286,3 +286,103 @@ impl Upstreams {
         futures::future::join_all(rounds).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(id: &str, base_url: &str) -> Endpoint {
+        Endpoint { id: id.into(), base_url: base_url.into(), version: "1".into(), last_heartbeat_ms_ago: 0 }
+    }
+
+    /// An upstream with one instance per id, all ready, at ports 1, 2, 3, …
+    fn upstream(ids: &[&str]) -> Upstream {
+        let up = Upstream::new("jokes", BreakerConfig::default(), Instant::now());
+        let found = ids.iter().enumerate().map(|(i, id)| endpoint(id, &format!("http://127.0.0.1:{}", i + 1)));
+        up.replace_instances(found.collect());
+        up
+    }
+
+    fn instance(up: &Upstream, id: &str) -> Arc<Instance> {
+        up.instances().iter().find(|i| i.id == id).cloned().unwrap()
+    }
+
+    /// The ids of `n` picks in a row, avoiding `avoid`.
+    fn picks(up: &Upstream, n: usize, avoid: Option<&str>) -> Vec<String> {
+        (0..n).map(|_| up.pick(avoid).map_or_else(|| "none".into(), |i| i.id.clone())).collect()
+    }
+
+    #[test]
+    fn instances_are_picked_in_turn() {
+        let up = upstream(&["a", "b", "c"]);
+        let picked = picks(&up, 6, None);
+        for id in ["a", "b", "c"] {
+            assert_eq!(picked.iter().filter(|p| *p == id).count(), 2, "{picked:?}");
+        }
+        assert!(picked.windows(2).all(|w| w[0] != w[1]), "{picked:?}");
+    }
+
+    #[test]
+    fn an_instance_that_failed_its_readiness_probe_is_passed_over_while_another_is_ready() {
+        let up = upstream(&["a", "b"]);
+        instance(&up, "a").ready.store(false, Ordering::Relaxed);
+        assert_eq!(picks(&up, 4, None), ["b"; 4]);
+    }
+
+    #[test]
+    fn when_no_instance_is_ready_one_is_picked_all_the_same() {
+        // A stale probe must not make a live service unreachable.
+        let up = upstream(&["a", "b"]);
+        for id in ["a", "b"] {
+            instance(&up, id).ready.store(false, Ordering::Relaxed);
+        }
+        assert!(picks(&up, 4, None).iter().all(|p| p == "a" || p == "b"));
+    }
+
+    #[test]
+    fn an_ejected_instance_is_passed_over_until_its_time_is_up() {
+        let up = upstream(&["a", "b"]);
+        up.eject(&instance(&up, "a"), Duration::from_millis(100));
+        assert_eq!(picks(&up, 4, None), ["b"; 4]);
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(picks(&up, 4, None).contains(&"a".to_string()), "back after its time");
+    }
+
+    #[test]
+    fn an_unready_instance_is_preferred_to_an_ejected_one_and_an_ejected_one_to_none() {
+        let up = upstream(&["a", "b"]);
+        up.eject(&instance(&up, "a"), Duration::from_secs(60));
+        instance(&up, "b").ready.store(false, Ordering::Relaxed);
+        assert_eq!(picks(&up, 3, None), ["b"; 3], "not ready, but not ejected");
+        up.eject(&instance(&up, "b"), Duration::from_secs(60));
+        assert!(picks(&up, 4, None).iter().all(|p| p == "a" || p == "b"), "every one ejected: one all the same");
+    }
+
+    #[test]
+    fn the_instance_to_avoid_is_never_picked_so_with_one_instance_none_is() {
+        let up = upstream(&["a", "b"]);
+        up.eject(&instance(&up, "b"), Duration::from_secs(60));
+        assert_eq!(picks(&up, 3, Some("a")), ["b"; 3], "ejected, but not the one to avoid");
+        let alone = upstream(&["a"]);
+        assert_eq!(picks(&alone, 2, Some("a")), ["none"; 2]);
+        assert_eq!(picks(&upstream(&[]), 1, None), ["none"]);
+    }
+
+    #[test]
+    fn a_refresh_keeps_what_is_known_of_an_instance_and_drops_bad_addresses() {
+        let up = upstream(&["a", "b"]);
+        up.eject(&instance(&up, "a"), Duration::from_secs(60));
+        up.replace_instances(vec![
+            endpoint("a", "http://127.0.0.1:1"),
+            endpoint("c", "http://127.0.0.1:3"),
+            endpoint("bad", "http://127.0.0.1:4\r\nx-injected: 1"),
+        ]);
+        let ids: Vec<String> = up.instances().iter().map(|i| i.id.clone()).collect();
+        assert_eq!(ids, ["a", "c"], "b is gone; an address that cannot be a Host header is left out");
+        assert_eq!(picks(&up, 3, None), ["c"; 3], "a is still ejected");
+        // The same id at a new address is a new instance.
+        up.replace_instances(vec![endpoint("a", "http://127.0.0.1:9")]);
+        assert_eq!(&*instance(&up, "a").address, "127.0.0.1:9");
+        assert_eq!(picks(&up, 1, None), ["a"]);
+    }
+}

@@ -1,17 +1,14 @@
-//! The access log on a busy proxy: one line per request, so its cost is paid
-//! on every request. Through `tracing`, each line is formatted field by field
-//! by the JSON layer and handed to the background writer on its own; here,
-//! when logs are JSON, the line is written straight into a per-thread buffer
-//! (the same JSON shape and fields the `tracing` layer would produce), and the
-//! buffer goes to the same background writer as every other log line when it
-//! fills up or when [`flush_every`]'s timer fires (as nginx's
-//! `access_log … buffer= flush=` does). With pretty or compact logs (a
-//! developer's terminal) the line simply goes through `tracing`.
+//! The gateway's access log: one line per request, so its cost is paid on every request. With
+//! JSON logs the line is written straight into a per-thread buffer (the same JSON shape and
+//! fields the `tracing` layer would produce), and the buffer goes to the log's background
+//! writer when it fills up or when [`flush_every`]'s timer fires, as nginx's
+//! `access_log … buffer= flush=` does. With pretty or compact logs (a developer's terminal) the
+//! line simply goes through `tracing`.
 //!
-//! A process may send its access lines to a file of their own instead ([`to_file`], nginx's
-//! `access_log path`): the same JSON lines, appended by the serving thread itself when its buffer
-//! is handed over, without passing through the log (nor through `agora up`, which relays every
-//! child's output line by line).
+//! The lines may go to a file of their own instead ([`to_file`], nginx's `access_log path`):
+//! the same JSON lines, appended by the server thread itself when its buffer is handed over,
+//! without passing through the log (nor through `agora up`, which relays every child's output
+//! line by line).
 //!
 //! The `RUST_LOG` filter applies as to any info event of target `kit::http`, except to a file of
 //! the access log's own, which gets every line (it was asked for).
@@ -25,22 +22,14 @@ use std::time::Duration;
 
 use tracing_appender::non_blocking::NonBlocking;
 
-use crate::context::RequestContext;
-use crate::http::AccessLine;
+use kit::context::RequestContext;
+use kit::http::AccessLine;
 
 /// A thread's buffer is handed to the writer once it holds this many bytes.
 const BATCH_BYTES: usize = 32 * 1024;
 
-/// The background writer of the JSON log, once logging is initialised in JSON.
-static JSON_WRITER: OnceLock<NonBlocking> = OnceLock::new();
-
 /// The file access lines go to, once [`to_file`] has opened it.
 static FILE: OnceLock<File> = OnceLock::new();
-
-/// Called by [`crate::telemetry::init`] when lines are JSON.
-pub(crate) fn use_json_writer(writer: NonBlocking) {
-    let _ = JSON_WRITER.set(writer);
-}
 
 /// Sends this process's access lines to the file at `path` (created if missing, appended to)
 /// instead of the log, whatever the log's format. Call it before serving; a second call keeps the
@@ -61,7 +50,7 @@ enum Sink {
 
 impl Sink {
     fn current() -> Option<Self> {
-        FILE.get().map(Sink::File).or_else(|| JSON_WRITER.get().cloned().map(Sink::Log))
+        FILE.get().map(Sink::File).or_else(|| kit::telemetry::json_writer().map(Sink::Log))
     }
 }
 
@@ -82,7 +71,8 @@ thread_local! {
     });
 }
 
-/// Writes one access-log line for the request `ctx` (info level, target `kit::http`).
+/// Writes one access-log line for the request `ctx` (info level, target `kit::http`): the
+/// gateway's [`kit::http::AccessLog::Write`].
 pub fn write(line: &AccessLine<'_>, ctx: &RequestContext) {
     let buffered = BUFFER.with(|buffer| {
         let mut buffer = buffer.borrow_mut();
@@ -101,7 +91,7 @@ pub fn write(line: &AccessLine<'_>, ctx: &RequestContext) {
         true
     });
     if !buffered {
-        line.info(Some(ctx));
+        line.info(ctx);
     }
 }
 
