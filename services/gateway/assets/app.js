@@ -32,18 +32,13 @@
         return;
       }
       inFlight = true;
-      fetch("/api/status", {
-        headers: { Accept: "application/json" },
-        cache: "no-store",
-        credentials: "same-origin",
-      })
-        .then(function (res) {
-          if (!res.ok) {
-            throw new Error("HTTP " + res.status);
+      Agora.call("GET", "/api/status")
+        .then(function (r) {
+          // Gateway unreachable or a bad answer: keep the last known badges.
+          var data = r.ok ? r.body : null;
+          if (!data) {
+            return;
           }
-          return res.json();
-        })
-        .then(function (data) {
           var byName = {};
           ((data && data.services) || []).forEach(function (svc) {
             if (svc && typeof svc.name === "string") {
@@ -55,9 +50,6 @@
             // A service missing from the answer is unknown to the gateway.
             setBadge(el, Object.prototype.hasOwnProperty.call(byName, name) ? byName[name] : "unknown");
           });
-        })
-        .catch(function () {
-          // Gateway unreachable or bad answer: keep the last known badges.
         })
         .then(function () {
           inFlight = false;
@@ -113,49 +105,21 @@
       output.classList.add("is-loading");
       output.setAttribute("aria-busy", "true");
 
-      fetch(url, {
-        headers: { Accept: "application/json, application/problem+json" },
-        cache: "no-store",
-        credentials: "same-origin",
-      })
-        .then(function (res) {
-          return res.text().then(function (text) {
-            var body = null;
-            try {
-              body = text ? JSON.parse(text) : null;
-            } catch (e) {
-              body = null;
-            }
-            return { ok: res.ok, status: res.status, body: body };
-          });
-        })
-        .then(function (r) {
-          if (seq !== requestSeq) {
-            return; // a newer request superseded this one
-          }
-          if (r.ok && r.body && typeof r.body.joke === "string") {
-            clearError();
-            output.textContent = r.body.joke;
-            return;
-          }
-          var detail =
-            (r.body && (r.body.detail || r.body.title)) ||
-            "Could not fetch a joke (HTTP " + r.status + ").";
-          showError(detail);
-        })
-        .catch(function () {
-          if (seq === requestSeq) {
-            showError("Could not reach the jokes service. Please try again.");
-          }
-        })
-        .then(function () {
-          if (seq === requestSeq) {
-            button.classList.remove("is-loading");
-            button.removeAttribute("aria-busy");
-            output.classList.remove("is-loading");
-            output.removeAttribute("aria-busy");
-          }
-        });
+      Agora.call("GET", url).then(function (r) {
+        if (seq !== requestSeq) {
+          return; // a newer request superseded this one
+        }
+        if (r.ok && r.body && typeof r.body.joke === "string") {
+          clearError();
+          output.textContent = r.body.joke;
+        } else {
+          showError(Agora.problemText(r, "No joke this time"));
+        }
+        button.classList.remove("is-loading");
+        button.removeAttribute("aria-busy");
+        output.classList.remove("is-loading");
+        output.removeAttribute("aria-busy");
+      });
     }
 
     var form = button.form;
@@ -173,7 +137,9 @@
       // A new category shows a joke from it straight away.
       select.addEventListener("change", loadJoke);
     }
-    loadJoke();
+    if (!output.textContent.trim()) {
+      loadJoke(); // the server had no joke to show
+    }
   }
 
   function init() {
@@ -181,9 +147,5 @@
     initJokes();
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", init);
-  } else {
-    init();
-  }
+  Agora.ready(init);
 })();

@@ -5,19 +5,10 @@
   var RECENT_KEY = "agora.recentClassifications";
   var $ = function (id) { return document.getElementById(id); };
 
-  function csrfHeader() {
-    var m = document.cookie.match(/(?:^|;\s*)agora_csrf=([^;]+)/);
-    return m ? { "X-CSRF-Token": m[1] } : {};
-  }
-
   function showError(message) {
     var box = $("classify-error");
     box.textContent = message;
     box.hidden = !message;
-  }
-
-  async function problemText(res) {
-    try { var p = await res.json(); return p.detail || p.title || res.statusText; } catch (e) { return res.statusText; }
   }
 
   function recent() {
@@ -62,9 +53,9 @@
 
   async function follow(job) {
     for (;;) {
-      var res = await fetch("/classifications/" + encodeURIComponent(job.id), { headers: { Accept: "application/json" } });
-      if (!res.ok) { setState("failed", await problemText(res)); return; }
-      var body = await res.json();
+      var r = await Agora.call("GET", "/classifications/" + encodeURIComponent(job.id));
+      if (!r.ok || !r.body) { setState("failed", Agora.problemText(r, "the job could not be followed")); return; }
+      var body = r.body;
       setState(body.task_status, body.task_status === "failed" ? body.error : "");
       job.state = body.task_status;
       if (body.data && body.data.length) { job.top = body.data[0][0]; }
@@ -93,11 +84,14 @@
 
   async function init() {
     renderRecent();
-    var res = await fetch("/info", { headers: { Accept: "application/json" } });
-    if (!res.ok) { showError("The classifier is unavailable: " + (await problemText(res))); return; }
-    var info = await res.json();
-    info.models.forEach(function (m) { $("model").add(new Option(m, m)); });
-    info.images.forEach(function (i) { $("image").add(new Option(i, i)); });
+    if (!$("model").options.length) {
+      // The server could not list the models: ask from here.
+      var r = await Agora.call("GET", "/info");
+      if (!r.ok || !r.body) { showError(Agora.problemText(r, "The classifier is unavailable")); return; }
+      showError("");
+      r.body.models.forEach(function (m) { $("model").add(new Option(m, m)); });
+      r.body.images.forEach(function (i) { $("image").add(new Option(i, i)); });
+    }
 
     $("classify-form").addEventListener("submit", async function (ev) {
       ev.preventDefault();
@@ -106,23 +100,20 @@
       var model = $("model").value;
       var file = $("upload").files[0];
       var image = file ? file.name : $("image").value;
-      var req;
+      var body;
       if (file) {
-        var form = new FormData();
-        form.append("model_id", model);
-        form.append("file", file);
-        req = { method: "POST", body: form, headers: csrfHeader() };
+        body = new FormData();
+        body.append("model_id", model);
+        body.append("file", file);
         $("preview").src = URL.createObjectURL(file);
       } else {
-        req = { method: "POST", body: JSON.stringify({ model_id: model, image_id: image }),
-                headers: Object.assign({ "Content-Type": "application/json" }, csrfHeader()) };
+        body = { model_id: model, image_id: image };
         $("preview").src = "/classifications/images/" + encodeURIComponent(image);
       }
       $("preview").hidden = false;
-      var res = await fetch("/classifications", req);
-      if (res.status !== 202) { showError(await problemText(res)); return; }
-      var body = await res.json();
-      var job = { id: body.job_id, model: model, image: image, state: "queued" };
+      var r = await Agora.call("POST", "/classifications", body);
+      if (r.status !== 202 || !r.body) { showError(Agora.problemText(r, "The image was not classified")); return; }
+      var job = { id: r.body.job_id, model: model, image: image, state: "queued" };
       setState("queued");
       remember(job);
       renderRecent();
@@ -130,5 +121,5 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", init);
+  Agora.ready(init);
 })();

@@ -15,11 +15,6 @@
 
   /* ---------- Shared helpers ---------- */
 
-  function csrfHeader() {
-    var m = document.cookie.match(/(?:^|;\s*)agora_csrf=([^;]+)/);
-    return m ? { "X-CSRF-Token": m[1] } : {};
-  }
-
   function newKey() {
     if (window.crypto && typeof window.crypto.randomUUID === "function") {
       return window.crypto.randomUUID();
@@ -27,46 +22,8 @@
     return Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
   }
 
-  /** One JSON call; never throws. Resolves to {ok, status, body}. */
-  async function call(method, url, body, extraHeaders) {
-    var init = {
-      method: method,
-      credentials: "same-origin",
-      cache: "no-store",
-      headers: { Accept: "application/json, application/problem+json" },
-    };
-    if (body !== undefined) {
-      init.headers = Object.assign(init.headers, { "Content-Type": "application/json" }, csrfHeader(), extraHeaders || {});
-      init.body = JSON.stringify(body);
-    }
-    var res;
-    try {
-      res = await fetch(url, init);
-    } catch (e) {
-      return { ok: false, status: 0, body: null };
-    }
-    var parsed = null;
-    try {
-      var text = await res.text();
-      parsed = text ? JSON.parse(text) : null;
-    } catch (e) {
-      parsed = null;
-    }
-    return { ok: res.ok, status: res.status, body: parsed };
-  }
-
-  /** A sentence for a failed call, from its problem document when there is one. */
-  function problemText(r, what) {
-    if (r.status === 0) {
-      return what + ": Agora could not be reached. Check your connection and try again.";
-    }
-    if (r.status === 401) {
-      return what + ": you are not logged in (or your session expired). Log in again.";
-    }
-    var b = r.body;
-    var detail = b && (b.detail || b.title);
-    return what + ": " + (detail || "the server answered HTTP " + r.status) + ".";
-  }
+  var call = Agora.call;
+  var problemText = Agora.problemText;
 
   function showAlert(id, message) {
     var box = $(id);
@@ -169,9 +126,10 @@
   }
 
   function initList() {
+    var root = $("crowdfunding");
     var list = $("project-list");
     var more = $("more-projects");
-    var cursor = null;
+    var cursor = root.dataset.nextCursor || null; // where the list the server rendered ends
     var loading = false;
 
     async function load() {
@@ -203,8 +161,17 @@
       $("list-empty").hidden = list.children.length > 0;
     }
 
-    more.addEventListener("click", load);
-    load();
+    more.addEventListener("click", function (ev) {
+      ev.preventDefault();
+      load();
+    });
+    if (root.dataset.listed === "true") {
+      refreshTimes();
+    } else {
+      // The server could not list the projects: try from here.
+      $("list-loading").hidden = false;
+      load();
+    }
 
     var form = $("propose-form");
     if (form) {
@@ -290,6 +257,7 @@
     var timer = null;
     var inFlight = false;
     var stopped = false;
+    var serverRendered = true;       // the threads in the page until the first answer replaces them
 
     /* Votes */
 
@@ -530,6 +498,11 @@
       } else {
         notice.hidden = true;
       }
+      if (serverRendered) {
+        // The server's copy has no handlers; the live copy takes its place.
+        Object.keys(SECTION_OF).forEach(function (type) { $(SECTION_OF[type]).textContent = ""; });
+        serverRendered = false;
+      }
       var byId = Object.create(null);
       p.threads.forEach(function (t) { byId[t.thread_id] = t; });
       p.threads.forEach(function (t) { upsert(t, byId, seqAtStart, 0); });
@@ -639,9 +612,5 @@
     }
   }
 
-  if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", init);
-  } else {
-    init();
-  }
+  Agora.ready(init);
 })();

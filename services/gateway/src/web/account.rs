@@ -12,7 +12,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use crate::proxy::edge::{Client, Session, CSRF_COOKIE, SESSION_COOKIE};
-use crate::web::pages::{render_page, user_name};
+use crate::web::templates::{render_page, user_name};
 use crate::Gateway;
 
 /// The log-in and sign-up forms.
@@ -36,7 +36,7 @@ fn csrf_ok(session: &Session, sent: &str) -> bool {
 }
 
 fn forbidden() -> Response {
-    crate::web::pages::error_page(
+    crate::web::templates::error_page(
         StatusCode::FORBIDDEN,
         "This form has expired or was not sent by this site. Reload the page and try again.",
     )
@@ -131,7 +131,7 @@ pub async fn login(
     };
     match call.status {
         200 => logged_in(&gw, &call).unwrap_or_else(|| {
-            crate::web::pages::error_page(StatusCode::BAD_GATEWAY, "The sign-in service answered strangely.")
+            crate::web::templates::error_page(StatusCode::BAD_GATEWAY, "The sign-in service answered strangely.")
         }),
         429 => {
             let wait = call.retry_after.clone().unwrap_or_else(|| "a few".into());

@@ -1,18 +1,18 @@
-//! The web UI (seed 000): server-rendered pages — home with a card per
-//! application and its live status, the jokes page, the status page — and the
-//! static assets, all compiled into the binary.
+//! The web UI's pages (seed 000): home with a card per application and its live status, the
+//! jokes, crowdfunding and classification pages, and the status page.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::{Query, State};
+use axum::response::Response;
 use axum::{Extension, Json};
-use minijinja::{context, Environment};
-use serde::Serialize;
+use minijinja::context;
+use serde::{Deserialize, Serialize};
 
 use crate::proxy::edge::Session;
 use crate::proxy::upstreams::ServiceStatus;
+use crate::web::page_data::{self, Missing};
+use crate::web::templates::render_page;
 use crate::Gateway;
 
 /// One application card on the home page.
@@ -76,61 +76,6 @@ pub const APPS: &[App] = &[
     },
 ];
 
-fn templates() -> &'static Environment<'static> {
-    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        for (name, source) in [
-            ("base.html", include_str!("../../templates/base.html")),
-            ("home.html", include_str!("../../templates/home.html")),
-            ("jokes.html", include_str!("../../templates/jokes.html")),
-            ("status.html", include_str!("../../templates/status.html")),
-            ("error.html", include_str!("../../templates/error.html")),
-            ("login.html", include_str!("../../templates/login.html")),
-            ("classify.html", include_str!("../../templates/classify.html")),
-            ("signup.html", include_str!("../../templates/signup.html")),
-            ("crowdfunding.html", include_str!("../../templates/crowdfunding.html")),
-            ("project.html", include_str!("../../templates/project.html")),
-        ] {
-            if let Err(err) = env.add_template(name, source) {
-                tracing::error!(template = name, error = %err, "template does not compile");
-            }
-        }
-        env
-    })
-}
-
-fn render(name: &str, ctx: minijinja::Value) -> Response {
-    match templates().get_template(name).and_then(|t| t.render(ctx)) {
-        Ok(html) => Html(html).into_response(),
-        Err(err) => {
-            tracing::error!(template = name, error = %err, "page rendering failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, Html("<h1>Something went wrong</h1>".to_string())).into_response()
-        }
-    }
-}
-
-/// The logged-in user's name, if any.
-pub fn user_name(session: &Session) -> Option<String> {
-    session.user.as_ref().map(|u| u.claims.name.clone())
-}
-
-/// Renders a page with the session facts every page shows (user, CSRF token for forms).
-pub fn render_page(name: &str, session: &Session, ctx: minijinja::Value) -> Response {
-    let base = context! { user => user_name(session), csrf => session.csrf.clone() };
-    render(name, context! { ..base, ..ctx })
-}
-
-/// An HTML error page (for browsers; APIs get problem+json).
-pub fn error_page(status: StatusCode, detail: &str) -> Response {
-    let mut page = render(
-        "error.html",
-        context! { status => status.as_u16(), title => status.canonical_reason().unwrap_or("Error"), detail => detail },
-    );
-    *page.status_mut() = status;
-    page
-}
-
 #[derive(Serialize)]
 struct AppCard {
     #[serde(flatten)]
@@ -154,35 +99,70 @@ pub async fn home(State(gw): State<Arc<Gateway>>, Extension(session): Extension<
     render_page("home.html", &session, context! { active => "home", apps => apps })
 }
 
-/// `GET /jokes`: the jokes page (categories asked of the jokes service).
-pub async fn jokes(State(gw): State<Arc<Gateway>>, Extension(session): Extension<Session>) -> Response {
-    let categories: Vec<String> = match gw.side_get("jokes", "/joke/categories").await {
-        Some(v) => v.get("categories").and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default(),
-        None => Vec::new(),
+/// The query of `/jokes`: the category chosen in the form.
+#[derive(Debug, Deserialize)]
+pub struct JokeQuery {
+    category: Option<String>,
+}
+
+/// `GET /joke/categories`.
+#[derive(Debug, Deserialize)]
+pub struct Categories {
+    categories: Vec<String>,
+}
+
+/// `GET /joke`.
+#[derive(Debug, Deserialize)]
+pub struct Joke {
+    joke: String,
+}
+
+/// `GET /jokes`: a joke (of the chosen category, if any) and the categories to choose from.
+pub async fn jokes(
+    State(gw): State<Arc<Gateway>>,
+    Query(query): Query<JokeQuery>,
+    Extension(session): Extension<Session>,
+) -> Response {
+    let category = query.category.filter(|c| !c.is_empty());
+    let path = match &category {
+        Some(c) => format!("/joke?category={}", url::form_urlencoded::byte_serialize(c.as_bytes()).collect::<String>()),
+        None => "/joke".to_string(),
     };
-    render_page("jokes.html", &session, context! { active => "jokes", categories => categories })
+    let (categories, joke) = tokio::join!(
+        page_data::get::<Categories>(&gw, &session, "jokes", "/joke/categories"),
+        page_data::get::<Joke>(&gw, &session, "jokes", &path),
+    );
+    jokes_page(&session, categories, joke, category)
 }
 
-/// `GET /classify`: the image-classification page (data comes from the classifier's API).
-pub async fn classify(Extension(session): Extension<Session>) -> Response {
-    render_page("classify.html", &session, context! { active => "classify" })
+fn jokes_page(
+    session: &Session,
+    categories: Result<Categories, Missing>,
+    joke: Result<Joke, Missing>,
+    category: Option<String>,
+) -> Response {
+    let categories = categories.map(|c| c.categories).unwrap_or_default();
+    let (joke, notice) = match joke {
+        Ok(joke) => (Some(joke.joke), None),
+        Err(missing) => (None, Some(missing.notice())),
+    };
+    render_page("jokes.html", session, context! { active => "jokes", categories, category, joke, notice })
 }
 
-/// `GET /crowdfunding`: the projects, newest first, and the form to propose one (data from the projects API).
-pub async fn crowdfunding(Extension(session): Extension<Session>) -> Response {
-    render_page("crowdfunding.html", &session, context! { active => "crowdfunding" })
+/// `GET /info` of the classifier.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ClassifierInfo {
+    models: Vec<String>,
+    images: Vec<String>,
 }
 
-/// `GET /crowdfunding/{project_id}`: one project's problems, solutions and comments, with votes.
-pub async fn project(Path(project_id): Path<String>, Extension(session): Extension<Session>) -> Response {
-    // The page asks the API for the project itself; only a malformed id is refused here.
-    let digits = !project_id.is_empty() && project_id.bytes().all(|b| b.is_ascii_digit());
-    match project_id.parse::<i64>() {
-        Ok(id) if digits && id > 0 => {
-            render_page("project.html", &session, context! { active => "crowdfunding", project_id => id })
-        }
-        _ => error_page(StatusCode::NOT_FOUND, "A project id is a positive whole number."),
-    }
+/// `GET /classify`: the form to classify an image, with the classifier's models and sample images.
+pub async fn classify(State(gw): State<Arc<Gateway>>, Extension(session): Extension<Session>) -> Response {
+    let (info, notice) = match page_data::get::<ClassifierInfo>(&gw, &session, "classifier", "/info").await {
+        Ok(info) => (Some(info), None),
+        Err(missing) => (None, Some(missing.notice())),
+    };
+    render_page("classify.html", &session, context! { active => "classify", info, notice })
 }
 
 /// The JSON of `/api/status`.
@@ -216,38 +196,13 @@ pub async fn status(State(gw): State<Arc<Gateway>>, Extension(session): Extensio
     )
 }
 
-/// `GET /static/{file}`: CSS and JS compiled into the binary.
-pub async fn asset(Path(file): Path<String>) -> Response {
-    let (body, content_type) = match file.as_str() {
-        "style.css" => (include_str!("../../assets/style.css"), "text/css; charset=utf-8"),
-        "app.js" => (include_str!("../../assets/app.js"), "text/javascript; charset=utf-8"),
-        "classify.js" => (include_str!("../../assets/classify.js"), "text/javascript; charset=utf-8"),
-        "crowdfunding.js" => (include_str!("../../assets/crowdfunding.js"), "text/javascript; charset=utf-8"),
-        _ => return kit::Problem::not_found(format!("no asset named {file:?}")).into_response(),
-    };
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::edge::Identity;
+    use axum::http::StatusCode;
 
     fn visitor() -> Session {
         Session { user: None, csrf: "token".into() }
-    }
-
-    fn signed_in(name: &str) -> Session {
-        let claims = kit::auth::Claims {
-            sub: "u-1".into(),
-            name: name.into(),
-            iss: "agora".into(),
-            aud: "agora".into(),
-            iat: 0,
-            exp: i64::MAX,
-            jti: "j".into(),
-        };
-        Session { user: Some(Identity { claims, token: "t".into(), via_cookie: true }), csrf: "token".into() }
     }
 
     async fn html(resp: Response) -> (StatusCode, String) {
@@ -256,34 +211,28 @@ mod tests {
         (status, String::from_utf8(bytes.to_vec()).expect("utf-8 html"))
     }
 
-    #[tokio::test]
-    async fn the_crowdfunding_page_offers_the_proposal_form_to_a_signed_in_user_only() {
-        let (status, page) = html(crowdfunding(Extension(signed_in("ada"))).await).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(page.contains("id=\"project-list\"") && page.contains("id=\"propose-form\""), "{page}");
-        assert!(page.contains("/static/crowdfunding.js"));
-        let (status, page) = html(crowdfunding(Extension(visitor())).await).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(!page.contains("id=\"propose-form\""), "a visitor gets no form");
-        assert!(page.contains("href=\"/account/login\"") && page.contains("id=\"propose-login\""));
+    fn categories() -> Result<Categories, Missing> {
+        Ok(Categories { categories: vec!["programming".into(), "science".into()] })
     }
 
     #[tokio::test]
-    async fn a_project_page_carries_its_id_and_a_malformed_id_is_a_404_page() {
-        let (status, page) = html(project(Path("42".into()), Extension(visitor())).await).await;
+    async fn the_jokes_page_shows_a_joke_of_the_chosen_category() {
+        let joke = Ok(Joke { joke: "Why do programmers prefer dark mode? Light attracts bugs.".into() });
+        let (status, page) = html(jokes_page(&visitor(), categories(), joke, Some("science".into()))).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(page.contains("data-project-id=\"42\""), "{page}");
-        for bad in ["abc", "0", "-3", "+4", "1.5", "99999999999999999999"] {
-            let (status, page) = html(project(Path(bad.into()), Extension(visitor())).await).await;
-            assert_eq!(status, StatusCode::NOT_FOUND, "{bad}");
-            assert!(page.contains("error-page"), "{bad} gets the HTML error page");
-        }
+        assert!(page
+            .contains("aria-live=\"polite\">Why do programmers prefer dark mode? Light attracts bugs.</blockquote>"));
+        assert!(page.contains("<option value=\"science\" selected>Science</option>"), "{page}");
+        assert!(page.contains("<option value=\"programming\">Programming</option>"), "{page}");
+        assert!(!page.contains("needs JavaScript"));
     }
 
     #[tokio::test]
-    async fn the_crowdfunding_script_is_served() {
-        let resp = asset(Path("crowdfunding.js".into())).await;
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert!(resp.headers()[header::CONTENT_TYPE].to_str().unwrap_or("").starts_with("text/javascript"));
+    async fn a_jokes_service_that_is_down_gives_the_page_with_a_notice() {
+        let down = Missing::Unavailable { service: "jokes".into() };
+        let (status, page) = html(jokes_page(&visitor(), Err(down.clone()), Err(down), None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("The jokes service is unavailable right now."), "{page}");
+        assert!(page.contains("aria-live=\"polite\"></blockquote>"), "{page}");
     }
 }

@@ -1,0 +1,148 @@
+//! NOT YET WIRED INTO main.rs: written without a build of the agora crate at hand; add
+//! `mod pages;` to main.rs, run `cargo test -p agora pages`, then delete these three lines.
+//!
+//! The web pages as a browser without JavaScript sees them: each page's content is in the HTML
+//! the gateway sends, fetched from the services over the network; a service that is down gives
+//! the page with a notice instead of an error.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kit::test_support::eventually;
+use serde_json::{json, Value};
+
+use crate::support::{spawn_gateway, spawn_registry};
+
+/// `agora up` on a free port with a throw-away data directory; SIGTERM when dropped, so its
+/// children stop with it.
+struct Up {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The whole system, once every route a page uses answers through the gateway.
+async fn agora_up() -> Up {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_agora"))
+        .args(["up", "--port", &port.to_string(), "--data-dir"])
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("agora up starts");
+    let up = Up { child, url: format!("http://127.0.0.1:{port}"), _data: data };
+    for route in ["/joke", "/joke/categories", "/info", "/projects", "/.well-known/jwks.json"] {
+        let url = format!("{}{route}", up.url);
+        eventually(&format!("{route} through the gateway"), Duration::from_secs(90), || {
+            let url = url.clone();
+            async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200) }
+        })
+        .await;
+    }
+    up
+}
+
+async fn page(url: &str) -> (u16, String) {
+    let resp = kit::test_support::client().get(url).header("accept", "text/html").send().await.unwrap();
+    let status = resp.status().as_u16();
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{url}");
+    (status, resp.text().await.unwrap())
+}
+
+/// The text between `start` and the next `end` after it.
+fn between<'a>(html: &'a str, start: &str, end: &str) -> &'a str {
+    let from = html.find(start).unwrap_or_else(|| panic!("no {start:?} in {html}")) + start.len();
+    let to = html[from..].find(end).unwrap_or_else(|| panic!("no {end:?} after {start:?}")) + from;
+    &html[from..to]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_shows_its_content_in_the_html_the_server_sends() {
+    let up = agora_up().await;
+    let gw = &up.url;
+    let http = kit::test_support::client();
+
+    // Jokes: a joke is in the page, and a category chosen in the form gives one of that category.
+    let (status, html) = page(&format!("{gw}/jokes")).await;
+    assert_eq!(status, 200);
+    let joke = between(&html, "<blockquote id=\"joke\" class=\"joke\" aria-live=\"polite\">", "</blockquote>");
+    assert!(!joke.trim().is_empty(), "{html}");
+    assert!(!html.contains("needs JavaScript"));
+    let (_, html) = page(&format!("{gw}/jokes?category=science")).await;
+    assert!(html.contains("<option value=\"science\" selected>"), "{html}");
+    assert!(!between(&html, "aria-live=\"polite\">", "</blockquote>").trim().is_empty(), "{html}");
+    let (status, html) = page(&format!("{gw}/jokes?category=knock-knock")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("knock-knock"), "the page says why there is no joke: {html}");
+
+    // Classification: the models and sample images are in the form.
+    let (status, html) = page(&format!("{gw}/classify")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("<option value=\"efficientnet-lite0\">"), "{html}");
+    assert!(html.contains("<option value=\"cat\">"), "{html}");
+
+    // Crowdfunding: a proposed project is listed by name, and its page shows its threads.
+    let creds = json!({"username": "popee", "password": "correct horse battery staple"});
+    assert_eq!(http.post(format!("{gw}/signup")).json(&creds).send().await.unwrap().status(), 201);
+    let login: Value = http.post(format!("{gw}/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let proposal = json!({
+        "project_name": "Popee the Performer",
+        "tagline": "an apprentice clown in Wolf Circus",
+        "problems": ["short temper", "self centered"],
+        "solutions": ["play the drums"],
+        "tags": ["clown", "circus"]
+    });
+    let resp = http.post(format!("{gw}/projects/propose")).bearer_auth(token).json(&proposal).send().await.unwrap();
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["project_id"].as_i64().unwrap();
+
+    let (status, html) = page(&format!("{gw}/crowdfunding")).await;
+    assert_eq!(status, 200);
+    let list = between(&html, "<ol class=\"project-list\" id=\"project-list\" aria-live=\"polite\">", "</ol>");
+    assert!(list.contains(&format!("<a href=\"/crowdfunding/{id}\">Popee the Performer</a>")), "{list}");
+    assert!(list.contains("an apprentice clown in Wolf Circus") && list.contains("<strong>popee</strong>"), "{list}");
+
+    let project = eventually("the proposal's threads on its page", Duration::from_secs(10), || async {
+        let (status, html) = page(&format!("{gw}/crowdfunding/{id}")).await;
+        (status == 200 && html.contains("play the drums")).then_some(html)
+    })
+    .await;
+    assert!(project.contains("<h1 id=\"project-name\">Popee the Performer</h1>"), "{project}");
+    let problems = between(&project, "id=\"problems\" data-thread-type=\"PROBLEM\">", "data-empty-for=\"problems\"");
+    assert!(problems.contains("short temper") && problems.contains("self centered"), "{problems}");
+    let solutions = between(&project, "id=\"solutions\" data-thread-type=\"SOLUTION\">", "data-empty-for");
+    assert!(solutions.contains("play the drums") && !solutions.contains("short temper"), "{solutions}");
+
+    let (status, html) = page(&format!("{gw}/crowdfunding/{}", id + 1000)).await;
+    assert_eq!(status, 404);
+    assert!(html.contains(&format!("There is no project {}.", id + 1000)), "{html}");
+}
+
+#[tokio::test]
+async fn a_page_whose_service_is_down_says_so_instead_of_failing() {
+    let registry = spawn_registry().await;
+    let gateway = spawn_gateway(&registry.as_url()).await;
+    let gw = &gateway.url;
+    for (path, notice) in [
+        ("/jokes", "The jokes service is unavailable right now."),
+        ("/classify", "The classifier service is unavailable right now."),
+        ("/crowdfunding", "The projects service is unavailable right now."),
+        ("/crowdfunding/1", "The projects service is unavailable right now."),
+    ] {
+        let (status, html) = page(&format!("{gw}{path}")).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(html.contains(notice), "{path}: {html}");
+        assert!(html.contains("<nav"), "{path} is the whole page");
+    }
+}
