@@ -4,6 +4,7 @@
 mod classify;
 mod crowdfunding;
 mod gateway;
+mod pages;
 mod resilience;
 mod security;
 mod startup;
