@@ -90,7 +90,7 @@ async fn an_uploaded_image_is_classified() {
     let app = spawn_classifier(None, |_| {}).await;
     let form = reqwest::multipart::Form::new().text("model_id", "efficientnet-lite1").part(
         "file",
-        reqwest::multipart::Part::bytes(include_bytes!("../assets/coffee.jpg").to_vec()).file_name("coffee.jpg"),
+        reqwest::multipart::Part::bytes(include_bytes!("../../assets/coffee.jpg").to_vec()).file_name("coffee.jpg"),
     );
     let resp =
         reqwest::Client::new().post(format!("{}/classifications", app.url)).multipart(form).send().await.unwrap();
@@ -139,7 +139,7 @@ async fn what_cannot_be_classified_is_refused_before_anything_is_enqueued() {
     )
     .await;
     assert!(body["detail"].as_str().unwrap().contains("not an image"));
-    let coffee = include_bytes!("../assets/coffee.jpg").to_vec(); // 71 KB, over the 50 KB limit
+    let coffee = include_bytes!("../../assets/coffee.jpg").to_vec(); // 71 KB, over the 50 KB limit
     problem(c.post(&url).multipart(upload("coffee.jpg", coffee)).send().await.unwrap(), 413).await;
     let bmp = [b"BM".as_slice(), &[0u8; 64]].concat();
     problem(c.post(&url).multipart(upload("x.bmp", bmp)).send().await.unwrap(), 415).await;
