@@ -2,7 +2,53 @@
 //! fresh databases per test, polling without sleeps-as-assertions.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::http::ServeError;
+use crate::service::Started;
+use crate::Shutdown;
+
+/// A service a test started in its own runtime: where it listens, and a guard that stops it
+/// (gracefully, without waiting) when dropped. Each service's `testing::spawn` returns one.
+pub struct Running {
+    /// The bound address (the real port of a service configured with port 0).
+    pub addr: SocketAddr,
+    /// `http://addr`.
+    pub url: String,
+    shutdown: Shutdown,
+    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Running {
+    /// Takes charge of a service started with `shutdown`.
+    pub fn new(started: Started, shutdown: Shutdown) -> Self {
+        Self { addr: started.addr, url: started.url(), shutdown, task: Some(started.task) }
+    }
+
+    /// The URL as a registry or peer list wants it.
+    pub fn as_url(&self) -> url::Url {
+        url::Url::parse(&self.url).unwrap_or_else(|e| panic!("bad service URL {}: {e}", self.url))
+    }
+
+    /// Stops gracefully and waits until the server is gone; panics if it stopped with an error.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("{} stopped with an error: {e}", self.url),
+                Err(e) => panic!("{} panicked: {e}", self.url),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
 
 /// Whether CI demands the real backends (`AGORA_REQUIRE_BACKENDS=1`): then a
 /// missing URL fails the test instead of skipping it.

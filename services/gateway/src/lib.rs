@@ -11,6 +11,8 @@ pub mod pages;
 pub mod proxy;
 pub mod routes;
 pub mod serving;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod upstreams;
 
 use std::sync::atomic::{AtomicBool, Ordering};

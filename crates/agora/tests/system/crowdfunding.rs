@@ -11,7 +11,6 @@ use kit::grpc::GrpcTls;
 use kit::on_every_backend;
 use kit::test_support::{eventually, fresh_db, Backend, TestDb, TestIssuer};
 
-use kit::Shutdown;
 use serde_json::{json, Value};
 
 use crate::support::{expect_problem, spawn_auth, spawn_gateway, spawn_registry, Running};
@@ -27,9 +26,7 @@ async fn spawn_threads(db: &TestDb, registry: Option<&url::Url>, listen: SocketA
     config.service = ServiceConfig::for_tests("threads", registry.cloned());
     config.service.listen = listen;
     config.tls = tls;
-    let shutdown = Shutdown::new();
-    let started = threads::start(config, shutdown.clone()).await.expect("threads starts");
-    Running::new(started, shutdown)
+    threads::testing::spawn(config).await
 }
 
 /// A projects instance calling threads at `threads_url` (or through `registry`), trusting `issuer`'s tokens.
@@ -45,9 +42,7 @@ async fn spawn_projects(
         config.service = ServiceConfig::for_tests("projects", Some(registry.clone()));
     }
     config.tls = tls;
-    let shutdown = Shutdown::new();
-    let started = projects::start(config, shutdown.clone()).await.expect("projects starts");
-    Running::new(started, shutdown)
+    projects::testing::spawn(config).await
 }
 
 fn seed_proposal() -> Value {
@@ -366,9 +361,7 @@ async fn projects_spread_calls_across_two_threads_instances_and_survive_losing_o
         config.service = ServiceConfig::for_tests("threads", Some(reg.clone()));
         config.service.listen = listen;
         config.service.advertise = Some(proxy.addr.to_string());
-        let shutdown = Shutdown::new();
-        let started = threads::start(config, shutdown.clone()).await.expect("threads starts");
-        instances.push((Running::new(started, shutdown), proxy));
+        instances.push((threads::testing::spawn(config).await, proxy));
     }
     let projects_db = fresh_db(&Backend::Sqlite, "projects").await;
     let projects = spawn_projects(&projects_db, "", Some(&reg), issuer.key_source(), GrpcTls::none()).await;

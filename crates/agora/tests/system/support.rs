@@ -4,33 +4,9 @@
 use std::time::Duration;
 
 use kit::config::ServiceConfig;
-use kit::service::Started;
 use kit::Shutdown;
 
-/// A service running in the test's runtime; stopped gracefully by `stop()`.
-pub struct Running {
-    /// `http://127.0.0.1:port`.
-    pub url: String,
-    shutdown: Shutdown,
-}
-
-impl Running {
-    /// Wraps a started service; it is stopped when dropped.
-    pub fn new(started: Started, shutdown: Shutdown) -> Self {
-        Self { url: started.url(), shutdown }
-    }
-
-    /// The registry URL form of this service's address.
-    pub fn as_url(&self) -> url::Url {
-        url::Url::parse(&self.url).expect("our own URL parses")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+pub use kit::test_support::Running;
 
 /// A child process that is killed when the test ends, however it ends.
 pub struct Proc(pub std::process::Child);
@@ -81,9 +57,7 @@ impl Drop for Killable {
 
 /// A registry on port 0 that evicts quickly.
 pub async fn spawn_registry() -> Running {
-    let shutdown = Shutdown::new();
-    let started = registry::start(registry::Config::for_tests(), shutdown.clone()).await.expect("registry starts");
-    Running::new(started, shutdown)
+    registry::testing::spawn(registry::Config::for_tests()).await
 }
 
 fn jokes_config(registry: &url::Url) -> jokes::Config {
@@ -95,9 +69,7 @@ fn jokes_config(registry: &url::Url) -> jokes::Config {
 
 /// A jokes instance registered with `registry`.
 pub async fn spawn_jokes(registry: &url::Url) -> Running {
-    let shutdown = Shutdown::new();
-    let started = jokes::start(jokes_config(registry), shutdown.clone()).await.expect("jokes starts");
-    Running::new(started, shutdown)
+    jokes::testing::spawn(jokes_config(registry)).await
 }
 
 /// A jokes instance that can be killed abruptly.
@@ -117,10 +89,7 @@ pub fn spawn_killable_jokes(registry: &url::Url) -> Killable {
 
 /// A gateway that finds services through `registry`.
 pub async fn spawn_gateway(registry: &url::Url) -> Running {
-    let shutdown = Shutdown::new();
-    let started =
-        gateway::start(gateway::Config::for_tests(registry.clone()), shutdown.clone()).await.expect("gateway starts");
-    Running::new(started, shutdown)
+    gateway::testing::spawn(gateway::Config::for_tests(registry.clone())).await
 }
 
 /// Registry + one jokes instance + gateway, with the gateway already routing to jokes.
@@ -213,9 +182,7 @@ pub async fn spawn_gateway_with(
     config.routes = Box::leak(table.into_boxed_slice());
     config.jwks_url = Some(format!("{}/.well-known/jwks.json", echo.url));
     adjust(&mut config);
-    let shutdown = Shutdown::new();
-    let started = gateway::start(config, shutdown.clone()).await.expect("gateway starts");
-    let gw = Running::new(started, shutdown);
+    let gw = gateway::testing::spawn(config).await;
     let url = format!("{}/echo/ready", gw.url);
     kit::test_support::eventually("the gateway to route /echo", Duration::from_secs(10), || {
         let url = url.clone();
@@ -230,7 +197,5 @@ pub async fn spawn_auth(registry: &url::Url) -> (Running, tempfile::TempDir) {
     let (dir, url) = kit::test_support::temp_sqlite_url("auth");
     let mut config = auth::Config::for_tests(url);
     config.service = ServiceConfig::for_tests("auth", Some(registry.clone()));
-    let shutdown = Shutdown::new();
-    let started = auth::start(config, shutdown.clone()).await.expect("auth starts");
-    (Running::new(started, shutdown), dir)
+    (auth::testing::spawn(config).await, dir)
 }

@@ -7,20 +7,14 @@ use std::time::Duration;
 
 use classifier::Config;
 use kit::queue::Queue;
-use kit::test_support::{eventually, redis_url};
-use kit::Shutdown;
+use kit::test_support::{eventually, redis_url, Running};
 
 struct Classifier {
     url: String,
     queue: Queue,
+    // Stops the service before its directory goes.
+    _service: Running,
     _dir: tempfile::TempDir,
-    shutdown: Shutdown,
-}
-
-impl Drop for Classifier {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// The web service and one in-process worker sharing a fresh queue.
@@ -30,11 +24,9 @@ async fn spawn_classifier(redis: Option<String>, adjust: impl FnOnce(&mut Config
     let queue_url = redis.map(|url| format!("{}/{}", url.trim_end_matches('/'), 1 + rand_db()));
     let mut config = Config::for_tests(dir.path(), queue_url.clone());
     adjust(&mut config);
-    let shutdown = Shutdown::new();
-    let started = classifier::start(config.clone(), shutdown.clone()).await.expect("classifier starts");
-    tokio::spawn(classifier::run_worker(config, shutdown.clone()));
+    let service = classifier::testing::spawn(config).await;
     let queue = Queue::connect(queue_url.as_deref(), dir.path()).await.unwrap();
-    Classifier { url: started.url(), queue, _dir: dir, shutdown }
+    Classifier { url: service.url.clone(), queue, _dir: dir, _service: service }
 }
 
 fn rand_db() -> u32 {
