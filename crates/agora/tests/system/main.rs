@@ -8,5 +8,6 @@ mod resilience;
 mod security;
 mod startup;
 mod support;
+mod system;
 mod up;
 mod wire;

@@ -8,6 +8,8 @@ use kit::Shutdown;
 
 pub use kit::test_support::Running;
 
+use crate::system::{Service, System};
+
 /// A child process that is killed when the test ends, however it ends.
 pub struct Proc(pub std::process::Child);
 
@@ -32,29 +34,6 @@ pub fn agora_serve(service: &str, port: u16) -> std::process::Command {
     command
 }
 
-/// A service in a runtime of its own, so that `kill()` stops it abruptly, as
-/// `kill -9` would: no deregistration, no draining, sockets just close.
-pub struct Killable {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Killable {
-    /// Stops everything at once.
-    pub fn kill(mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl Drop for Killable {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 /// A registry on port 0 that evicts quickly.
 pub async fn spawn_registry() -> Running {
     registry::testing::spawn(registry::Config::for_tests()).await
@@ -72,48 +51,9 @@ pub async fn spawn_jokes(registry: &url::Url) -> Running {
     jokes::testing::spawn(jokes_config(registry)).await
 }
 
-/// A jokes instance that can be killed abruptly.
-pub fn spawn_killable_jokes(registry: &url::Url) -> Killable {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime");
-    let config = jokes_config(registry);
-    let started = std::thread::scope(|s| {
-        s.spawn(|| runtime.block_on(jokes::start(config, Shutdown::new())))
-            .join()
-            .expect("start thread")
-            .expect("jokes starts")
-    });
-    tracing::debug!(url = %started.url(), "killable jokes started");
-    Killable { runtime: Some(runtime) }
-}
-
-/// A gateway that finds services through `registry`.
-pub async fn spawn_gateway(registry: &url::Url) -> Running {
-    gateway::testing::spawn(gateway::Config::for_tests(registry.clone())).await
-}
-
 /// Registry + one jokes instance + gateway, with the gateway already routing to jokes.
-pub struct System {
-    /// The registry.
-    pub registry: Running,
-    /// The gateway.
-    pub gateway: Running,
-    /// The first jokes instance.
-    pub jokes: Running,
-}
-
-/// Starts a whole small system and waits until a joke comes through the gateway.
 pub async fn spawn_system() -> System {
-    let registry = spawn_registry().await;
-    let jokes = spawn_jokes(&registry.as_url()).await;
-    let gateway = spawn_gateway(&registry.as_url()).await;
-    let url = format!("{}/joke", gateway.url);
-    kit::test_support::eventually("the gateway to route /joke", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200) }
-    })
-    .await;
-    System { registry, gateway, jokes }
+    System::builder().with(Service::Jokes).start().await
 }
 
 /// The gateway's `/api/status` entry for `service`.
