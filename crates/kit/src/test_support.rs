@@ -234,9 +234,10 @@ pub async fn fresh_db(backend: &Backend, service: &str) -> TestDb {
     }
 }
 
-/// Runs each `async fn(Backend)` of the calling module on SQLite, and on
-/// PostgreSQL when `AGORA_TEST_POSTGRES_URL` is set (a failure when
-/// `AGORA_REQUIRE_BACKENDS=1` and it is not).
+/// Runs each `async fn(Backend)` of the calling module on SQLite (`sqlite::<name>`), and on
+/// PostgreSQL (`postgres::<name>`) when `AGORA_TEST_POSTGRES_URL` is set: without it the
+/// PostgreSQL tests show as ignored, and fail when `AGORA_REQUIRE_BACKENDS=1`. The calling crate's
+/// build script calls `test_backends::declare()`, which sets the `no_postgres` cfg.
 #[macro_export]
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
@@ -251,6 +252,7 @@ macro_rules! on_every_backend {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
                 async fn $test() {
                     if let Some(url) = $crate::test_support::postgres_url() {
                         super::$test($crate::test_support::Backend::Postgres(url)).await;

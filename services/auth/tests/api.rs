@@ -581,6 +581,7 @@ async fn readiness_and_the_openapi_description_are_served() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
 async fn postgres_is_used_when_configured() {
     // A guard that the PostgreSQL variants above really ran when CI asked for them.
     if let Some(server) = postgres_url() {

@@ -497,7 +497,8 @@ async fn over_tls_only_clients_that_trust_the_ca_get_through() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_says_not_serving_while_the_database_is_unreachable_and_serving_once_it_is_back() {
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
+async fn health_says_not_serving_while_the_postgres_database_is_unreachable_and_serving_once_it_is_back() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;

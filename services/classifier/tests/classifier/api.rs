@@ -72,6 +72,7 @@ async fn a_sample_is_classified_through_the_embedded_queue() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_redis, ignore = "set AGORA_TEST_REDIS_URL to run it against Redis")]
 async fn a_sample_is_classified_through_redis() {
     let Some(url) = redis_url() else { return };
     a_sample_is_classified_through_the_queue(Some(url)).await;
