@@ -87,7 +87,7 @@ pub struct Instance {
 
 /// How a test holds an instance: stopping it is dropping this.
 enum Handle {
-    InProcess(Running),
+    InProcess { _service: Running },
     Child(Proc),
 }
 
@@ -232,13 +232,14 @@ async fn in_process(
             projects::testing::spawn(projects).await
         }
         Service::Classifier => {
-            let mut classifier =
-                classifier::Config::for_tests(&data.join(format!("classifier-{}", rand::random::<u32>())), None);
+            let dir = data.join(format!("classifier-{}", rand::random::<u32>()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut classifier = classifier::Config::for_tests(&dir, None);
             classifier.service = config;
             classifier::testing::spawn(classifier).await
         }
     };
-    Instance { service, url: running.url.clone(), handle: Handle::InProcess(running) }
+    Instance { service, url: running.url.clone(), handle: Handle::InProcess { _service: running } }
 }
 
 /// Starts `service` as `agora serve <service>` on a port of its choosing, and waits until it has
@@ -290,7 +291,9 @@ impl Instance {
     fn pid(&self) -> libc::pid_t {
         match &self.handle {
             Handle::Child(process) => process.0.id() as libc::pid_t,
-            Handle::InProcess(_) => panic!("{} runs in the test's process: start it with `child`", self.service.name()),
+            Handle::InProcess { .. } => {
+                panic!("{} runs in the test's process: start it with `child`", self.service.name())
+            }
         }
     }
 
@@ -348,7 +351,7 @@ impl System {
         let resp = self.http.post(self.url("/login")).json(&credentials).send().await.unwrap();
         assert_eq!(resp.status(), 200, "logging in {name}");
         let token: TokenResponse = resp.json().await.unwrap();
-        User { name: name.to_string(), token: token.access_token }
+        User { token: token.access_token }
     }
 
     /// Proposes `proposal` as `user`; answers what the projects service said.
@@ -376,10 +379,8 @@ impl System {
     }
 }
 
-/// A signed-up user and their access token.
+/// A signed-up user.
 pub struct User {
-    /// The username.
-    pub name: String,
     /// A bearer token from `/login`.
     pub token: String,
 }
