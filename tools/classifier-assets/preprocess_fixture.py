@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the reference preprocessing fixture used by services/classifier/tests/model.rs.
+"""Write the reference preprocessing fixture used by services/classifier/tests/classifier/model.rs.
 
 usage: preprocess_fixture.py ASSET_DIR OUT_JSON      (needs numpy + pillow; pinned: numpy==2.4.6 pillow==13.0.0)
 

@@ -2,7 +2,53 @@
 //! fresh databases per test, polling without sleeps-as-assertions.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::http::ServeError;
+use crate::service::Started;
+use crate::Shutdown;
+
+/// A service a test started in its own runtime: where it listens, and a guard that stops it
+/// (gracefully, without waiting) when dropped. Each service's `testing::spawn` returns one.
+pub struct Running {
+    /// The bound address (the real port of a service configured with port 0).
+    pub addr: SocketAddr,
+    /// `http://addr`.
+    pub url: String,
+    shutdown: Shutdown,
+    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Running {
+    /// Takes charge of a service started with `shutdown`.
+    pub fn new(started: Started, shutdown: Shutdown) -> Self {
+        Self { addr: started.addr, url: started.url(), shutdown, task: Some(started.task) }
+    }
+
+    /// The URL as a registry or peer list wants it.
+    pub fn as_url(&self) -> url::Url {
+        url::Url::parse(&self.url).unwrap_or_else(|e| panic!("bad service URL {}: {e}", self.url))
+    }
+
+    /// Stops gracefully and waits until the server is gone; panics if it stopped with an error.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => panic!("{} stopped with an error: {e}", self.url),
+                Err(e) => panic!("{} panicked: {e}", self.url),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
 
 /// Whether CI demands the real backends (`AGORA_REQUIRE_BACKENDS=1`): then a
 /// missing URL fails the test instead of skipping it.
@@ -188,9 +234,10 @@ pub async fn fresh_db(backend: &Backend, service: &str) -> TestDb {
     }
 }
 
-/// Runs each `async fn(Backend)` of the calling module on SQLite, and on
-/// PostgreSQL when `AGORA_TEST_POSTGRES_URL` is set (a failure when
-/// `AGORA_REQUIRE_BACKENDS=1` and it is not).
+/// Runs each `async fn(Backend)` of the calling module on SQLite (`sqlite::<name>`), and on
+/// PostgreSQL (`postgres::<name>`) when `AGORA_TEST_POSTGRES_URL` is set: without it the
+/// PostgreSQL tests show as ignored, and fail when `AGORA_REQUIRE_BACKENDS=1`. The calling crate's
+/// build script calls `test_backends::declare()`, which sets the `no_postgres` cfg.
 #[macro_export]
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
@@ -205,6 +252,7 @@ macro_rules! on_every_backend {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
                 async fn $test() {
                     if let Some(url) = $crate::test_support::postgres_url() {
                         super::$test($crate::test_support::Backend::Postgres(url)).await;

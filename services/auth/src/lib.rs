@@ -8,6 +8,8 @@ pub mod api;
 pub mod domain;
 pub mod passwords;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tokens;
 
 use std::path::PathBuf;

@@ -8,34 +8,23 @@ use auth::tokens::{generate_pem, SigningKeySource};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use kit::test_support::{client, fresh_db, fresh_postgres_database, postgres_url, Backend, TestDb};
+use kit::test_support::{client, fresh_db, fresh_postgres_database, postgres_url, Backend, Running, TestDb};
 use kit::Shutdown;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tokio::task::JoinHandle;
 
 // ---------------------------------------------------------------------------
 // spawn_auth and its helpers
 
 /// A running auth service and a client that speaks its API.
 struct TestAuth {
-    url: String,
+    service: Running,
     http: reqwest::Client,
-    shutdown: Shutdown,
-    task: Option<JoinHandle<Result<(), kit::http::ServeError>>>,
-}
-
-impl Drop for TestAuth {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// Starts the auth service with `config` on port 0.
 async fn spawn_auth(config: auth::Config) -> TestAuth {
-    let shutdown = Shutdown::new();
-    let started = auth::start(config, shutdown.clone()).await.expect("auth starts");
-    TestAuth { url: started.url(), http: client(), shutdown, task: Some(started.task) }
+    TestAuth { service: auth::testing::spawn(config).await, http: client() }
 }
 
 /// Starts the auth service on a fresh database of `backend`.
@@ -48,7 +37,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 impl TestAuth {
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.url)
+        format!("{}{path}", self.service.url)
     }
 
     async fn signup(&self, username: &str, password: &str) -> reqwest::Response {
@@ -106,11 +95,8 @@ impl TestAuth {
     }
 
     /// Stops gracefully and waits until the server is gone.
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
+    async fn stop(self) {
+        self.service.stop().await;
     }
 }
 
@@ -595,6 +581,7 @@ async fn readiness_and_the_openapi_description_are_served() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
 async fn postgres_is_used_when_configured() {
     // A guard that the PostgreSQL variants above really ran when CI asked for them.
     if let Some(server) = postgres_url() {

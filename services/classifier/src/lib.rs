@@ -37,6 +37,8 @@ pub use model::{ModelError, ModelInfo, Models, Prediction, DEFAULT_MODEL};
 
 pub mod api;
 pub mod jobs;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //! 4. `(x − 127) / 128` per channel (the TF EfficientNet-Lite scaling, not ImageNet mean/std), NCHW.
 //!
 //! The pixels differ from Pillow's by about one level (JPEG decoder and resampler rounding), which moves
-//! probabilities in the second or third decimal and is checked against a fixture in `tests/model.rs`.
+//! probabilities in the second or third decimal and is checked against a fixture in `tests/classifier/model.rs`.
 
 use std::borrow::Cow;
 

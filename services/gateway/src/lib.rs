@@ -12,6 +12,8 @@
 pub mod access_log;
 pub mod proxy;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod web;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,6 +2,8 @@
 
 pub mod api;
 pub mod domain;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
 use kit::http::{service_router, RouterOptions};

@@ -9,6 +9,8 @@ pub mod cache;
 pub mod domain;
 pub mod outbox;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod threads;
 
 use std::sync::Arc;

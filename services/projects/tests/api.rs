@@ -4,8 +4,7 @@
 //! the system tests, `crates/agora/tests/system/projects.rs`.)
 
 use kit::on_every_backend;
-use kit::test_support::{client, fresh_db, Backend, TestDb, TestIssuer};
-use kit::Shutdown;
+use kit::test_support::{client, fresh_db, Backend, Running, TestDb, TestIssuer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -14,14 +13,8 @@ struct TestProjects {
     url: String,
     http: reqwest::Client,
     issuer: TestIssuer,
-    shutdown: Shutdown,
+    _service: Running,
     _db: TestDb,
-}
-
-impl Drop for TestProjects {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// A loopback URL where nothing listens.
@@ -34,9 +27,8 @@ async fn spawn_projects(backend: &Backend) -> TestProjects {
     let db = fresh_db(backend, "projects").await;
     let issuer = TestIssuer::new();
     let config = projects::Config::for_tests(&db.url, &nowhere(), issuer.key_source());
-    let shutdown = Shutdown::new();
-    let started = projects::start(config, shutdown.clone()).await.expect("projects starts");
-    TestProjects { url: started.url(), http: client(), issuer, shutdown, _db: db }
+    let service = projects::testing::spawn(config).await;
+    TestProjects { url: service.url.clone(), http: client(), issuer, _service: service, _db: db }
 }
 
 fn popee() -> Value {

@@ -5,6 +5,8 @@
 
 pub mod api;
 pub mod domain;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};

@@ -9,6 +9,8 @@ pub mod api;
 pub mod domain;
 pub mod error;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod votes;
 
 use std::num::NonZeroUsize;

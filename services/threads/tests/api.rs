@@ -8,7 +8,7 @@ use agora_proto::threads::v1 as pb;
 use agora_proto::threads::v1::threads_client::ThreadsClient;
 use futures::future::join_all;
 use kit::grpc::{channel, GrpcTls};
-use kit::test_support::{fresh_db, Backend};
+use kit::test_support::{fresh_db, Backend, Running};
 use kit::Shutdown;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -35,24 +35,16 @@ fn client_for(url: &str, tls: &GrpcTls) -> Client {
 struct TestThreads {
     url: String,
     client: Client,
-    shutdown: Shutdown,
-    task: Option<tokio::task::JoinHandle<Result<(), kit::http::ServeError>>>,
-}
-
-impl Drop for TestThreads {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    service: Running,
 }
 
 /// Starts the threads service with `config` on port 0.
 async fn spawn_threads(config: threads::Config) -> TestThreads {
-    let shutdown = Shutdown::new();
-    let started = threads::start(config, shutdown.clone()).await.expect("threads starts");
-    let url = started.url();
+    let service = threads::testing::spawn(config).await;
+    let url = service.url.clone();
     // Plaintext; the TLS test makes its own clients.
     let client = client_for(&url, &GrpcTls::none());
-    TestThreads { url, client, shutdown, task: Some(started.task) }
+    TestThreads { url, client, service }
 }
 
 /// Starts the threads service on a fresh database of `backend`.
@@ -118,11 +110,8 @@ impl TestThreads {
     }
 
     /// Stops gracefully and waits until the server is gone.
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
+    async fn stop(self) {
+        self.service.stop().await;
     }
 }
 
@@ -535,7 +524,8 @@ async fn over_tls_only_clients_that_trust_the_ca_get_through() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_says_not_serving_while_the_database_is_unreachable_and_serving_once_it_is_back() {
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
+async fn health_says_not_serving_while_the_postgres_database_is_unreachable_and_serving_once_it_is_back() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;

@@ -11,10 +11,11 @@ use kit::grpc::GrpcTls;
 use kit::on_every_backend;
 use kit::test_support::{eventually, fresh_db, Backend, TestDb, TestIssuer};
 
-use kit::Shutdown;
+use projects::domain::{Direction, ThreadType};
 use serde_json::{json, Value};
 
-use crate::support::{expect_problem, spawn_auth, spawn_gateway, spawn_registry, Running};
+use crate::support::{expect_problem, spawn_registry, Running};
+use crate::system::{Proposal, Service, System};
 
 /// A loopback address where nothing listens yet.
 fn free_addr() -> SocketAddr {
@@ -27,9 +28,7 @@ async fn spawn_threads(db: &TestDb, registry: Option<&url::Url>, listen: SocketA
     config.service = ServiceConfig::for_tests("threads", registry.cloned());
     config.service.listen = listen;
     config.tls = tls;
-    let shutdown = Shutdown::new();
-    let started = threads::start(config, shutdown.clone()).await.expect("threads starts");
-    Running::new(started, shutdown)
+    threads::testing::spawn(config).await
 }
 
 /// A projects instance calling threads at `threads_url` (or through `registry`), trusting `issuer`'s tokens.
@@ -45,9 +44,7 @@ async fn spawn_projects(
         config.service = ServiceConfig::for_tests("projects", Some(registry.clone()));
     }
     config.tls = tls;
-    let shutdown = Shutdown::new();
-    let started = projects::start(config, shutdown.clone()).await.expect("projects starts");
-    Running::new(started, shutdown)
+    projects::testing::spawn(config).await
 }
 
 fn seed_proposal() -> Value {
@@ -89,62 +86,41 @@ fn types_of(threads: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_curl_works_through_the_gateway_with_a_bearer_token() {
-    let registry = spawn_registry().await;
-    let reg = registry.as_url();
-    let (_auth, _auth_dir) = spawn_auth(&reg).await;
-    let threads_db = fresh_db(&Backend::Sqlite, "threads").await;
-    let _threads = spawn_threads(&threads_db, Some(&reg), free_addr(), GrpcTls::none()).await;
-    let projects_db = fresh_db(&Backend::Sqlite, "projects").await;
-    let keys = kit::auth::KeySource::Discovery(kit::discovery::Discovery::Registry(
-        kit::registry_client::RegistryClient::new(&reg),
-    ));
-    let _projects = spawn_projects(&projects_db, "", Some(&reg), keys, GrpcTls::none()).await;
-    let gateway = spawn_gateway(&reg).await;
-    let gw = gateway.url.clone();
-    let http = kit::test_support::client();
-
-    // The gateway finds auth and projects in the registry within a refresh or two.
-    for route in ["/.well-known/jwks.json", "/projects"] {
-        let url = format!("{gw}{route}");
-        eventually("the gateway to route to its upstreams", Duration::from_secs(10), || {
-            let (http, url) = (http.clone(), url.clone());
-            async move { http.get(&url).send().await.ok().filter(|r| r.status() == 200) }
-        })
-        .await;
-    }
+    // Started returns once the gateway routes to auth and projects.
+    let system = System::builder().with(Service::Auth).with(Service::Threads).with(Service::Projects).start().await;
+    let (gw, http) = (system.gateway.url.clone(), system.http().clone());
 
     // A user signs up and logs in for a token.
-    let creds = json!({"username": "popee", "password": "correct horse battery staple"});
-    let resp = http.post(format!("{gw}/signup")).json(&creds).send().await.unwrap();
-    assert_eq!(resp.status(), 201);
-    let login: Value = http.post(format!("{gw}/login")).json(&creds).send().await.unwrap().json().await.unwrap();
-    let token = login["access_token"].as_str().unwrap().to_string();
+    let popee = system.sign_up("popee").await;
+    let token = popee.token.clone();
 
     // Without a token the gateway refuses the write.
     let resp = http.post(format!("{gw}/projects/propose")).json(&seed_proposal()).send().await.unwrap();
     expect_problem(resp, 401).await;
 
     // Seed 003's request, with the token: 201 and the id; its problems and solutions became threads.
-    let (id, body) = propose(&http, &gw, &token).await;
-    assert_eq!(body["threads"], "created");
-    let project = detail(&http, &gw, id, Some(&token)).await;
-    assert_eq!(project["project_name"], "Popee the Performer");
-    assert_eq!(project["tags"], json!(["clown", "circus"]));
-    assert_eq!(project["threads_pending"], 0);
-    let kinds = types_of(&project["threads"]);
+    let proposed = system.propose(&popee, &Proposal::seed()).await;
+    let id = proposed.project_id;
+    assert_eq!(proposed.threads, "created");
+    let project = system.project(id, Some(&popee)).await;
+    assert_eq!(project.project_name, "Popee the Performer");
+    assert_eq!(project.tags, ["clown", "circus"]);
+    assert_eq!(project.threads_pending, 0);
+    let threads = project.threads.unwrap();
+    let kinds: Vec<_> = threads.iter().map(|t| (t.thread_type, t.message.as_str())).collect();
     assert_eq!(
         kinds,
         [
-            ("PROBLEM".to_string(), "short temper".to_string()),
-            ("PROBLEM".to_string(), "self centered".to_string()),
-            ("SOLUTION".to_string(), "play the drums".to_string())
+            (ThreadType::Problem, "short temper"),
+            (ThreadType::Problem, "self centered"),
+            (ThreadType::Solution, "play the drums")
         ]
     );
-    let problem_id = project["threads"][0]["thread_id"].as_i64().unwrap();
+    let problem_id = threads[0].thread_id;
     // An anonymous reader's page (the one the projects service caches).
-    let anonymous = detail(&http, &gw, id, None).await;
-    assert_eq!(anonymous["threads"][0]["my_vote"], "none");
-    assert_eq!(anonymous["threads"].as_array().unwrap().len(), 3);
+    let anonymous = system.project(id, None).await.threads.unwrap();
+    assert_eq!(anonymous[0].my_vote, Direction::None);
+    assert_eq!(anonymous.len(), 3);
 
     // A reply, and votes: counted once per voter, changed, withdrawn.
     let resp = http
@@ -369,9 +345,7 @@ async fn projects_spread_calls_across_two_threads_instances_and_survive_losing_o
         config.service = ServiceConfig::for_tests("threads", Some(reg.clone()));
         config.service.listen = listen;
         config.service.advertise = Some(proxy.addr.to_string());
-        let shutdown = Shutdown::new();
-        let started = threads::start(config, shutdown.clone()).await.expect("threads starts");
-        instances.push((Running::new(started, shutdown), proxy));
+        instances.push((threads::testing::spawn(config).await, proxy));
     }
     let projects_db = fresh_db(&Backend::Sqlite, "projects").await;
     let projects = spawn_projects(&projects_db, "", Some(&reg), issuer.key_source(), GrpcTls::none()).await;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::support::{agora_serve, expect_problem, spawn_system, status_of, Proc};
+use crate::system::Service;
 
 #[tokio::test]
 async fn a_joke_comes_through_the_gateway_from_the_service_found_in_the_registry() {
@@ -92,6 +93,11 @@ async fn pages_status_and_docs_are_served_by_the_gateway() {
     assert_eq!(status_of(gw, "jokes").await["status"], "up");
     let status = reqwest::get(format!("{gw}/status")).await.unwrap().text().await.unwrap();
     assert!(status.contains("jokes"));
+    // Every page's navigation links the jokes app: the status page must show its row and its instance.
+    assert!(status.contains(r#"data-service-status="jokes">up</span>"#), "the jokes service is up:\n{status}");
+    let jokes = sys.instances(Service::Jokes).next().unwrap();
+    let address = jokes.url.trim_start_matches("http://");
+    assert!(status.contains(address), "the jokes instance at {address} is listed:\n{status}");
     let css = reqwest::get(format!("{gw}/static/style.css")).await.unwrap();
     assert_eq!(css.status(), 200);
     let docs = reqwest::get(format!("{gw}/docs/")).await.unwrap().text().await.unwrap();

@@ -9,5 +9,6 @@ mod resilience;
 mod security;
 mod startup;
 mod support;
+mod system;
 mod up;
 mod wire;

@@ -1,6 +1,3 @@
-//! NOT YET WIRED INTO main.rs: written without a build of the agora crate at hand; add
-//! `mod pages;` to main.rs, run `cargo test -p agora pages`, then delete these three lines.
-//!
 //! The web pages as a browser without JavaScript sees them: each page's content is in the HTML
 //! the gateway sends, fetched from the services over the network; a service that is down gives
 //! the page with a notice instead of an error.
@@ -11,7 +8,7 @@ use std::time::Duration;
 use kit::test_support::eventually;
 use serde_json::{json, Value};
 
-use crate::support::{spawn_gateway, spawn_registry};
+use crate::support::spawn_registry;
 
 /// `agora up` on a free port with a throw-away data directory; SIGTERM when dropped, so its
 /// children stop with it.
@@ -132,7 +129,7 @@ async fn every_page_shows_its_content_in_the_html_the_server_sends() {
 #[tokio::test]
 async fn a_page_whose_service_is_down_says_so_instead_of_failing() {
     let registry = spawn_registry().await;
-    let gateway = spawn_gateway(&registry.as_url()).await;
+    let gateway = gateway::testing::spawn(gateway::Config::for_tests(registry.as_url())).await;
     let gw = &gateway.url;
     for (path, notice) in [
         ("/jokes", "The jokes service is unavailable right now."),

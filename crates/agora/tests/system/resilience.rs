@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use kit::test_support::eventually;
 
-use crate::support::{spawn_gateway, spawn_killable_jokes, spawn_registry, spawn_system, status_of};
+use crate::support::{spawn_system, status_of};
+use crate::system::{Service, System};
 
 async fn instance_count(registry: &str) -> usize {
     let v: serde_json::Value =
@@ -15,28 +16,27 @@ async fn instance_count(registry: &str) -> usize {
 
 #[tokio::test]
 async fn a_killed_instance_is_evicted_once_it_stops_heartbeating() {
-    let registry = spawn_registry().await;
-    let killable = spawn_killable_jokes(&registry.as_url());
+    let mut sys = System::builder().child(Service::Jokes).start().await;
+    let registry = sys.registry.url.clone();
     eventually("jokes to register", Duration::from_secs(5), || async {
-        (instance_count(&registry.url).await == 1).then_some(())
+        (instance_count(&registry).await == 1).then_some(())
     })
     .await;
-    killable.kill();
+    sys.kill(Service::Jokes);
     eventually("the registry to evict the silent instance", Duration::from_secs(10), || async {
-        (instance_count(&registry.url).await == 0).then_some(())
+        (instance_count(&registry).await == 0).then_some(())
     })
     .await;
 }
 
 #[tokio::test]
 async fn requests_keep_flowing_when_one_of_two_instances_dies() {
-    let sys = spawn_system().await;
-    let second = spawn_killable_jokes(&sys.registry.as_url());
+    let mut sys = System::builder().with(Service::Jokes).child(Service::Jokes).start().await;
     eventually("the gateway to see both instances", Duration::from_secs(5), || async {
         (status_of(&sys.gateway.url, "jokes").await["instances"].as_array().map_or(0, Vec::len) == 2).then_some(())
     })
     .await;
-    second.kill();
+    sys.kill(Service::Jokes);
     // GETs are idempotent: a refused connection is retried on the other instance.
     for _ in 0..20 {
         let resp = reqwest::get(format!("{}/joke", sys.gateway.url)).await.unwrap();
@@ -46,15 +46,14 @@ async fn requests_keep_flowing_when_one_of_two_instances_dies() {
 
 #[tokio::test]
 async fn the_breaker_opens_on_a_dead_upstream_and_closes_when_it_is_back() {
-    let registry = spawn_registry().await;
-    let gateway = spawn_gateway(&registry.as_url()).await;
-    let jokes = spawn_killable_jokes(&registry.as_url());
-    let url = format!("{}/joke", gateway.url);
+    let mut sys = System::builder().child(Service::Jokes).start().await;
+    let url = sys.url("/joke");
     eventually("a joke through the gateway", Duration::from_secs(10), || async {
         reqwest::get(&url).await.ok().filter(|r| r.status() == 200)
     })
     .await;
-    jokes.kill();
+    sys.kill(Service::Jokes);
+    let gateway = &sys.gateway;
 
     // Failures trip the breaker; from then on the gateway answers 503 at once.
     let open = eventually("the circuit to open", Duration::from_secs(5), || async {
@@ -69,7 +68,7 @@ async fn the_breaker_opens_on_a_dead_upstream_and_closes_when_it_is_back() {
     assert_eq!(status_of(&gateway.url, "jokes").await["circuit"], "open");
 
     // The service comes back (a new instance registers); a half-open probe closes the circuit.
-    let _back = crate::support::spawn_jokes(&registry.as_url()).await;
+    let _back = crate::support::spawn_jokes(&sys.registry.as_url()).await;
     eventually("the circuit to close again", Duration::from_secs(15), || async {
         let ok = reqwest::get(&url).await.unwrap().status() == 200;
         (ok && status_of(&gateway.url, "jokes").await["circuit"] == "closed").then_some(())
@@ -89,5 +88,4 @@ async fn an_instance_the_registry_forgot_registers_again() {
         (instance_count(&sys.registry.url).await == 1).then_some(())
     })
     .await;
-    let _ = &sys.jokes;
 }

@@ -266,6 +266,7 @@ async fn a_user_signed_up_through_the_gateway_can_write_to_a_protected_route() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_redis, ignore = "set AGORA_TEST_REDIS_URL to run it against Redis")]
 async fn two_gateway_replicas_sharing_redis_enforce_one_limit() {
     let Some(redis) = kit::test_support::redis_url() else {
         return;

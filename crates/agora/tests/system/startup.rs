@@ -50,7 +50,8 @@ fn a_service_gives_up_after_its_retries_naming_the_database_without_its_password
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_service_started_before_its_database_connects_once_the_database_appears() {
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
+async fn a_service_started_before_its_postgres_database_connects_once_the_database_appears() {
     let Some(server) = postgres_url() else { return };
     let database = url::Url::parse(&fresh_postgres_database(&server).await).unwrap();
     let real = format!("{}:{}", database.host_str().unwrap(), database.port().unwrap_or(5432));

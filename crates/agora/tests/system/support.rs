@@ -4,33 +4,11 @@
 use std::time::Duration;
 
 use kit::config::ServiceConfig;
-use kit::service::Started;
 use kit::Shutdown;
 
-/// A service running in the test's runtime; stopped gracefully by `stop()`.
-pub struct Running {
-    /// `http://127.0.0.1:port`.
-    pub url: String,
-    shutdown: Shutdown,
-}
+pub use kit::test_support::Running;
 
-impl Running {
-    /// Wraps a started service; it is stopped when dropped.
-    pub fn new(started: Started, shutdown: Shutdown) -> Self {
-        Self { url: started.url(), shutdown }
-    }
-
-    /// The registry URL form of this service's address.
-    pub fn as_url(&self) -> url::Url {
-        url::Url::parse(&self.url).expect("our own URL parses")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+use crate::system::{Service, System};
 
 /// A child process that is killed when the test ends, however it ends.
 pub struct Proc(pub std::process::Child);
@@ -56,34 +34,9 @@ pub fn agora_serve(service: &str, port: u16) -> std::process::Command {
     command
 }
 
-/// A service in a runtime of its own, so that `kill()` stops it abruptly, as
-/// `kill -9` would: no deregistration, no draining, sockets just close.
-pub struct Killable {
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Killable {
-    /// Stops everything at once.
-    pub fn kill(mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl Drop for Killable {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 /// A registry on port 0 that evicts quickly.
 pub async fn spawn_registry() -> Running {
-    let shutdown = Shutdown::new();
-    let started = registry::start(registry::Config::for_tests(), shutdown.clone()).await.expect("registry starts");
-    Running::new(started, shutdown)
+    registry::testing::spawn(registry::Config::for_tests()).await
 }
 
 fn jokes_config(registry: &url::Url) -> jokes::Config {
@@ -95,56 +48,12 @@ fn jokes_config(registry: &url::Url) -> jokes::Config {
 
 /// A jokes instance registered with `registry`.
 pub async fn spawn_jokes(registry: &url::Url) -> Running {
-    let shutdown = Shutdown::new();
-    let started = jokes::start(jokes_config(registry), shutdown.clone()).await.expect("jokes starts");
-    Running::new(started, shutdown)
-}
-
-/// A jokes instance that can be killed abruptly.
-pub fn spawn_killable_jokes(registry: &url::Url) -> Killable {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("a runtime");
-    let config = jokes_config(registry);
-    let started = std::thread::scope(|s| {
-        s.spawn(|| runtime.block_on(jokes::start(config, Shutdown::new())))
-            .join()
-            .expect("start thread")
-            .expect("jokes starts")
-    });
-    tracing::debug!(url = %started.url(), "killable jokes started");
-    Killable { runtime: Some(runtime) }
-}
-
-/// A gateway that finds services through `registry`.
-pub async fn spawn_gateway(registry: &url::Url) -> Running {
-    let shutdown = Shutdown::new();
-    let started =
-        gateway::start(gateway::Config::for_tests(registry.clone()), shutdown.clone()).await.expect("gateway starts");
-    Running::new(started, shutdown)
+    jokes::testing::spawn(jokes_config(registry)).await
 }
 
 /// Registry + one jokes instance + gateway, with the gateway already routing to jokes.
-pub struct System {
-    /// The registry.
-    pub registry: Running,
-    /// The gateway.
-    pub gateway: Running,
-    /// The first jokes instance.
-    pub jokes: Running,
-}
-
-/// Starts a whole small system and waits until a joke comes through the gateway.
 pub async fn spawn_system() -> System {
-    let registry = spawn_registry().await;
-    let jokes = spawn_jokes(&registry.as_url()).await;
-    let gateway = spawn_gateway(&registry.as_url()).await;
-    let url = format!("{}/joke", gateway.url);
-    kit::test_support::eventually("the gateway to route /joke", Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { reqwest::get(&url).await.ok().filter(|r| r.status() == 200) }
-    })
-    .await;
-    System { registry, gateway, jokes }
+    System::builder().with(Service::Jokes).start().await
 }
 
 /// The gateway's `/api/status` entry for `service`.
@@ -213,9 +122,7 @@ pub async fn spawn_gateway_with(
     config.routes = Box::leak(table.into_boxed_slice());
     config.jwks_url = Some(format!("{}/.well-known/jwks.json", echo.url));
     adjust(&mut config);
-    let shutdown = Shutdown::new();
-    let started = gateway::start(config, shutdown.clone()).await.expect("gateway starts");
-    let gw = Running::new(started, shutdown);
+    let gw = gateway::testing::spawn(config).await;
     let url = format!("{}/echo/ready", gw.url);
     kit::test_support::eventually("the gateway to route /echo", Duration::from_secs(10), || {
         let url = url.clone();
@@ -230,7 +137,5 @@ pub async fn spawn_auth(registry: &url::Url) -> (Running, tempfile::TempDir) {
     let (dir, url) = kit::test_support::temp_sqlite_url("auth");
     let mut config = auth::Config::for_tests(url);
     config.service = ServiceConfig::for_tests("auth", Some(registry.clone()));
-    let shutdown = Shutdown::new();
-    let started = auth::start(config, shutdown.clone()).await.expect("auth starts");
-    (Running::new(started, shutdown), dir)
+    (auth::testing::spawn(config).await, dir)
 }

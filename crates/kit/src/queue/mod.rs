@@ -3,7 +3,7 @@
 //! jittered exponential backoff up to a number of attempts, then failed);
 //! status by id; finished jobs kept for a retention period.
 //!
-//! Two backends pass one conformance suite (`crates/kit/tests/queue.rs`):
+//! Two backends pass one conformance suite (`crates/kit/tests/kit/queue.rs`):
 //!
 //! * **embedded SQLite**, the default: `QUEUE_URL` unset → `$DATA_DIR/queue.db`
 //!   (or `QUEUE_URL=sqlite://…`). Its table is created at connect with

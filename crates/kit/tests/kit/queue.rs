@@ -113,6 +113,7 @@ macro_rules! conformance {
         mod redis {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(no_redis, ignore = "set AGORA_TEST_REDIS_URL to run it against Redis")]
                 async fn $test() {
                     let Some(backend) = super::Backend::redis() else { return };
                     let outcome = tokio::time::timeout(super::TEST_TIMEOUT, super::$test(&backend)).await;

@@ -12,9 +12,9 @@ use serde_json::Value;
 use tract_onnx::prelude::tract_ndarray::s;
 
 const MODEL_IDS: [&str; 2] = ["efficientnet-lite0", "efficientnet-lite1"];
-const LABELS: &str = include_str!("../assets/imagenet_labels.txt");
-const EXPECTED: &str = include_str!("../assets/expected.json");
-const PREPROCESS_REFERENCE: &str = include_str!("fixtures/preprocess_reference.json");
+const LABELS: &str = include_str!("../../assets/imagenet_labels.txt");
+const EXPECTED: &str = include_str!("../../assets/expected.json");
+const PREPROCESS_REFERENCE: &str = include_str!("../fixtures/preprocess_reference.json");
 
 /// Loaded once for the whole test binary: parsing and optimising both graphs is the slow part.
 fn models() -> &'static Models {

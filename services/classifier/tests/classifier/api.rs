@@ -8,20 +8,14 @@ use std::time::Duration;
 use classifier::jobs::ClassifyJob;
 use classifier::Config;
 use kit::queue::{EnqueueOptions, Job, Queue};
-use kit::test_support::{eventually, redis_url};
-use kit::Shutdown;
+use kit::test_support::{eventually, redis_url, Running};
 
 struct Classifier {
     url: String,
     queue: Queue,
+    // Stops the service before its directory goes.
+    _service: Running,
     _dir: tempfile::TempDir,
-    shutdown: Shutdown,
-}
-
-impl Drop for Classifier {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// The web service and one in-process worker sharing a fresh queue.
@@ -31,11 +25,9 @@ async fn spawn_classifier(redis: Option<String>, adjust: impl FnOnce(&mut Config
     let queue_url = redis.map(|url| format!("{}/{}", url.trim_end_matches('/'), 1 + rand_db()));
     let mut config = Config::for_tests(dir.path(), queue_url.clone());
     adjust(&mut config);
-    let shutdown = Shutdown::new();
-    let started = classifier::start(config.clone(), shutdown.clone()).await.expect("classifier starts");
-    tokio::spawn(classifier::run_worker(config, shutdown.clone()));
+    let service = classifier::testing::spawn(config).await;
     let queue = Queue::connect(queue_url.as_deref(), dir.path()).await.unwrap();
-    Classifier { url: started.url(), queue, _dir: dir, shutdown }
+    Classifier { url: service.url.clone(), queue, _dir: dir, _service: service }
 }
 
 fn rand_db() -> u32 {
@@ -81,6 +73,7 @@ async fn a_sample_is_classified_through_the_embedded_queue() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_redis, ignore = "set AGORA_TEST_REDIS_URL to run it against Redis")]
 async fn a_sample_is_classified_through_redis() {
     let Some(url) = redis_url() else { return };
     a_sample_is_classified_through_the_queue(Some(url)).await;
@@ -91,7 +84,7 @@ async fn an_uploaded_image_is_classified() {
     let app = spawn_classifier(None, |_| {}).await;
     let form = reqwest::multipart::Form::new().text("model_id", "efficientnet-lite1").part(
         "file",
-        reqwest::multipart::Part::bytes(include_bytes!("../assets/coffee.jpg").to_vec()).file_name("coffee.jpg"),
+        reqwest::multipart::Part::bytes(include_bytes!("../../assets/coffee.jpg").to_vec()).file_name("coffee.jpg"),
     );
     let resp =
         reqwest::Client::new().post(format!("{}/classifications", app.url)).multipart(form).send().await.unwrap();
@@ -140,7 +133,7 @@ async fn what_cannot_be_classified_is_refused_before_anything_is_enqueued() {
     )
     .await;
     assert!(body["detail"].as_str().unwrap().contains("not an image"));
-    let coffee = include_bytes!("../assets/coffee.jpg").to_vec(); // 71 KB, over the 50 KB limit
+    let coffee = include_bytes!("../../assets/coffee.jpg").to_vec(); // 71 KB, over the 50 KB limit
     problem(c.post(&url).multipart(upload("coffee.jpg", coffee)).send().await.unwrap(), 413).await;
     let bmp = [b"BM".as_slice(), &[0u8; 64]].concat();
     problem(c.post(&url).multipart(upload("x.bmp", bmp)).send().await.unwrap(), 415).await;

@@ -83,6 +83,7 @@ async fn sqlite_is_migrated_at_start_and_transactions_are_all_or_nothing() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
 async fn postgres_is_migrated_at_start_and_transactions_are_all_or_nothing() {
     let Some(server) = postgres_url() else { return };
     let url = fresh_postgres_database(&server).await;
@@ -102,7 +103,8 @@ async fn an_unreachable_database_is_retried_then_reported_without_its_password()
 }
 
 #[tokio::test]
-async fn a_database_that_appears_while_retrying_is_used() {
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
+async fn a_postgres_database_that_appears_while_retrying_is_used() {
     let Some(server) = postgres_url() else { return };
     let url = fresh_postgres_database(&server).await;
     // Point at a port that starts forwarding to PostgreSQL only after a while.
@@ -193,6 +195,7 @@ async fn sqlite_detached_transactions_end_whoever_stops_waiting() {
 }
 
 #[tokio::test]
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
 async fn postgres_detached_transactions_end_whoever_stops_waiting() {
     let Some(server) = postgres_url() else { return };
     let url = fresh_postgres_database(&server).await;

@@ -28,6 +28,7 @@ async fn the_memory_limiter_allows_exactly_the_burst_under_concurrency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(no_redis, ignore = "set AGORA_TEST_REDIS_URL to run it against Redis")]
 async fn two_replicas_sharing_redis_enforce_one_limit() {
     let Some(url) = kit::test_support::redis_url() else {
         return;

@@ -1,4 +1,4 @@
-//! The ONNX Runtime engine (`--features ort`) against the same checks as tract's (`tests/model.rs`), and
+//! The ONNX Runtime engine (`--features ort`) against the same checks as tract's (`tests/classifier/model.rs`), and
 //! against tract itself: same preprocessing, same embedded models, so the same answers.
 //!
 //! These tests need `ORT_DYLIB_PATH` (the path of libonnxruntime.so; `bench/ort-library.sh` installs the

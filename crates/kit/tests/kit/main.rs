@@ -1,0 +1,10 @@
+//! The kit against real sockets and real backends: one test binary (faster to link), one module
+//! per concern.
+
+mod auth;
+mod db;
+mod grpc;
+mod peer;
+mod queue;
+mod ratelimit;
+mod serve;
