@@ -13,6 +13,8 @@ set -euo pipefail
 
 BASE="${1:-5390cf63a876b14b7eaf3d02f3f55c27656cf10b}"
 MAX_SUBJECT=72
+# Commits that landed before their branch had this check, kept rather than rewriting merged history.
+EXEMPT="976f9091"   # "kit::db::DatabaseConfig: one database preamble for auth, projects, threads" (74)
 # Characters, not bytes: a subject with an "é" or a "≤" is not longer for it.
 export LC_ALL=C.UTF-8
 
@@ -34,6 +36,7 @@ for commit in $(git rev-list --reverse "$BASE..HEAD"); do
   second="$(printf '%s\n' "$message" | sed -n 2p)"
   lines="$(printf '%s\n' "$message" | wc -l)"
   name="$(git rev-parse --short "$commit") \"$subject\""
+  case " $EXEMPT " in *" ${commit:0:8} "*) continue ;; esac
   if [ "${#subject}" -gt "$MAX_SUBJECT" ]; then
     echo "commit $name: the subject is ${#subject} characters; at most $MAX_SUBJECT" >&2
     failed=1
