@@ -148,20 +148,6 @@ pub struct Gateway {
     ready: AtomicBool,
 }
 
-impl Gateway {
-    /// GETs JSON from one instance of `service` (for pages and docs); `None` if it cannot.
-    pub async fn side_get(&self, service: &str, path: &str) -> Option<serde_json::Value> {
-        let instance = self.upstreams.get(service)?.pick(None)?;
-        let mut headers = reqwest::header::HeaderMap::new();
-        kit::context::inject_current(&mut headers);
-        let resp = self.side.get(format!("http://{}{path}", instance.address)).headers(headers).send().await.ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        resp.json().await.ok()
-    }
-}
-
 #[cfg(test)]
 impl Gateway {
     /// A gateway that serves nothing and asks no registry, for unit tests of what it decides;

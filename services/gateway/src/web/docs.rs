@@ -51,9 +51,9 @@ pub async fn openapi(State(gw): State<Arc<Gateway>>, Path(file): Path<String>) -
     if !crate::proxy::routes::services().contains(&service) {
         return Problem::not_found(format!("no service named {service:?}")).into_response();
     }
-    match gw.side_get(service, "/openapi.json").await {
-        Some(doc) => Json(doc).into_response(),
-        None => Problem::unavailable(format!("{service} is not reachable; its API description is unavailable"))
+    match crate::web::page_data::get_as::<serde_json::Value>(&gw, None, service, "/openapi.json").await {
+        Ok(doc) => Json(doc).into_response(),
+        Err(_) => Problem::unavailable(format!("{service} is not reachable; its API description is unavailable"))
             .into_response(),
     }
 }

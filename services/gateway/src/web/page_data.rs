@@ -46,13 +46,24 @@ pub async fn get<T: DeserializeOwned>(
     service: &str,
     path_and_query: &str,
 ) -> Result<T, Missing> {
+    get_as(gw, session.user.as_ref().map(|user| user.token.as_str()), service, path_and_query).await
+}
+
+/// [`get`] with a bearer `token` of the caller's choosing, or none (the API docs' OpenAPI
+/// documents, which belong to no user).
+pub async fn get_as<T: DeserializeOwned>(
+    gw: &Gateway,
+    token: Option<&str>,
+    service: &str,
+    path_and_query: &str,
+) -> Result<T, Missing> {
     let unavailable = || Missing::Unavailable { service: service.to_string() };
     let instance = gw.upstreams.get(service).and_then(|upstream| upstream.pick(None)).ok_or_else(unavailable)?;
     let mut headers = reqwest::header::HeaderMap::new();
     kit::context::inject_current(&mut headers);
     let mut request = gw.side.get(format!("http://{}{path_and_query}", instance.address)).headers(headers);
-    if let Some(user) = &session.user {
-        request = request.bearer_auth(&user.token);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
     }
     let response = request.send().await.map_err(|err| {
         tracing::warn!(service, path = path_and_query, error = %err, "page data unavailable");
