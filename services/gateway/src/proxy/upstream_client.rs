@@ -19,6 +19,8 @@
 
 mod body;
 mod head;
+#[cfg(test)]
+mod properties;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

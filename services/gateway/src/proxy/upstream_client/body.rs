@@ -107,7 +107,7 @@ impl HttpBody for Streaming {
 
 /// Where in the body the bytes read so far end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decoder {
+pub(super) enum Decoder {
     /// This many bytes are still to come.
     Length(u64),
     Chunked(Chunk),
@@ -115,7 +115,7 @@ enum Decoder {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(super) enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk with this many bytes to go.
@@ -128,7 +128,7 @@ enum Chunk {
 
 /// What the decoder made of the bytes read so far.
 #[derive(Debug, PartialEq, Eq)]
-enum Step {
+pub(super) enum Step {
     /// Body bytes to pass on.
     Data(Bytes),
     /// The body is complete; nothing of it is left in the buffer.
@@ -139,7 +139,7 @@ enum Step {
 
 impl Decoder {
     /// Takes what it can from `read`; `Err` says what is wrong with the body.
-    fn step(&mut self, read: &mut BytesMut) -> Result<Step, &'static str> {
+    pub(super) fn step(&mut self, read: &mut BytesMut) -> Result<Step, &'static str> {
         match self {
             Decoder::Length(0) => Ok(Step::End),
             Decoder::Length(left) => Ok(take(read, left)),
