@@ -18,6 +18,8 @@
 //! connection is closed, never reused.
 
 mod body;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod head;
 #[cfg(test)]
 mod properties;

@@ -13,7 +13,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Method};
 use proptest::prelude::*;
@@ -21,16 +21,15 @@ use proptest::test_runner::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::body::{Chunk, Decoder, Step};
-use super::head::{parse_response, Parsed};
+use super::fuzzing::{decode_chunked, parse_all};
 use super::{send, sweep, Framing, RequestHead};
 use crate::proxy::http1::parse_length;
 
-/// Cases per property.
+/// Cases per property, at least: `PROPTEST_CASES` may ask for more (for a longer search).
 const CASES: u32 = 1000;
 
 fn config() -> Config {
-    Config::with_cases(CASES)
+    Config::with_cases(Config::default().cases.max(CASES))
 }
 
 /// The recorded responses, by file name.
@@ -130,37 +129,6 @@ fn mutated_corpus() -> impl Strategy<Value = (String, Vec<u8>)> {
         let (name, bytes) = &CORPUS[i];
         (name.clone(), mutate(bytes, &mutations))
     })
-}
-
-/// Parses `wire` as the client does while reading a head: interim responses skipped.
-fn parse_all(wire: &[u8], method: &Method) {
-    let mut at = 0;
-    while let Ok(Parsed::Interim(len)) = parse_response(&wire[at..], method) {
-        at += len;
-    }
-}
-
-/// Decodes `wire` as a chunked body, read in pieces of the given sizes (cycled): the body and
-/// what is left after it, or why it is refused.
-fn decode_chunked(wire: &[u8], pieces: &[usize]) -> Result<(Vec<u8>, Vec<u8>), &'static str> {
-    let mut decoder = Decoder::Chunked(Chunk::Size);
-    let mut read = BytesMut::new();
-    let mut body = Vec::new();
-    let mut at = 0;
-    let mut sizes = pieces.iter().cycle();
-    loop {
-        match decoder.step(&mut read)? {
-            Step::Data(bytes) => body.extend_from_slice(&bytes),
-            Step::End => return Ok((body, read.to_vec())),
-            Step::More if at == wire.len() => return Err("the wire ended before the body"),
-            Step::More => {
-                let size = sizes.next().copied().unwrap_or(1).max(1);
-                let end = (at + size).min(wire.len());
-                read.extend_from_slice(&wire[at..end]);
-                at = end;
-            }
-        }
-    }
 }
 
 /// A chunk extension: `;name` or `;name=value`, either a token or a quoted string.
@@ -335,27 +303,54 @@ impl Spec {
         out.extend_from_slice(&self.after);
         out
     }
+}
 
-    /// Where this client is meant to differ from hyper's, refusing what hyper takes.
-    fn refused_on_purpose(&self) -> Option<&'static str> {
-        // hyper takes a list (`5, 5`) whose values agree, and looks at no Content-Length when
-        // the response has no body or a Transfer-Encoding; this client takes only one plain
-        // number (RFC 9110 §8.6 lets a recipient refuse the rest), whatever the response.
-        let mut values = self.lengths.iter().map(|v| parse_length(v.as_bytes()));
-        let first = values.next().flatten();
-        if first.is_none() && !self.lengths.is_empty() || values.any(|v| v != first) {
+/// Where this client is meant to differ from hyper's, refusing a response (`wire`, answering a
+/// `method` request) that hyper's client takes: why, or `None` where they must agree.
+fn refused_on_purpose(wire: &[u8], method: &Method) -> Option<&'static str> {
+    // The head as both clients parse it (with `httparse`), interim responses skipped.
+    let mut at = 0;
+    let mut slots = [httparse::EMPTY_HEADER; 100];
+    let (status, version, fields) = loop {
+        let mut response = httparse::Response::new(&mut slots);
+        match response.parse(&wire[at..]) {
+            Ok(httparse::Status::Complete(len)) if response.code.is_some_and(|c| c != 101 && c < 200) => at += len,
+            Ok(httparse::Status::Complete(_)) => {
+                let fields: Vec<(String, Vec<u8>)> =
+                    response.headers.iter().map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec())).collect();
+                break (response.code.unwrap_or_default(), response.version.unwrap_or_default(), fields);
+            }
+            // Refused by both, or never complete: both must say so.
+            _ => return None,
+        }
+    };
+    if status == 101 {
+        return Some("101 Switching Protocols, never asked for");
+    }
+    let values = |name: &'static str| fields.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_slice());
+    // hyper takes a list (`5, 5`) whose values agree, and looks at no Content-Length when the
+    // response has no body or a Transfer-Encoding; this client takes only one plain number
+    // (RFC 9110 §8.6 lets a recipient refuse the rest), whatever the response.
+    let mut lengths = values("content-length").map(parse_length);
+    if let Some(first) = lengths.next() {
+        if first.is_none() || lengths.any(|n| n != first) {
             return Some("a Content-Length that is not one plain number");
         }
-        let bodiless = self.method == Method::HEAD || matches!(self.status, 204 | 304);
-        // hyper takes `gzip, chunked` as chunked and passes on gzip bytes nobody asked for, and
-        // `gzip` alone as close-delimited; this client refuses any coding but `chunked` alone
-        // (see `head`), as nginx does.
-        let only_chunked = self.codings.len() == 1 && self.codings[0].trim().eq_ignore_ascii_case("chunked");
-        if !bodiless && !self.codings.is_empty() && !only_chunked {
-            return Some("a transfer coding other than chunked alone");
-        }
-        None
     }
+    let bodiless = *method == Method::HEAD || matches!(status, 204 | 304);
+    // hyper takes `gzip, chunked` as chunked and passes on gzip bytes nobody asked for, and
+    // `gzip` alone as close-delimited; this client refuses any coding but `chunked` alone
+    // (see `head`), as nginx does. (Both refuse a Transfer-Encoding in HTTP/1.0.)
+    let codings: Vec<&[u8]> = values("transfer-encoding").collect();
+    let only_chunked = codings.len() == 1 && codings[0].trim_ascii().eq_ignore_ascii_case(b"chunked");
+    if !bodiless && !codings.is_empty() && !only_chunked && version == 1 {
+        return Some("a transfer coding other than chunked alone");
+    }
+    // A field value with a byte `http` does not take in a header (an obs-text byte is taken).
+    if fields.iter().any(|(_, v)| HeaderValue::from_bytes(v).is_err()) {
+        return Some("a header value http::HeaderValue refuses");
+    }
+    None
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -511,14 +506,49 @@ proptest! {
 
     #[test]
     fn the_client_accepts_what_hypers_does_and_delivers_the_same_body(spec in spec()) {
-        let runtime = runtime();
-        let wire = spec.wire();
-        let (ours, hypers) = both(&runtime, &wire, &spec.method);
-        match spec.refused_on_purpose() {
-            Some(why) => prop_assert_eq!(ours, Outcome::Refused, "{}", why),
-            None => prop_assert_eq!(ours, hypers, "{:?}", String::from_utf8_lossy(&wire)),
-        }
+        agree(&spec.wire(), &spec.method)?;
     }
+
+    #[test]
+    fn the_client_and_hypers_agree_on_mutated_chunked_bodies(
+        spec in spec(),
+        mutations in prop::collection::vec(mutation(), 1..4),
+    ) {
+        // A plain chunked response, its head left whole and its body changed.
+        let spec = Spec {
+            method: Method::GET,
+            interim: false,
+            version: 1,
+            status: 200,
+            lengths: vec![],
+            codings: vec!["chunked".into()],
+            chunked: true,
+            after: vec![],
+            ..spec
+        };
+        let wire = spec.wire();
+        let head = wire.windows(4).position(|w| w == b"\r\n\r\n").map_or(0, |at| at + 4);
+        let wire = [&wire[..head], &mutate(&wire[head..], &mutations)].concat();
+        agree(&wire, &spec.method)?;
+    }
+
+    #[test]
+    fn the_client_and_hypers_agree_on_mutated_recorded_responses((name, wire) in mutated_corpus()) {
+        agree(&wire, &method_of(&name))?;
+    }
+}
+
+/// Serves `wire` to both clients: they agree, or this one refuses where it is meant to.
+fn agree(wire: &[u8], method: &Method) -> Result<(), TestCaseError> {
+    thread_local! {
+        static RUNTIME: tokio::runtime::Runtime = runtime();
+    }
+    let (ours, hypers) = RUNTIME.with(|runtime| both(runtime, wire, method));
+    match refused_on_purpose(wire, method) {
+        Some(why) => prop_assert_eq!(ours, Outcome::Refused, "{} in {:?}", why, String::from_utf8_lossy(wire)),
+        None => prop_assert_eq!(ours, hypers, "{:?}", String::from_utf8_lossy(wire)),
+    }
+    Ok(())
 }
 
 #[test]
