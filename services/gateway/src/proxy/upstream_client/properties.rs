@@ -5,9 +5,11 @@
 //! writer writes what `httparse` reads back. Inputs that once failed are kept by proptest in
 //! `proptest-regressions/` (committed) and tried first on every run.
 //!
-//! The corpus, `tests/corpus/responses/*.http`, holds whole responses as they came off the
-//! socket: `nginx-*` from nginx 1.22 (static files, gzip, redirects, errors, ranges, HEAD, 304),
-//! the others from our services (hyper and axum, through `kit`).
+//! The corpus, `tests/corpus/responses/*.http`, holds whole responses as they came off a raw
+//! socket: `nginx-*` from nginx 1.22.1 (static files, gzip in chunks, redirects, errors, ranges,
+//! HEAD, 304, 413 to an oversized body, HTTP/1.0); `jokes-*`, `auth-*`, `projects-*` and
+//! `gateway-*` from our services (hyper and axum, through `kit`), started in process as the
+//! system tests start them. A response to `HEAD` has `head-` in its name.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
