@@ -11,4 +11,5 @@ mod startup;
 mod support;
 mod system;
 mod up;
+mod upstream;
 mod wire;
