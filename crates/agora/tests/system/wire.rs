@@ -31,11 +31,7 @@ async fn echoed_within(body_limit: usize, timeout: Duration) -> Echoed {
     let registry = spawn_registry().await;
     let echo = spawn_echo(&registry.as_url(), vec![]).await;
     let gateway = spawn_gateway_with(&registry.as_url(), &echo, |config| {
-        let open = gateway::proxy::routes::Route {
-            protected: false,
-            timeout,
-            ..gateway::proxy::routes::protected("/echo", "echo", 5)
-        };
+        let open = gateway::proxy::routes::Route::new("/echo", "echo").timeout(timeout);
         config.routes = Box::leak(vec![open].into_boxed_slice());
         config.body_limit = body_limit;
     })

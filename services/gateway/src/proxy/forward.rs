@@ -43,10 +43,11 @@ pub async fn forward(
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response();
     };
+    let body_limit = route.body_limit.unwrap_or(gw.config.body_limit);
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| parse_length(v.as_bytes()));
-    if declared.is_some_and(|n| n > gw.config.body_limit as u64) {
+    if declared.is_some_and(|n| n > body_limit as u64) {
         upstream.count(false);
-        return too_large(gw.config.body_limit);
+        return too_large(body_limit);
     }
     let permit = match upstream.breaker.try_acquire() {
         Ok(permit) => permit,
@@ -74,8 +75,7 @@ pub async fn forward(
     // A second attempt goes to another instance: with only one, there is nothing to retry on.
     let attempts = if retryable && instances.len() > 1 { 2 } else { 1 };
     let head = request_head(&parts, client, ctx);
-    let body =
-        if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, gw.config.body_limit)) };
+    let body = if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, body_limit)) };
     let mut body = Some(body);
     let mut avoid: Option<String> = None;
     for attempt in 0..attempts {
@@ -121,7 +121,7 @@ pub async fn forward(
                 if is_body_too_large(&err) {
                     permit.neutral();
                     upstream.count(false);
-                    return too_large(gw.config.body_limit);
+                    return too_large(body_limit);
                 }
                 upstream.eject(&instance, Duration::from_secs(2));
                 permit.failure();
