@@ -8,7 +8,8 @@
 #   bench/sse-fanout.sh
 #   CLIENTS=1000 SECONDS_HELD=20 SKIP_BUILD=1 bench/sse-fanout.sh
 #
-# Environment: CLIENTS (1000), EVERY (1.0 s), SECONDS_HELD (20), SKIP_BUILD=1, AGORA (binary).
+# Environment: CLIENTS (1000), EVERY (1.0 s), SECONDS_HELD (20), SKIP_BUILD=1, GATEWAY_BIN (default
+# target/release/examples/gateway).
 # Writes bench/results/sse-fanout-<date>.json.
 set -euo pipefail
 
@@ -17,18 +18,13 @@ ROOT="$(cd "$HERE/.." && pwd)"
 CLIENTS="${CLIENTS:-1000}"
 EVERY="${EVERY:-1.0}"
 SECONDS_HELD="${SECONDS_HELD:-20}"
-AGORA="${AGORA:-$ROOT/target/release/agora}"
 
 # shellcheck source=bench/lib.sh
 source "$HERE/lib.sh"
 # shellcheck source=bench/stream-lib.sh
 source "$HERE/stream-lib.sh"
 
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-  log "building: cargo build --release -p agora"
-  (cd "$ROOT" && cargo build --release -p agora)
-fi
-[[ -x "$AGORA" ]] || die "no agora binary at $AGORA"
+build_gateway
 (( $(ulimit -n) > CLIENTS * 2 + 100 )) || ulimit -n $((CLIENTS * 2 + 1000)) \
   || die "ulimit -n is $(ulimit -n): too low for $CLIENTS clients"
 

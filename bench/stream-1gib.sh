@@ -8,7 +8,8 @@
 #   bench/stream-1gib.sh
 #   ROUNDS=5 SKIP_BUILD=1 bench/stream-1gib.sh
 #
-# Environment: SIZE (bytes, default 1073741824), ROUNDS (3), SKIP_BUILD=1, AGORA (binary).
+# Environment: SIZE (bytes, default 1073741824), ROUNDS (3), SKIP_BUILD=1, GATEWAY_BIN (default
+# target/release/examples/gateway).
 # Prints MB/s per target, the gateway/nginx ratio per round and its median, and the gateway's
 # RSS before and at its peak; writes bench/results/stream-1gib-<date>.json.
 set -euo pipefail
@@ -17,7 +18,6 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 SIZE="${SIZE:-1073741824}"
 ROUNDS="${ROUNDS:-3}"
-AGORA="${AGORA:-$ROOT/target/release/agora}"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a positive integer" >&2; exit 2; }
 
 # shellcheck source=bench/lib.sh
@@ -25,11 +25,7 @@ source "$HERE/lib.sh"
 # shellcheck source=bench/stream-lib.sh
 source "$HERE/stream-lib.sh"
 
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-  log "building: cargo build --release -p agora"
-  (cd "$ROOT" && cargo build --release -p agora)
-fi
-[[ -x "$AGORA" ]] || die "no agora binary at $AGORA"
+build_gateway
 ensure_nginx
 
 start_streams

@@ -1,32 +1,25 @@
-# Shared by the stream benchmarks (sse-fanout.sh, stream-1gib.sh): a registry and a gateway, each
-# `agora serve`, and bench/stream-origin.py registered with the registry as an instance of
-# `jokes` (so the standard route /joke leads to it). Source it after lib.sh; it expects ROOT,
-# HERE and AGORA.
+# Shared by the stream benchmarks (sse-fanout.sh, stream-1gib.sh): bench/stream-origin.py, and a
+# gateway (the `gateway` example: the gateway alone, as `agora serve gateway` runs it) that finds
+# the origin as its one instance of `jokes` through static peers (`PEERS`), so the standard route
+# /joke leads to it. Source it after lib.sh; it expects ROOT and HERE.
 
-REGISTRY_PID="" GATEWAY_PID="" ORIGIN_PID=""
+GATEWAY_BIN="${GATEWAY_BIN:-$ROOT/target/release/examples/gateway}"
+GATEWAY_PID="" ORIGIN_PID=""
 STREAM_LOG="$(mktemp -t agora-bench-stream.XXXXXX)"
 
-# start_streams: starts the three; sets GATEWAY (host:port), ORIGIN (host:port), GATEWAY_PID.
+build_gateway() {
+  if [[ -z "${SKIP_BUILD:-}" ]]; then
+    log "building: cargo build --release -p gateway --example gateway"
+    (cd "$ROOT" && cargo build --release -p gateway --example gateway)
+  fi
+  [[ -x "$GATEWAY_BIN" ]] || die "no gateway binary at $GATEWAY_BIN"
+}
+
+# start_streams: starts the origin and the gateway; sets ORIGIN and GATEWAY (host:port) and GATEWAY_PID.
 start_streams() {
-  local registry_port gateway_port origin_out deadline
-  registry_port="$(free_port)"
-  log "starting a registry on :$registry_port (log: $STREAM_LOG)"
-  PORT="$registry_port" RUST_LOG=warn "$AGORA" serve registry >>"$STREAM_LOG" 2>&1 &
-  REGISTRY_PID=$!
-  deadline=$((SECONDS + 30))
-  until curl -fsS -o /dev/null "http://127.0.0.1:$registry_port/healthz" 2>/dev/null; do
-    (( SECONDS < deadline )) || die "the registry did not start"
-    sleep 0.2
-  done
-  # Picked once the registry listens, so that the two cannot be given the same free port.
-  gateway_port="$(free_port)"
-  log "starting a gateway on :$gateway_port"
-  PORT="$gateway_port" REGISTRY_URL="http://127.0.0.1:$registry_port" RUST_LOG=warn \
-    RATE_LIMIT_ANON_BURST=1000000000 RATE_LIMIT_ANON_PER_SEC=1000000000 \
-    "$AGORA" serve gateway >>"$STREAM_LOG" 2>&1 &
-  GATEWAY_PID=$!
+  local origin_out gateway_port deadline
   origin_out="$(mktemp -t agora-bench-origin.XXXXXX)"
-  python3 "$HERE/stream-origin.py" --registry "http://127.0.0.1:$registry_port" >"$origin_out" 2>>"$STREAM_LOG" &
+  python3 "$HERE/stream-origin.py" >"$origin_out" 2>>"$STREAM_LOG" &
   ORIGIN_PID=$!
   deadline=$((SECONDS + 30))
   until [[ -s "$origin_out" ]]; do
@@ -35,9 +28,17 @@ start_streams() {
   done
   ORIGIN="127.0.0.1:$(awk '{ print $2 }' "$origin_out")"
   rm -f "$origin_out"
+  # Picked once the origin listens, so that the two cannot be given the same free port.
+  gateway_port="$(free_port)"
+  log "starting a gateway on :$gateway_port in front of the origin $ORIGIN (log: $STREAM_LOG)"
+  PORT="$gateway_port" PEERS="jokes=http://$ORIGIN" RUST_LOG=warn \
+    RATE_LIMIT_ANON_BURST=1000000000 RATE_LIMIT_ANON_PER_SEC=1000000000 \
+    "$GATEWAY_BIN" >>"$STREAM_LOG" 2>&1 &
+  GATEWAY_PID=$!
   GATEWAY="127.0.0.1:$gateway_port"
   deadline=$((SECONDS + 60))
   until curl -fsS "http://$GATEWAY/joke" 2>/dev/null | grep -q '"ok"'; do
+    kill -0 "$GATEWAY_PID" 2>/dev/null || die "the gateway exited"
     (( SECONDS < deadline )) || die "the gateway does not route /joke to the origin"
     sleep 0.3
   done
@@ -46,13 +47,13 @@ start_streams() {
 
 stop_streams() {
   local pid
-  for pid in $ORIGIN_PID $GATEWAY_PID $REGISTRY_PID; do
+  for pid in $ORIGIN_PID $GATEWAY_PID; do
     kill -TERM "$pid" 2>/dev/null || true
   done
-  for pid in $ORIGIN_PID $GATEWAY_PID $REGISTRY_PID; do
+  for pid in $ORIGIN_PID $GATEWAY_PID; do
     wait "$pid" 2>/dev/null || true
   done
-  ORIGIN_PID="" GATEWAY_PID="" REGISTRY_PID=""
+  ORIGIN_PID="" GATEWAY_PID=""
 }
 
 stream_cleanup() {

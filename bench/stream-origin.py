@@ -6,8 +6,9 @@ are generated as they are sent, nothing read from disk.
   GET /joke/bytes?size=N       N bytes (Content-Length), written in 4 MiB pieces of one buffer
   GET /joke, /readyz, /healthz a small 200 (for nginx's and the gateway's readiness checks)
 
-It serves under `/joke` so that the standard gateway routes to it once it is registered as an
-instance of `jokes` (`--registry URL`): no test route table is needed in a release binary.
+It serves under `/joke` so that the standard gateway routes to it as an instance of `jokes`
+(named in the gateway's `PEERS`, or registered with `--registry URL`): no test route table is
+needed in a release binary.
 Every response closes its connection. Prints "listening PORT" once it accepts connections.
 """
 import argparse
