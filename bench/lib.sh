@@ -100,11 +100,12 @@ for s in json.load(sys.stdin).get("services", []):
 }
 
 NGINX_DIR=""
-# start_nginx PORT UPSTREAM: nginx as a reverse proxy on 127.0.0.1:PORT in front
+# start_nginx PORT UPSTREAM [DIRECTIVES]: nginx as a reverse proxy on 127.0.0.1:PORT in front
 # of UPSTREAM (host:port), configured as the reference is: one worker per core,
-# upstream keepalive, access log on (buffered, as a production nginx would be).
+# upstream keepalive, access log on (buffered, as a production nginx would be);
+# DIRECTIVES are added to its location.
 start_nginx() {
-  local port="$1" upstream="$2"
+  local port="$1" upstream="$2" directives="${3:-}"
   NGINX_DIR="$(mktemp -d -t agora-bench-nginx.XXXXXX)"
   cat >"$NGINX_DIR/nginx.conf" <<CONF
 worker_processes auto;
@@ -125,6 +126,7 @@ http {
       proxy_pass http://jokes;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      $directives
     }
   }
 }

@@ -6,7 +6,8 @@
 //! - client: whoever sends the gateway a request (a browser, a script), over one connection.
 //! - upstream: a service the gateway forwards to, by its registry name (`jokes`, `auth`, …).
 //! - instance: one running process of an upstream, at a `host:port` the registry gave.
-//! - route: a path prefix, the upstream serving it, and its limits (timeout, who may write).
+//! - route: a path prefix, the upstream serving it, and its limits (timeouts, body limit,
+//!   upgrades, who must be signed in).
 //! - response: what the gateway sends the client: an instance's, or one the gateway makes.
 
 pub mod access_log;
@@ -40,7 +41,7 @@ pub const DEFAULT_PORT: u16 = 8080;
 pub struct Config {
     /// Common service settings (`PORT`, `REGISTRY_URL` or `PEERS`, …).
     pub service: ServiceConfig,
-    /// Largest request body forwarded (`GATEWAY_BODY_LIMIT_BYTES`).
+    /// Largest request body forwarded on routes without their own (`GATEWAY_BODY_LIMIT_BYTES`).
     pub body_limit: usize,
     /// Breaker per upstream (`BREAKER_FAILURES`, `BREAKER_COOLDOWN_SECS`).
     pub breaker: BreakerConfig,

@@ -5,7 +5,9 @@
 pub mod edge;
 pub mod forward;
 pub mod http1;
+pub mod idle;
 pub mod routes;
+pub mod upgrade;
 pub mod upstream_client;
 pub mod upstreams;
 

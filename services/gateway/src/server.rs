@@ -1,5 +1,6 @@
 //! The gateway's server: every client connection is served by hyper (HTTP/1.1, and HTTP/2 with
-//! prior knowledge: `h2c`) through one service, [`Front`]: requests for an upstream route go to
+//! prior knowledge: `h2c`; HTTP/1.1 connections may be upgraded, see `proxy::upgrade`) through one
+//! service, [`Front`]: requests for an upstream route go to
 //! [`proxy::serve`], everything else (pages, docs, health) to the router with the kit's
 //! standard layers.
 //!
@@ -87,7 +88,9 @@ async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, router: Router, st
     // Heads and bodies are small: copied into one buffer and written with one `write` (hyper's
     // default queues them for `writev`, which costs more per response here).
     http.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).writev(false);
-    http.http2().timer(TokioTimer::new());
+    // Extended CONNECT is enabled so that a WebSocket over HTTP/2 reaches the proxy and is
+    // refused with a problem (see `proxy::upgrade`), not reset as a malformed stream.
+    http.http2().timer(TokioTimer::new()).enable_connect_protocol();
     let http = Arc::new(http);
     let connections = tokio_util::task::TaskTracker::new();
     loop {

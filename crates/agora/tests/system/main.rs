@@ -8,6 +8,7 @@ mod pages;
 mod resilience;
 mod security;
 mod startup;
+mod streams;
 mod support;
 mod system;
 mod up;

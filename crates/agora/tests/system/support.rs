@@ -117,7 +117,7 @@ pub async fn spawn_gateway_with(
     adjust: impl FnOnce(&mut gateway::Config),
 ) -> Running {
     let mut config = gateway::Config::for_tests(registry.clone());
-    let mut table = vec![gateway::proxy::routes::protected("/echo", "echo", 5)];
+    let mut table = vec![gateway::proxy::routes::Route::new("/echo", "echo").user_for_writes()];
     table.extend_from_slice(gateway::proxy::routes::ROUTES);
     config.routes = Box::leak(table.into_boxed_slice());
     config.jwks_url = Some(format!("{}/.well-known/jwks.json", echo.url));

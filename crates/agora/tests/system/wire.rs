@@ -31,11 +31,7 @@ async fn echoed_within(body_limit: usize, timeout: Duration) -> Echoed {
     let registry = spawn_registry().await;
     let echo = spawn_echo(&registry.as_url(), vec![]).await;
     let gateway = spawn_gateway_with(&registry.as_url(), &echo, |config| {
-        let open = gateway::proxy::routes::Route {
-            protected: false,
-            timeout,
-            ..gateway::proxy::routes::protected("/echo", "echo", 5)
-        };
+        let open = gateway::proxy::routes::Route::new("/echo", "echo").timeout(timeout);
         config.routes = Box::leak(vec![open].into_boxed_slice());
         config.body_limit = body_limit;
     })
@@ -386,4 +382,23 @@ async fn an_http2_client_with_prior_knowledge_is_proxied_and_answered() {
     // The gateway's own pages too.
     let (health, _) = send("GET", "/healthz", "").await;
     assert_eq!(health.status.as_u16(), 200);
+}
+
+#[tokio::test]
+async fn a_route_with_a_body_limit_of_its_own_takes_bodies_beyond_the_gateways() {
+    let registry = spawn_registry().await;
+    let echo = spawn_echo(&registry.as_url(), vec![]).await;
+    let gateway = spawn_gateway_with(&registry.as_url(), &echo, |config| {
+        let uploads = gateway::proxy::routes::Route::new("/echo", "echo").body_limit(256 * 1024);
+        config.routes = Box::leak(vec![uploads].into_boxed_slice());
+        config.body_limit = 1024;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let post = |size: usize| client.post(format!("{}/echo/upload", gateway.url)).body(vec![b'u'; size]).send();
+    let taken = post(100 * 1024).await.unwrap();
+    assert_eq!(taken.status(), 200, "over the gateway's 1 KiB, within the route's 256 KiB");
+    let seen: serde_json::Value = taken.json().await.unwrap();
+    assert_eq!(seen[":body"].as_str().map(str::len), Some(100 * 1024));
+    assert_eq!(post(300 * 1024).await.unwrap().status(), 413, "over the route's limit");
 }

@@ -2,7 +2,7 @@
 //! clients are stripped; the user is identified by a bearer token or the web
 //! UI's session cookie (cookie-authenticated mutations must carry the CSRF
 //! token); every client gets a token bucket (per IP when anonymous, per user
-//! when authenticated); mutating requests to protected routes need a user.
+//! when authenticated); a route says which of its requests need a user (its writes, or all).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -127,7 +127,7 @@ pub struct Admitted {
 }
 
 /// The edge's checks for one request, before it is served: strips spoofable identity headers,
-/// identifies the caller, applies the rate limit, requires a user for protected mutations and a
+/// identifies the caller, applies the rate limit, requires a user where the route says so and a
 /// CSRF token for cookie-authenticated API mutations, then states the identity for upstreams and
 /// leaves the [`Session`] in the request's extensions. `route` is the upstream route serving it, if any.
 pub async fn admit(
@@ -163,13 +163,13 @@ pub async fn admit(
     }
 
     let mutating = routes::is_mutating(req.method());
-    if let Some(route) = route.filter(|r| r.protected && mutating) {
+    if let Some(route) = route.filter(|r| r.needs_user(req.method())) {
         match &identity {
             Ok(Some(_)) => {}
             Ok(None) => return Err(AuthError::Missing.into_response()),
             Err(err) => return Err(err.clone().into_response()),
         }
-        tracing::debug!(route = route.prefix, "authenticated mutation");
+        tracing::debug!(route = route.prefix, "authenticated request");
     }
     let identity = identity.ok().flatten();
     if let Some(id) = identity.as_ref().filter(|id| id.via_cookie && mutating) {
@@ -319,6 +319,18 @@ mod tests {
         );
         // An unprotected route takes writes from anyone.
         assert_eq!(status(&gw, &c, routes::find("/login"), &mut request("POST", "/login", &[])).await, 200);
+    }
+
+    #[tokio::test]
+    async fn a_route_for_users_only_needs_a_token_for_reads_too() {
+        static PRIVATE: routes::Route = routes::Route::new("/private", "projects").user_for_every_method();
+        let issuer = TestIssuer::new();
+        let gw = gateway(&issuer, |_| {});
+        let c = client(1);
+        assert_eq!(status(&gw, &c, Some(&PRIVATE), &mut request("GET", "/private", &[])).await, 401);
+        let bearer = format!("Bearer {}", issuer.token("u-1", "ada"));
+        let auth = [("authorization", bearer.as_str())];
+        assert_eq!(status(&gw, &c, Some(&PRIVATE), &mut request("GET", "/private", &auth)).await, 200);
     }
 
     #[tokio::test]

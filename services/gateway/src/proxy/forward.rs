@@ -2,6 +2,8 @@
 //! upstream's circuit is open or the body declares more than the limit; otherwise sent with the
 //! route's deadline and the request's context, and sent once more, to another instance, when
 //! it is idempotent, has no body and its connection failed (nothing else is safe to repeat).
+//! A response's body then streams through as the instance sends it, within the route's idle
+//! timeout (`idle`); a WebSocket upgrade goes its own way once the instance agrees (`upgrade`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +19,9 @@ use kit::Problem;
 
 use crate::proxy::edge::Client;
 use crate::proxy::http1::{is_hop_by_hop, parse_length, tokens};
+use crate::proxy::idle;
 use crate::proxy::routes::Route;
+use crate::proxy::upgrade::{self, Upgrade};
 use crate::proxy::upstream_client::{self, Framing, RequestHead, SendError};
 use crate::proxy::upstreams::Instance;
 use crate::Gateway;
@@ -37,16 +41,21 @@ pub async fn forward(
     route: &'static Route,
     client: &Client,
     ctx: &RequestContext,
-    req: Request,
+    mut req: Request,
     responded_by: &mut Option<Arc<Instance>>,
 ) -> Response {
+    let client_upgrade = match upgrade::requested(route, &mut req) {
+        Ok(client_upgrade) => client_upgrade,
+        Err(unsupported) => return unsupported.into_response(),
+    };
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response();
     };
+    let body_limit = route.body_limit.unwrap_or(gw.config.body_limit);
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| parse_length(v.as_bytes()));
-    if declared.is_some_and(|n| n > gw.config.body_limit as u64) {
+    if declared.is_some_and(|n| n > body_limit as u64) {
         upstream.count(false);
-        return too_large(gw.config.body_limit);
+        return too_large(body_limit);
     }
     let permit = match upstream.breaker.try_acquire() {
         Ok(permit) => permit,
@@ -74,8 +83,14 @@ pub async fn forward(
     // A second attempt goes to another instance: with only one, there is nothing to retry on.
     let attempts = if retryable && instances.len() > 1 { 2 } else { 1 };
     let head = request_head(&parts, client, ctx);
-    let body =
-        if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, gw.config.body_limit)) };
+    let mut upgrade = client_upgrade.map(|client_upgrade| {
+        let mut headers = http::HeaderMap::new();
+        forwarded_headers(&parts, client, ctx, |name, value| {
+            headers.append(name.clone(), value.clone());
+        });
+        Upgrade::new(client_upgrade, target(&parts).clone(), headers)
+    });
+    let body = if retryable { Body::empty() } else { Body::new(http_body_util::Limited::new(body, body_limit)) };
     let mut body = Some(body);
     let mut avoid: Option<String> = None;
     for attempt in 0..attempts {
@@ -92,9 +107,15 @@ pub async fn forward(
                 .into_response();
         };
         let outgoing = body.take().unwrap_or_default();
-        match tokio::time::timeout(route.timeout, upstream_client::send(&instance.address, &head, framing, outgoing))
-            .await
-        {
+        let sent = async {
+            match &upgrade {
+                // Boxed: only upgrades pay for its future's size.
+                Some(upgrade) => Box::pin(upgrade.send(&instance.address)).await,
+                None => upstream_client::send(&instance.address, &head, framing, outgoing).await,
+            }
+        };
+        let sent = tokio::time::timeout(route.timeout, sent).await;
+        match sent {
             Ok(Ok(response)) => {
                 let status = response.status();
                 let unhealthy = matches!(
@@ -108,7 +129,10 @@ pub async fn forward(
                 }
                 upstream.count(status.is_server_error());
                 *responded_by = Some(instance);
-                return response;
+                return match &mut upgrade {
+                    Some(upgrade) => upgrade.answer(response),
+                    None => response.map(|body| idle::limit(body, route.idle_timeout)),
+                };
             }
             // Only bodiless idempotent requests get here with attempts left: safe to send again.
             Ok(Err(err)) if attempt + 1 < attempts => {
@@ -121,7 +145,7 @@ pub async fn forward(
                 if is_body_too_large(&err) {
                     permit.neutral();
                     upstream.count(false);
-                    return too_large(gw.config.body_limit);
+                    return too_large(body_limit);
                 }
                 upstream.eject(&instance, Duration::from_secs(2));
                 permit.failure();
@@ -177,12 +201,27 @@ fn is_body_too_large(err: &SendError) -> bool {
     false
 }
 
-/// The head sent upstream: the client's method, origin-form target and end-to-end headers, plus
-/// where the request came from (`X-Forwarded-For`) and its context (`x-request-id`, `traceparent`).
+/// The head sent upstream: the client's method, origin-form target and the headers of
+/// [`forwarded_headers`].
 fn request_head(parts: &Parts, client: &Client, ctx: &RequestContext) -> RequestHead {
-    // A client may send the absolute form (RFC 9112 §3.2.2); upstreams get the origin form.
-    let target = parts.uri.path_and_query().unwrap_or(&ROOT);
-    let mut head = RequestHead::new(&parts.method, target);
+    let mut head = RequestHead::new(&parts.method, target(parts));
+    forwarded_headers(parts, client, ctx, |name, value| head.header(name, value));
+    head
+}
+
+/// The request's target in origin form: a client may send the absolute form (RFC 9112 §3.2.2).
+fn target(parts: &Parts) -> &PathAndQuery {
+    parts.uri.path_and_query().unwrap_or(&ROOT)
+}
+
+/// Each header sent upstream, to `put`: the client's end-to-end headers, plus where the request
+/// came from (`X-Forwarded-For`) and its context (`x-request-id`, `traceparent`).
+fn forwarded_headers(
+    parts: &Parts,
+    client: &Client,
+    ctx: &RequestContext,
+    mut put: impl FnMut(&HeaderName, &HeaderValue),
+) {
     let headers = &parts.headers;
     // The request's context goes on in the gateway's own headers, not the client's.
     let context = ctx.propagated();
@@ -211,7 +250,7 @@ fn request_head(parts: &Parts, client: &Client, ctx: &RequestContext) -> Request
             "host" | "content-length" | "expect" | "x-forwarded-host" | "x-forwarded-proto"
         ) || context.iter().any(|(propagated, _)| propagated == name);
         if !set_here && !is_hop_by_hop(name.as_str()) && !listed.contains(name) {
-            head.header(name, value);
+            put(name, value);
         }
     }
     let forwarded_for = match prior_forwarded_for.and_then(|v| v.to_str().ok()) {
@@ -221,9 +260,8 @@ fn request_head(parts: &Parts, client: &Client, ctx: &RequestContext) -> Request
         }
         None => client.forwarded_for.clone(),
     };
-    head.header(&X_FORWARDED_FOR, &forwarded_for);
+    put(&X_FORWARDED_FOR, &forwarded_for);
     for (name, value) in &context {
-        head.header(name, value);
+        put(name, value);
     }
-    head
 }

@@ -60,7 +60,7 @@ pub(super) async fn serve(
 ) {
     let client = conn.client.addr;
     let io = TokioIo::new(Watched { tcp, conn: conn.clone() });
-    let mut connection = pin!(http.serve_connection(io, Front(conn.clone())));
+    let mut connection = pin!(http.serve_connection_with_upgrades(io, Front(conn.clone())));
     let mut stopped = pin!(stop.cancelled());
     let mut state = State::Serving;
     let ended = poll_fn(|cx| loop {
