@@ -13,6 +13,8 @@ pub mod config;
 pub mod context;
 pub mod db;
 pub mod discovery;
+#[cfg(feature = "events")]
+pub mod events;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
