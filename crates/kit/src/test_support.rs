@@ -77,6 +77,11 @@ pub fn redis_url() -> Option<String> {
     backend_url("AGORA_TEST_REDIS_URL")
 }
 
+/// The RabbitMQ broker for tests (`AGORA_TEST_AMQP_URL`), if configured.
+pub fn amqp_url() -> Option<String> {
+    backend_url("AGORA_TEST_AMQP_URL")
+}
+
 /// A connection to the PostgreSQL server for creating and changing test databases.
 async fn admin_connection(server_url: &str) -> sqlx::PgConnection {
     use sqlx::Connection;

@@ -32,6 +32,7 @@
 
 pub mod pattern;
 
+mod amqp;
 mod embedded;
 mod wake;
 
@@ -217,6 +218,7 @@ pub enum EventsError {
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
     url: crate::db::SecretUrl,
+    namespace: String,
 }
 
 impl EventsConfig {
@@ -237,12 +239,20 @@ impl EventsConfig {
 
     /// The embedded backend in `data_dir/events.db`.
     pub fn embedded_in(data_dir: &Path) -> Self {
-        Self { url: crate::db::SecretUrl::new(format!("sqlite://{}", data_dir.join("events.db").display())) }
+        Self::new(format!("sqlite://{}", data_dir.join("events.db").display()))
     }
 
     /// A backend at `url` (`sqlite://…` or `amqp://…`).
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: crate::db::SecretUrl::new(url) }
+        Self { url: crate::db::SecretUrl::new(url), namespace: "agora".into() }
+    }
+
+    /// The same backend with its RabbitMQ exchanges and queues named `<namespace>.events…`
+    /// instead of `agora.events…`, so that several systems (or tests) share a broker
+    /// without hearing each other. The embedded backend is one file per system already.
+    pub fn with_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.to_string();
+        self
     }
 }
 
@@ -306,6 +316,17 @@ pub struct EventBus {
 #[derive(Clone)]
 enum Backend {
     Embedded(embedded::EmbeddedBus),
+    Amqp(amqp::AmqpBus),
+}
+
+/// Runs `$body` with `$bus` bound to whichever backend `$self` uses.
+macro_rules! on_backend {
+    ($self:expr, $bus:ident => $body:expr) => {
+        match &$self.backend {
+            Backend::Embedded($bus) => $body,
+            Backend::Amqp($bus) => $body,
+        }
+    };
 }
 
 impl EventBus {
@@ -315,6 +336,8 @@ impl EventBus {
         let url = config.url.expose();
         let backend = if url.starts_with("sqlite:") {
             Backend::Embedded(embedded::EmbeddedBus::connect(url).await?)
+        } else if url.starts_with("amqp:") || url.starts_with("amqps:") {
+            Backend::Amqp(amqp::AmqpBus::connect(url, &config.namespace).await?)
         } else {
             return Err(EventsError::UnknownScheme(crate::db::redact_url(url)));
         };
@@ -333,9 +356,7 @@ impl EventBus {
     pub async fn publish_envelope(&self, envelope: &Envelope) -> Result<(), EventsError> {
         self.check_topic(&envelope.topic)?;
         let bytes = envelope.to_bytes()?;
-        match &self.backend {
-            Backend::Embedded(bus) => bus.publish(envelope, &bytes).await?,
-        }
+        on_backend!(self, bus => bus.publish(envelope, &bytes).await?);
         metrics::counter!("events_published_total", "topic" => envelope.topic.clone()).increment(1);
         Ok(())
     }
@@ -354,49 +375,37 @@ impl EventBus {
     {
         check_name(&durable.name)?;
         self.check_pattern(&durable.pattern)?;
-        match &self.backend {
-            Backend::Embedded(bus) => {
-                bus.ensure_subscription(&durable).await?;
-                Ok(tokio::spawn(bus.clone().consume(durable, handler, shutdown)))
-            }
-        }
+        on_backend!(self, bus => {
+            bus.ensure_subscription(&durable).await?;
+            Ok(tokio::spawn(bus.clone().consume(durable, handler, shutdown)))
+        })
     }
 
     /// Every event matching `pattern` published from now on, in this process only.
     pub async fn listen(&self, pattern: &str) -> Result<Listener, EventsError> {
         self.check_pattern(pattern)?;
-        let receiver = match &self.backend {
-            Backend::Embedded(bus) => bus.tail().await?,
-        };
+        let receiver = on_backend!(self, bus => bus.tail().await?);
         Ok(Listener { pattern: pattern.to_string(), receiver })
     }
 
     /// Events waiting in `subscription` (published, not yet acknowledged or dead).
     pub async fn lag(&self, subscription: &str) -> Result<u64, EventsError> {
-        match &self.backend {
-            Backend::Embedded(bus) => bus.lag(subscription).await,
-        }
+        on_backend!(self, bus => bus.lag(subscription).await)
     }
 
     /// The dead letters of `subscription`, or of every subscription, oldest first.
     pub async fn dead_letters(&self, subscription: Option<&str>) -> Result<Vec<DeadLetter>, EventsError> {
-        match &self.backend {
-            Backend::Embedded(bus) => bus.dead_letters(subscription).await,
-        }
+        on_backend!(self, bus => bus.dead_letters(subscription).await)
     }
 
     /// Hands a dead letter back to its subscription as a fresh event (attempts from 1).
     pub async fn replay(&self, subscription: &str, event_id: uuid::Uuid) -> Result<(), EventsError> {
-        match &self.backend {
-            Backend::Embedded(bus) => bus.replay(subscription, event_id).await,
-        }
+        on_backend!(self, bus => bus.replay(subscription, event_id).await)
     }
 
     /// Deletes the dead letters of `subscription` (or of all); returns how many.
     pub async fn purge(&self, subscription: Option<&str>) -> Result<u64, EventsError> {
-        match &self.backend {
-            Backend::Embedded(bus) => bus.purge(subscription).await,
-        }
+        on_backend!(self, bus => bus.purge(subscription).await)
     }
 
     fn declared_list(&self) -> String {
