@@ -30,6 +30,7 @@
 //! behind it, and competing consumers handle events concurrently, so nothing is promised
 //! per key beyond "published before, handed out before".
 
+pub mod outbox;
 pub mod pattern;
 
 mod amqp;

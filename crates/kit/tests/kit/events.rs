@@ -55,7 +55,8 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(60);
 const LONG: Duration = Duration::from_secs(20);
 
 /// Every subscription name the suite uses (the RabbitMQ clean-up deletes their queues).
-const SUBSCRIPTIONS: &[&str] = &["billing", "audit", "ordered", "flaky", "strict", "leased", "slow", "fixed", "nobody"];
+const SUBSCRIPTIONS: &[&str] =
+    &["outbox", "billing", "audit", "ordered", "flaky", "strict", "leased", "slow", "fixed", "nobody"];
 
 /// One bus store, reachable by as many connections as a test wants.
 struct Backend {
@@ -467,4 +468,109 @@ async fn a_subscription_keeps_its_pattern(backend: &Backend) {
         other => panic!("changing a pattern: {other:?}"),
     }
     shutdown.cancel();
+}
+
+mod outbox {
+    //! The transactional outbox, on each database engine, relaying to the embedded bus.
+
+    use std::time::Duration;
+
+    use kit::db::Database;
+    use kit::events::outbox::{stage, OutboxRelay};
+    use kit::events::{Envelope, EventBus};
+    use kit::test_support::eventually;
+    use kit::Shutdown;
+
+    use kit::test_support::Backend as TestBackend;
+
+    use super::{recorder, Backend, Greeting, LONG};
+
+    /// A fresh database of the engine `backend` names.
+    async fn open(backend: &TestBackend) -> (kit::test_support::TestDb, Database) {
+        let test_db = kit::test_support::fresh_db(backend, "service").await;
+        let db = match backend {
+            TestBackend::Sqlite => Database::Sqlite(sqlx::SqlitePool::connect(&test_db.url).await.expect("sqlite")),
+            TestBackend::Postgres(_) => {
+                Database::Postgres(sqlx::PgPool::connect(&test_db.url).await.expect("postgres"))
+            }
+        };
+        (test_db, db)
+    }
+
+    /// Stages greeting `n` in a transaction that commits or rolls back.
+    async fn greet(db: &Database, n: u64, commit: bool) -> uuid::Uuid {
+        macro_rules! in_tx {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await.expect("begin");
+                let id = stage(&mut tx, "k", &Greeting { n }).await.expect("stage");
+                if commit {
+                    tx.commit().await.expect("commit");
+                } else {
+                    tx.rollback().await.expect("rollback");
+                }
+                id
+            }};
+        }
+        match db {
+            Database::Sqlite(pool) => in_tx!(pool),
+            Database::Postgres(pool) => in_tx!(pool),
+        }
+    }
+
+    /// The outbox rows still waiting, as the relay would read them.
+    async fn waiting(db: &Database) -> Vec<Envelope> {
+        let rows: Vec<String> = match db {
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT envelope FROM event_outbox ORDER BY seq").fetch_all(pool).await
+            }
+            Database::Postgres(pool) => {
+                sqlx::query_scalar("SELECT envelope FROM event_outbox ORDER BY seq").fetch_all(pool).await
+            }
+        }
+        .expect("read the outbox");
+        rows.iter().map(|r| serde_json::from_str(r).expect("an envelope")).collect()
+    }
+
+    /// Committed events are published once each, rolled-back ones never, and an event the
+    /// relay sent but did not delete (it stopped in between) is not published twice.
+    async fn exactly_the_committed_events_are_published(engine: TestBackend) {
+        let (_guard, db) = open(&engine).await;
+        let backend = Backend::embedded();
+        let bus: EventBus = backend.connect().await;
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shutdown = Shutdown::new();
+        bus.subscribe(super::quick("outbox", "test.greeting"), recorder("outbox", seen.clone()), shutdown.clone())
+            .await
+            .expect("subscribe");
+
+        // The relay's table exists before anything is staged: start it, stop it at once.
+        let first = Shutdown::new();
+        drop(
+            OutboxRelay::start(db.clone(), bus.clone(), Duration::from_secs(3600), first.clone()).await.expect("relay"),
+        );
+        first.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        greet(&db, 1, true).await;
+        greet(&db, 2, false).await;
+        greet(&db, 3, true).await;
+        // A relay that published event 1 and stopped before deleting its row.
+        let staged = waiting(&db).await;
+        assert_eq!(staged.len(), 2, "the rolled-back event was never staged");
+        bus.publish_envelope(&staged[0]).await.expect("publish");
+
+        let relay = OutboxRelay::start(db.clone(), bus.clone(), Duration::from_millis(50), shutdown.clone())
+            .await
+            .expect("relay");
+        relay.staged();
+        eventually("the outbox is empty", LONG, || async { waiting(&db).await.is_empty().then_some(()) }).await;
+        eventually("both committed events handled", LONG, || async { (seen.lock().unwrap().len() >= 2).then_some(()) })
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let numbers: Vec<u64> = seen.lock().unwrap().iter().map(|(_, n)| *n).collect();
+        assert_eq!(numbers, vec![1, 3], "each committed event once, in order; the rolled-back one never");
+        shutdown.cancel();
+    }
+
+    kit::on_every_backend!(exactly_the_committed_events_are_published);
 }
