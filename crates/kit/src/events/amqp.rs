@@ -419,10 +419,11 @@ impl AmqpBus {
     pub(super) async fn lag(&self, subscription: &str) -> Result<u64, EventsError> {
         let channel = self.channel().await?;
         let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+        // A passive declare of a missing queue is refused by the broker (404).
         let queue = channel
             .queue_declare(self.inner.names.queue(subscription).as_str().into(), options, FieldTable::default())
             .await
-            .map_err(|e| self.unavailable(e))?;
+            .map_err(|_| EventsError::NoSuchSubscription(subscription.to_string()))?;
         let _ = channel.close(200, "done".into()).await;
         Ok(u64::from(queue.message_count()))
     }

@@ -508,11 +508,15 @@ impl EmbeddedBus {
     }
 
     pub(super) async fn lag(&self, subscription: &str) -> Result<u64, EventsError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event_deliveries WHERE subscription = ?1")
-            .bind(subscription)
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(|e| self.unavailable(e))?;
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM event_deliveries d WHERE d.subscription = s.name)
+               FROM event_subscriptions s WHERE s.name = ?1",
+        )
+        .bind(subscription)
+        .fetch_optional(&self.inner.pool)
+        .await
+        .map_err(|e| self.unavailable(e))?;
+        let n = n.ok_or_else(|| EventsError::NoSuchSubscription(subscription.to_string()))?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 

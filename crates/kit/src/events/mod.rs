@@ -205,6 +205,9 @@ pub enum EventsError {
     /// The payload could not be serialized.
     #[error("cannot encode event: {0}")]
     Encode(String),
+    /// No durable subscription has that name.
+    #[error("no subscription {0}")]
+    NoSuchSubscription(String),
     /// No dead letter with that id in that subscription.
     #[error("no dead letter {event_id} in subscription {subscription}")]
     NoSuchDeadLetter {

@@ -435,6 +435,7 @@ async fn a_subscription_counts_its_waiting_events_as_lag(backend: &Backend) {
     let bus = backend.connect().await;
     let shutdown = Shutdown::new();
     let seen = Arc::new(Mutex::new(Vec::new()));
+    assert!(matches!(bus.lag("slow").await, Err(EventsError::NoSuchSubscription(_))));
     // Made, then stopped: events wait for it.
     bus.subscribe(quick("slow", "test.greeting"), recorder("slow", seen.clone()), shutdown.clone())
         .await
