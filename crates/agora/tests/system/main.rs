@@ -12,4 +12,5 @@ mod startup;
 mod support;
 mod system;
 mod up;
+mod upstream;
 mod wire;

@@ -8,12 +8,21 @@
 //! small response with a `Content-Length` is read whole and handed on as one buffer, and larger,
 //! chunked or close-delimited bodies are streamed (`body::Streaming`).
 //!
+//! An instance may answer before it has read the whole request (a 413 for a body it will not
+//! take): while a body is written, whatever the instance sends is read, and once a response's
+//! head is there (or the instance closed its side, or reset the connection) the rest of the body
+//! is not sent, the response is passed on, and the connection is not reused.
+//!
 //! Nothing an instance sends is trusted: a malformed or oversized head, conflicting lengths or a
 //! broken chunked body end the exchange with an error (the proxy responds 502) and the
 //! connection is closed, never reused.
 
 mod body;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod head;
+#[cfg(test)]
+mod properties;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -24,7 +33,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
 use http::Response;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 pub use body::next_data;
@@ -142,6 +151,15 @@ impl Failed {
     }
 }
 
+/// How much of a request went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// All of it.
+    Whole,
+    /// Part of it: the instance answered (or closed its side) first, and the rest is not sent.
+    Answered,
+}
+
 /// One keep-alive connection to an instance.
 struct Conn {
     /// The instance's address: the `Host` header, and the pool this connection goes back to.
@@ -172,18 +190,34 @@ impl Conn {
     ) -> Result<Response<Body>, Failed> {
         let reused = self.reused;
         let bodiless = matches!(framing, Framing::None | Framing::Length(0));
-        if let Err(err) = self.write_request(head, framing, body).await {
-            // Nothing of the response has come: a bodiless request on a reused connection can go again.
-            let stale = reused && bodiless && matches!(err, SendError::Io { .. });
-            return Err(if stale { Failed::Stale(err) } else { Failed::Fatal(err) });
+        // Set when the request did not go out whole: the instance answered early, or broke off
+        // (that error is the outcome unless an answer can still be read).
+        let mut cut_short = None;
+        match self.write_request(head, framing, body).await {
+            Ok(Written::Whole) => {}
+            Ok(Written::Answered) => cut_short = Some(None),
+            // A body cut off by the instance: it may have answered before it stopped reading.
+            Err(err @ SendError::Io { .. }) if !bodiless => cut_short = Some(Some(err)),
+            Err(err) => {
+                // Nothing of the response has come: a bodiless request on a reused connection can go again.
+                let stale = reused && bodiless && matches!(err, SendError::Io { .. });
+                return Err(if stale { Failed::Stale(err) } else { Failed::Fatal(err) });
+            }
         }
-        let parsed = match self.read_head(head).await {
+        let mut parsed = match self.read_head(head).await {
             Ok(parsed) => parsed,
             Err((err, nothing_came)) => {
+                if let Some(Some(write_err)) = cut_short {
+                    // No answer to pass on: the body's failure is what happened.
+                    tracing::debug!(error = %err, "no answer after the request body was cut off");
+                    return Err(Failed::Fatal(write_err));
+                }
                 let stale = reused && bodiless && nothing_came && head.method().is_idempotent();
                 return Err(if stale { Failed::Stale(err) } else { Failed::Fatal(err) });
             }
         };
+        // What is left of the request would be taken for the next one: the connection ends with this response.
+        parsed.keep_alive &= cut_short.is_none();
         self.reused = true;
         let mut rest = parsed.rest;
         let body = match parsed.body {
@@ -215,7 +249,8 @@ impl Conn {
         Ok(response)
     }
 
-    async fn write_request(&mut self, head: &RequestHead, framing: Framing, body: Body) -> Result<(), SendError> {
+    /// Writes the request: whole, or until the instance answers (or closes its side) first.
+    async fn write_request(&mut self, head: &RequestHead, framing: Framing, body: Body) -> Result<Written, SendError> {
         let mut out = std::mem::take(&mut self.write);
         out.clear();
         out.extend_from_slice(head.bytes());
@@ -231,12 +266,12 @@ impl Conn {
             Framing::Chunked => out.extend_from_slice(b"\r\ntransfer-encoding: chunked\r\n\r\n"),
         }
         let result = match framing {
-            Framing::None => Ok(()),
+            Framing::None => Ok(Written::Whole),
             _ => self.write_body(&mut out, framing, body).await,
         };
         let result = match result {
-            Ok(()) => self.tcp.write_all(&out).await.map_err(|source| self.io_error(source)),
-            Err(err) => Err(err),
+            Ok(Written::Whole) => self.write_unless_answered(&out).await,
+            other => other,
         };
         // The buffer is kept for the next request, unless a large body made it large.
         if out.capacity() <= 2 * WRITE_CHUNK {
@@ -246,8 +281,8 @@ impl Conn {
     }
 
     /// Appends `body` to `out` (chunk-encoded for [`Framing::Chunked`]), writing it out whenever
-    /// it holds [`WRITE_CHUNK`] bytes or more.
-    async fn write_body(&mut self, out: &mut Vec<u8>, framing: Framing, mut body: Body) -> Result<(), SendError> {
+    /// it holds [`WRITE_CHUNK`] bytes or more; stops early if the instance answers meanwhile.
+    async fn write_body(&mut self, out: &mut Vec<u8>, framing: Framing, mut body: Body) -> Result<Written, SendError> {
         let mut sent = 0u64;
         while let Some(data) = next_data(&mut body).await.map_err(SendError::RequestBody)? {
             sent += data.len() as u64;
@@ -257,7 +292,9 @@ impl Conn {
                 out.extend_from_slice(&data);
             }
             if out.len() >= WRITE_CHUNK {
-                self.tcp.write_all(out).await.map_err(|source| self.io_error(source))?;
+                if self.write_unless_answered(out).await? == Written::Answered {
+                    return Ok(Written::Answered);
+                }
                 out.clear();
             }
         }
@@ -266,7 +303,56 @@ impl Conn {
             Framing::Length(declared) if declared != sent => return Err(SendError::BodyLength { declared, sent }),
             _ => {}
         }
-        Ok(())
+        Ok(Written::Whole)
+    }
+
+    /// Writes `bytes` whole, unless the instance sends a final response's head (or closes its
+    /// side) while the socket is full: an instance may answer before it has read the whole
+    /// request (a 413, say) and stop reading, and that answer is the one to pass on. What it sent
+    /// is left in `read`.
+    async fn write_unless_answered(&mut self, bytes: &[u8]) -> Result<Written, SendError> {
+        let mut written = 0;
+        loop {
+            // Usually the socket takes everything at once, and nothing is waited for.
+            match self.tcp.try_write(&bytes[written..]) {
+                Ok(n) => written += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(source) => return Err(self.io_error(source)),
+            }
+            if written == bytes.len() {
+                return Ok(Written::Whole);
+            }
+            let readable = tokio::select! {
+                biased;
+                ready = self.tcp.readable() => ready.map(|()| true),
+                ready = self.tcp.writable() => ready.map(|()| false),
+            };
+            match readable {
+                Ok(true) if self.answered()? => return Ok(Written::Answered),
+                Ok(_) => {}
+                Err(source) => return Err(self.io_error(source)),
+            }
+        }
+    }
+
+    /// Reads what the instance sent while the request was being written: whether it is a final
+    /// response's head (malformed or not: `read_head` says which), or the end of the stream.
+    fn answered(&mut self) -> Result<bool, SendError> {
+        self.read.reserve(READ_CHUNK);
+        match self.tcp.try_read_buf(&mut self.read) {
+            Ok(0) => return Ok(true),
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+            Err(source) => return Err(self.io_error(source)),
+        }
+        loop {
+            // The method only decides the body's length, not whether the head is complete.
+            match head::parse_response(&self.read, &http::Method::GET) {
+                Ok(head::Parsed::Interim(len)) => self.read.advance(len),
+                Ok(head::Parsed::Partial) => return Ok(self.read.len() >= MAX_HEAD),
+                Ok(head::Parsed::Complete(_)) | Err(_) => return Ok(true),
+            }
+        }
     }
 
     /// Reads until a final response's head is complete. On failure, also whether nothing at all
@@ -416,6 +502,7 @@ async fn connect(address: &Arc<str>) -> Result<Box<Conn>, SendError> {
 mod tests {
     use super::*;
     use http::{HeaderValue, Method, StatusCode};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
     use tokio::sync::mpsc;
 
@@ -581,6 +668,49 @@ mod tests {
 
         let short = send(&instance, &post, Framing::Length(9), Body::from("hello")).await;
         assert!(matches!(short, Err(SendError::BodyLength { declared: 9, sent: 5 })), "{short:?}");
+    }
+
+    /// An instance that reads a request's head, none of its body, answers with `response`, and
+    /// then closes the connection (`close`) or keeps it open reading nothing more.
+    async fn start_early_answering_instance(response: &'static [u8], close: bool) -> Arc<str> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match tcp.read_u8().await {
+                            Ok(byte) => head.push(byte),
+                            Err(_) => return,
+                        }
+                    }
+                    let _ = tcp.write_all(response).await;
+                    if !close {
+                        std::future::pending::<()>().await;
+                    }
+                });
+            }
+        });
+        address.into()
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_before_the_request_body_was_read_is_passed_on() {
+        const TOO_LARGE: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+        for close in [true, false] {
+            let instance = start_early_answering_instance(TOO_LARGE, close).await;
+            // Far more than the sockets' buffers hold while the instance reads nothing.
+            let body = Bytes::from(vec![b'x'; 8 << 20]);
+            let framing = Framing::Length(body.len() as u64);
+            let sent = send(&instance, &head(Method::POST, "/upload"), framing, Body::from(body)).await;
+            let response = sent.unwrap_or_else(|err| panic!("closing: {close}: {err}"));
+            assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE, "closing: {close}");
+            let body = axum::body::to_bytes(response.into_body(), 64).await.unwrap();
+            assert_eq!(body, "too large");
+            let idle = IDLE.with_borrow(|pool| pool.get(&instance).map_or(0, VecDeque::len));
+            assert_eq!(idle, 0, "the rest of the request is still due on that connection: not reused");
+        }
     }
 
     #[tokio::test]

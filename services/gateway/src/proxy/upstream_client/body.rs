@@ -11,8 +11,10 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use super::head::BodyLength;
 use super::{Conn, SendError, READ_CHUNK};
 
-/// Longest chunk-size or trailer line accepted.
+/// Longest chunk-size line accepted.
 const MAX_LINE: usize = 4096;
+/// Longest trailer section accepted.
+const MAX_TRAILERS: usize = 16 * 1024;
 
 /// A body's next non-empty piece of data, or `None` at its end; trailers, the only other kind of
 /// frame, are not passed on (in either direction).
@@ -107,7 +109,7 @@ impl HttpBody for Streaming {
 
 /// Where in the body the bytes read so far end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Decoder {
+pub(super) enum Decoder {
     /// This many bytes are still to come.
     Length(u64),
     Chunked(Chunk),
@@ -115,7 +117,7 @@ enum Decoder {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
+pub(super) enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside a chunk with this many bytes to go.
@@ -128,7 +130,7 @@ enum Chunk {
 
 /// What the decoder made of the bytes read so far.
 #[derive(Debug, PartialEq, Eq)]
-enum Step {
+pub(super) enum Step {
     /// Body bytes to pass on.
     Data(Bytes),
     /// The body is complete; nothing of it is left in the buffer.
@@ -139,7 +141,7 @@ enum Step {
 
 impl Decoder {
     /// Takes what it can from `read`; `Err` says what is wrong with the body.
-    fn step(&mut self, read: &mut BytesMut) -> Result<Step, &'static str> {
+    pub(super) fn step(&mut self, read: &mut BytesMut) -> Result<Step, &'static str> {
         match self {
             Decoder::Length(0) => Ok(Step::End),
             Decoder::Length(left) => Ok(take(read, left)),
@@ -154,7 +156,15 @@ impl Chunk {
     fn step(&mut self, read: &mut BytesMut) -> Result<Step, &'static str> {
         loop {
             match self {
+                // `httparse` takes an empty size line for a 0 (the last chunk): the body would end early.
+                Chunk::Size if read.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                    return Err("malformed chunk size")
+                }
                 Chunk::Size => match httparse::parse_chunk_size(read) {
+                    // `httparse` lets a bare LF through in a chunk extension: a line end to some readers.
+                    Ok(httparse::Status::Complete((used, _))) if read[..used - 1].contains(&b'\n') => {
+                        return Err("malformed chunk size")
+                    }
                     Ok(httparse::Status::Complete((used, size))) => {
                         read.advance(used);
                         *self = if size == 0 { Chunk::Trailers } else { Chunk::Data(size) };
@@ -180,15 +190,28 @@ impl Chunk {
                     read.advance(2);
                     *self = Chunk::Size;
                 }
-                Chunk::Trailers => match read.windows(2).position(|w| w == b"\r\n") {
-                    Some(0) => {
+                Chunk::Trailers => {
+                    if read.starts_with(b"\r\n") {
                         read.advance(2);
                         return Ok(Step::End);
                     }
-                    Some(end) => read.advance(end + 2),
-                    None if read.len() > MAX_LINE => return Err("trailer line too long"),
-                    None => return Ok(Step::More),
-                },
+                    // Trailer fields (dropped) end at the first blank line; they must parse as fields.
+                    let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        if read.len() > MAX_TRAILERS {
+                            return Err("trailer section too long");
+                        }
+                        return Ok(Step::More);
+                    };
+                    let mut fields = [httparse::EMPTY_HEADER; 16];
+                    if !matches!(
+                        httparse::parse_headers(&read[..end + 4], &mut fields),
+                        Ok(httparse::Status::Complete(_))
+                    ) {
+                        return Err("malformed trailer");
+                    }
+                    read.advance(end + 4);
+                    return Ok(Step::End);
+                }
             }
         }
     }
@@ -260,6 +283,17 @@ mod tests {
     #[test]
     fn malformed_chunked_bodies_are_refused() {
         assert_eq!(decode(Decoder::Chunked(Chunk::Size), b"zz\r\n", 64), Err("malformed chunk size"));
+        // Found by the differential property test: httparse reads an empty size line as 0.
+        assert_eq!(
+            decode(Decoder::Chunked(Chunk::Size), b"1\r\na\r\n\r\n1\r\nb\r\n0\r\n\r\n", 64),
+            Err("malformed chunk size")
+        );
+        assert_eq!(decode(Decoder::Chunked(Chunk::Size), b" 1\r\na\r\n0\r\n\r\n", 64), Err("malformed chunk size"));
+        assert_eq!(
+            decode(Decoder::Chunked(Chunk::Size), b"1;a\n1;b\r\nx\r\n0\r\n\r\n", 64),
+            Err("malformed chunk size")
+        );
+        assert_eq!(decode(Decoder::Chunked(Chunk::Size), b"1\r\nx\r\n0\r\n\0\r\n\r\n", 64), Err("malformed trailer"));
         assert_eq!(decode(Decoder::Chunked(Chunk::Size), b"3\r\nabcX\r\n", 64), Err("chunk data not followed by CRLF"));
         let long = [&b"5;ext="[..], &[b'x'; MAX_LINE]].concat();
         assert_eq!(decode(Decoder::Chunked(Chunk::Size), &long, 64), Err("chunk-size line too long"));

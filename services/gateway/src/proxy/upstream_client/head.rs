@@ -1,6 +1,16 @@
 //! Message heads on the upstream side: the request's, written once in wire form and sent on
 //! whichever connection takes it, and the response's, parsed with `httparse` (the parser hyper
 //! itself uses) into an `http::HeaderMap` whose values share one copy of the bytes read.
+//!
+//! Transfer codings (RFC 9112 §6.1): the only one understood is `chunked`, alone. A response
+//! with a body whose `Transfer-Encoding` is anything else (`gzip, chunked`, `gzip`, `chunked`
+//! twice, an empty value) is refused, so the proxy answers 502, as nginx does ("upstream sent
+//! unknown Transfer-Encoding"). Such codings belong to the hop, not to the content: the
+//! gateway's server frames its own response, so passing the body on without the coding would
+//! hand the client, say, gzip bytes it was never told about, and the gateway does not decode
+//! them. `Transfer-Encoding` in an HTTP/1.0 response is refused too (§6.1: the framing is
+//! faulty). For a bodiless response (to `HEAD`, 204, 304) the header frames nothing and is
+//! only dropped, like every hop-by-hop header.
 
 use std::mem::MaybeUninit;
 
@@ -145,6 +155,7 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
     };
     let mut headers = HeaderMap::with_capacity(fields.len());
     let mut length = None;
+    // `Some(true)` when `Transfer-Encoding` is one field saying `chunked`, `Some(false)` for any other.
     let mut transfer_encoding = None;
     for field in fields {
         // `httparse` accepts only tokens as names, and values `http` accepts too.
@@ -159,8 +170,9 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
                 continue;
             }
         } else if name == header::TRANSFER_ENCODING {
-            // The last coding decides; several fields make one list.
-            transfer_encoding = tokens(field.value).last().or(transfer_encoding);
+            // A second field, even another `chunked`, adds a coding: not understood.
+            let only_chunked = transfer_encoding.is_none() && field.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            transfer_encoding = Some(only_chunked);
             continue;
         } else if is_hop_by_hop(name.as_str()) || (has_connection && listed_in_connection(fields, name.as_str())) {
             continue;
@@ -171,18 +183,19 @@ pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, &'st
     let bodiless = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let body = if bodiless {
         BodyLength::Empty
-    } else if let Some(coding) = transfer_encoding {
+    } else if let Some(only_chunked) = transfer_encoding {
+        if http10 {
+            return Err("Transfer-Encoding in an HTTP/1.0 response");
+        }
+        if !only_chunked {
+            return Err("unsupported Transfer-Encoding");
+        }
         // Transfer-Encoding overrides Content-Length; a message with both is not trusted for reuse.
         if length.is_some() {
             headers.remove(header::CONTENT_LENGTH);
             keep_alive = false;
         }
-        if coding.eq_ignore_ascii_case(b"chunked") {
-            BodyLength::Chunked
-        } else {
-            keep_alive = false;
-            BodyLength::UntilClose
-        }
+        BodyLength::Chunked
     } else {
         match length {
             Some(0) => BodyLength::Empty,
@@ -255,7 +268,7 @@ mod tests {
 
     #[test]
     fn the_body_length_follows_rfc_9112() {
-        let chunked = complete("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::GET);
+        let chunked = complete("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n", Method::GET);
         assert_eq!(chunked.body, BodyLength::Chunked);
         assert!(chunked.keep_alive);
         assert!(chunked.headers.get("transfer-encoding").is_none(), "the gateway's server frames its own response");
@@ -283,6 +296,27 @@ mod tests {
         assert!(!old.keep_alive, "HTTP/1.0 closes unless it says keep-alive");
         let old = complete("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", Method::GET);
         assert!(old.keep_alive);
+    }
+
+    #[test]
+    fn a_transfer_coding_other_than_chunked_alone_is_refused() {
+        let refused = |raw: &str| parse_response(raw.as_bytes(), &Method::GET).err();
+        for codings in ["gzip, chunked", "gzip", "chunked, chunked", "chunked;q=1", ""] {
+            let raw = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: {codings}\r\n\r\n");
+            assert_eq!(refused(&raw), Some("unsupported Transfer-Encoding"), "{codings:?}");
+        }
+        let split = "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(refused(split), Some("unsupported Transfer-Encoding"), "two fields make one list");
+        let twice = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(refused(twice), Some("unsupported Transfer-Encoding"));
+        assert_eq!(
+            refused("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some("Transfer-Encoding in an HTTP/1.0 response")
+        );
+        // Without a body the header frames nothing: it is dropped like any hop-by-hop header.
+        let head = complete("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Method::HEAD);
+        assert_eq!(head.body, BodyLength::Empty);
+        assert!(head.headers.get("transfer-encoding").is_none());
     }
 
     #[test]
