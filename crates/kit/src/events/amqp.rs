@@ -102,7 +102,7 @@ impl AmqpBus {
             inner: Arc::new(Inner {
                 url: url.to_string(),
                 names: Names::new(namespace),
-                shown_url: crate::db::redact_url(url),
+                shown_url: crate::config::redact_url(url),
                 link: Mutex::new(None),
                 tail: OnceCell::new(),
             }),

@@ -128,7 +128,7 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
 
 impl EmbeddedBus {
     pub(super) async fn connect(url: &str) -> Result<Self, EventsError> {
-        let shown_url = crate::db::redact_url(url);
+        let shown_url = crate::config::redact_url(url);
         let unavailable =
             |e: &dyn std::fmt::Display| EventsError::Unavailable { url: shown_url.clone(), reason: e.to_string() };
         let options = SqliteConnectOptions::from_str(url)

@@ -234,7 +234,7 @@ impl EventsConfig {
             }
             Some(url) => Err(ConfigError::Invalid {
                 name: "EVENTS_URL".into(),
-                value: crate::db::redact_url(&url),
+                value: crate::config::redact_url(&url),
                 reason: "must start with sqlite:// or amqp://".into(),
             }),
             None => Ok(Self::embedded_in(data_dir)),
@@ -343,7 +343,7 @@ impl EventBus {
         } else if url.starts_with("amqp:") || url.starts_with("amqps:") {
             Backend::Amqp(amqp::AmqpBus::connect(url, &config.namespace).await?)
         } else {
-            return Err(EventsError::UnknownScheme(crate::db::redact_url(url)));
+            return Err(EventsError::UnknownScheme(crate::config::redact_url(url)));
         };
         Ok(Self { backend, declared: declared.into() })
     }
