@@ -1,8 +1,10 @@
 //! `agora`: the one binary of the system (Grafana Loki style).
 //!
 //! - `agora serve <service>` runs one service in this process (what a container runs);
-//! - `agora up` runs the whole system on this machine, one child process per service.
+//! - `agora up` runs the whole system on this machine, one child process per service;
+//! - `agora events …` inspects the event bus and repairs its dead letters.
 
+mod events;
 mod serve;
 mod up;
 
@@ -30,6 +32,8 @@ enum Command {
     },
     /// Run the whole system on this machine: registry, gateway and every service as child processes.
     Up(up::UpArgs),
+    /// Inspect the event bus: tail events, see a subscription's lag, list and replay dead letters.
+    Events(events::EventsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +49,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve { service } => serve::run(service).await,
             Command::Up(args) => up::run(args).await,
+            Command::Events(args) => events::run(args).await,
         }
     });
     match result {

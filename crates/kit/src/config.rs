@@ -172,16 +172,25 @@ impl<S: Source> Env<S> {
         let Some(raw) = self.string(name) else {
             return Ok(None);
         };
-        let invalid = |reason: String| ConfigError::Invalid {
-            name: name.to_string(),
-            value: crate::db::redact_url(&raw),
-            reason,
-        };
+        let invalid = |reason: String| ConfigError::Invalid { name: name.to_string(), value: redact_url(&raw), reason };
         let parsed = url::Url::parse(raw.trim()).map_err(|e| invalid(e.to_string()))?;
         if !schemes.is_empty() && !schemes.contains(&parsed.scheme()) {
             return Err(invalid(format!("expected a URL starting with {}", schemes.join(":// or ") + "://")));
         }
         Ok(Some(parsed))
+    }
+}
+
+/// The URL with its password replaced by `***`, safe to log and show.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) if raw.contains('@') => "<unparseable URL>".to_string(),
+        Err(_) => raw.to_string(),
     }
 }
 
@@ -265,6 +274,13 @@ fn parse_peers(raw: &str) -> Result<Vec<(String, String)>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_appear_in_shown_urls() {
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/projects"), "postgres://app:***@db:5432/projects");
+        assert_eq!(redact_url("postgres://db/projects"), "postgres://db/projects");
+        assert!(!redact_url("postgres://app:s3cret@[bad").contains("s3cret"));
+    }
 
     #[test]
     fn a_bad_port_names_the_variable() {

@@ -7,7 +7,6 @@ use axum::Router;
 use tokio::task::JoinHandle;
 
 use crate::config::ServiceConfig;
-use crate::db::Database;
 use crate::http::{ServeError, Server};
 use crate::registry_client::{Protocol, RegisterRequest, RegistryClient};
 use crate::shutdown::Shutdown;
@@ -93,7 +92,8 @@ pub fn spawn_registration(
 /// server has stopped and drained — not before, so in-flight requests keep
 /// their connections — or at once if it could not start. Every service with a
 /// database ends its `start` with this.
-pub async fn with_database<F>(db: Database, starting: F) -> Result<Started, ServeError>
+#[cfg(feature = "db")]
+pub async fn with_database<F>(db: crate::db::Database, starting: F) -> Result<Started, ServeError>
 where
     F: std::future::Future<Output = Result<Started, ServeError>>,
 {

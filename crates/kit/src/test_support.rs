@@ -77,14 +77,21 @@ pub fn redis_url() -> Option<String> {
     backend_url("AGORA_TEST_REDIS_URL")
 }
 
+/// The RabbitMQ broker for tests (`AGORA_TEST_AMQP_URL`), if configured.
+pub fn amqp_url() -> Option<String> {
+    backend_url("AGORA_TEST_AMQP_URL")
+}
+
+#[cfg(feature = "db")]
 /// A connection to the PostgreSQL server for creating and changing test databases.
 async fn admin_connection(server_url: &str) -> sqlx::PgConnection {
     use sqlx::Connection;
     sqlx::PgConnection::connect(server_url)
         .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", crate::db::redact_url(server_url)))
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {}: {e}", crate::config::redact_url(server_url)))
 }
 
+#[cfg(feature = "db")]
 /// Creates a fresh, empty PostgreSQL database named `agora_test_<random>` and returns its URL.
 pub async fn fresh_postgres_database(server_url: &str) -> String {
     let name = format!("agora_test_{}", uuid::Uuid::new_v4().simple());
@@ -98,6 +105,7 @@ pub async fn fresh_postgres_database(server_url: &str) -> String {
     url.to_string()
 }
 
+#[cfg(feature = "db")]
 /// Makes the PostgreSQL database at `database_url` unreachable (`reachable: false`: its open
 /// connections are ended and new ones refused, its data kept) or reachable again: a database
 /// outage, for tests of what a service does meanwhile. `server_url` is the admin connection.
@@ -118,6 +126,7 @@ pub async fn set_postgres_database_reachable(server_url: &str, database_url: &st
     }
 }
 
+#[cfg(feature = "db")]
 /// A SQLite URL in a fresh temporary directory (kept alive by the returned guard).
 pub fn temp_sqlite_url(name: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
@@ -152,6 +161,7 @@ pub fn client() -> reqwest::Client {
         .unwrap_or_else(|e| panic!("cannot build an HTTP client: {e}"))
 }
 
+#[cfg(feature = "auth")]
 /// A token issuer for tests: an Ed25519 key of its own, the JWKS that
 /// publishes it, and tokens for any user, as the auth service would sign them.
 pub struct TestIssuer {
@@ -160,12 +170,14 @@ pub struct TestIssuer {
     public: Vec<u8>,
 }
 
+#[cfg(feature = "auth")]
 impl Default for TestIssuer {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(feature = "auth")]
 impl TestIssuer {
     /// A fresh key.
     pub fn new() -> Self {
@@ -195,7 +207,7 @@ impl TestIssuer {
 
     /// A valid token (one hour) for user `sub` named `name`, with the default issuer and audience.
     pub fn token(&self, sub: &str, name: &str) -> String {
-        let now = chrono::Utc::now().timestamp();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_secs());
         let claims = serde_json::json!({
             "sub": sub, "name": name, "iss": "agora-auth", "aud": "agora",
             "iat": now, "exp": now + 3600, "jti": uuid::Uuid::new_v4().to_string(),
@@ -207,6 +219,7 @@ impl TestIssuer {
     }
 }
 
+#[cfg(feature = "db")]
 /// The database engine a test runs on.
 #[derive(Debug, Clone)]
 pub enum Backend {
@@ -216,6 +229,7 @@ pub enum Backend {
     Postgres(String),
 }
 
+#[cfg(feature = "db")]
 /// A fresh, empty database for one test (the guard keeps a SQLite file's directory alive).
 pub struct TestDb {
     /// Its URL, for a service's `DATABASE_URL`.
@@ -223,6 +237,7 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
+#[cfg(feature = "db")]
 /// Creates a fresh database named after `service` on `backend`.
 pub async fn fresh_db(backend: &Backend, service: &str) -> TestDb {
     match backend {
@@ -234,6 +249,7 @@ pub async fn fresh_db(backend: &Backend, service: &str) -> TestDb {
     }
 }
 
+#[cfg(feature = "db")]
 /// Runs each `async fn(Backend)` of the calling module on SQLite (`sqlite::<name>`), and on
 /// PostgreSQL (`postgres::<name>`) when `AGORA_TEST_POSTGRES_URL` is set: without it the
 /// PostgreSQL tests show as ignored, and fail when `AGORA_REQUIRE_BACKENDS=1`. The calling crate's

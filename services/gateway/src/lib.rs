@@ -199,7 +199,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let limiter = match &config.redis_url {
         Some(url) => Limiter::redis(url, "agora:ratelimit")
             .await
-            .map_err(|source| StartError::Redis { url: kit::db::redact_url(url), source })?,
+            .map_err(|source| StartError::Redis { url: kit::config::redact_url(url), source })?,
         None => Limiter::memory(),
     };
     let side = reqwest::Client::builder()

@@ -24,6 +24,7 @@ use crate::domain::{self, Direction, Invalid, Proposal, ThreadType};
 use crate::outbox::Relay;
 use crate::store::{Project, Proposer, Store, StoreError};
 use crate::threads::{direction_from_wire, type_from_wire, wire_direction, wire_type, Threads, ThreadsError};
+use kit::events::outbox::OutboxRelay;
 
 /// What the handlers share.
 pub struct AppState {
@@ -33,6 +34,8 @@ pub struct AppState {
     pub threads: Arc<Threads>,
     /// Delivers proposals' threads.
     pub relay: Arc<Relay>,
+    /// Publishes the `project.*` events staged with each change.
+    pub events: Arc<OutboxRelay>,
     /// Checks tokens (also for reads, to mark the reader's own votes).
     pub verifier: Arc<Verifier>,
     /// Project pages as anonymous readers see them.
@@ -322,6 +325,7 @@ async fn propose(
     })
     .await
     .map_err(StoreError::from)??;
+    state.events.staged();
     let delivered = state.relay.deliver(&outbox).await;
     tracing::info!(project_id = project.project_id, threads = outbox.len(), delivered, "project proposed");
     let location = format!("/projects/{}", project.project_id);
@@ -402,6 +406,7 @@ async fn update_tags(
         kit::db::detached(async move { store.update_tags(project_id, &user_id, &change.add, &change.remove).await })
             .await
             .map_err(StoreError::from)??;
+    state.events.staged();
     state.pages.forget(project_id);
     tracing::info!(project_id, user = %user.id, tags = tags.len(), "tags changed");
     Ok(Json(TagList { project_id, tags }))

@@ -21,6 +21,8 @@ use kit::backoff::Backoff;
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
 use kit::db::{DatabaseConfig, DbError};
 use kit::discovery::Discovery;
+use kit::events::outbox::OutboxRelay;
+use kit::events::{EventBus, EventsConfig, EventsError};
 use kit::grpc::GrpcTls;
 use kit::http::{readiness_of, service_router, RouterOptions, ServeError};
 use kit::peer::CallPolicy;
@@ -54,6 +56,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Where the token keys come from (`AUTH_JWKS_URL`, else the auth service via discovery).
     pub keys: KeySource,
+    /// The event bus `project.*` events go to (`EVENTS_URL`, default `events.db` under `DATA_DIR`).
+    pub events: EventsConfig,
 }
 
 impl Config {
@@ -73,6 +77,7 @@ impl Config {
             cache_capacity: env.parse_or("PROJECTS_CACHE_CAPACITY", 100_000)?,
             auth: AuthConfig::from_env(env)?,
             keys,
+            events: EventsConfig::from_env(env, std::path::Path::new(&env.string_or("DATA_DIR", "./data")))?,
             service,
         })
     }
@@ -91,6 +96,9 @@ impl Config {
             cache_capacity: 10_000,
             auth: AuthConfig { issuer: "agora-auth".into(), audience: "agora".into() },
             keys,
+            events: EventsConfig::embedded_in(
+                &std::env::temp_dir().join(format!("agora-test-events-{}", uuid::Uuid::new_v4().simple())),
+            ),
         }
     }
 }
@@ -104,6 +112,9 @@ pub enum StartError {
     /// The server could not listen.
     #[error(transparent)]
     Serve(#[from] ServeError),
+    /// The event bus is unreachable, or the outbox table could not be made.
+    #[error(transparent)]
+    Events(#[from] EventsError),
 }
 
 /// Starts the service; it stops when `shutdown` trips.
@@ -117,9 +128,12 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let threads = Arc::new(Threads::new(Discovery::from_config(&config.service), policy, config.tls.clone()));
     let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     let relay = Arc::new(Relay::new(store.clone(), threads.clone(), config.outbox_interval, backoff));
+    let bus = EventBus::connect(&config.events, contracts::TOPICS).await?;
+    let events = OutboxRelay::start(db.clone(), bus, Duration::from_secs(1), shutdown.clone()).await?;
     let verifier = Arc::new(Verifier::new(config.auth.clone(), config.keys.clone()));
     let pages = cache::PageCache::new(config.cache_ttl, config.cache_capacity);
-    let state = Arc::new(api::AppState { store: store.clone(), threads, relay: relay.clone(), verifier, pages });
+    let state =
+        Arc::new(api::AppState { store: store.clone(), threads, relay: relay.clone(), events, verifier, pages });
     let readiness = readiness_of(store.clone(), |store| async move { store.ping().await.map_err(|e| e.to_string()) });
     let app = service_router(
         api::router(state),

@@ -3,6 +3,8 @@
 //! validation and degradation. (Flows through a live threads service are in
 //! the system tests, `crates/agora/tests/system/projects.rs`.)
 
+use contracts::projects::{ProjectChanged, ProjectProposed};
+use kit::events::{EventBus, EventsConfig, Heard, Listener};
 use kit::on_every_backend;
 use kit::test_support::{client, fresh_db, Backend, Running, TestDb, TestIssuer};
 use reqwest::StatusCode;
@@ -13,6 +15,8 @@ struct TestProjects {
     url: String,
     http: reqwest::Client,
     issuer: TestIssuer,
+    /// The event bus the service publishes to.
+    events: EventsConfig,
     _service: Running,
     _db: TestDb,
 }
@@ -27,8 +31,9 @@ async fn spawn_projects(backend: &Backend) -> TestProjects {
     let db = fresh_db(backend, "projects").await;
     let issuer = TestIssuer::new();
     let config = projects::Config::for_tests(&db.url, &nowhere(), issuer.key_source());
+    let events = config.events.clone();
     let service = projects::testing::spawn(config).await;
-    TestProjects { url: service.url.clone(), http: client(), issuer, _service: service, _db: db }
+    TestProjects { url: service.url.clone(), http: client(), issuer, events, _service: service, _db: db }
 }
 
 fn popee() -> Value {
@@ -88,7 +93,42 @@ on_every_backend!(
     the_seed_proposal_is_stored_and_its_threads_wait_in_the_outbox_while_threads_is_down,
     projects_are_listed_newest_first_a_page_at_a_time,
     tag_changes_are_atomic_and_only_for_the_author,
+    proposals_and_tag_changes_are_announced_on_the_event_bus,
 );
+
+/// The next event a listener hears.
+async fn next_event(heard: &mut Listener) -> std::sync::Arc<kit::events::Envelope> {
+    match tokio::time::timeout(std::time::Duration::from_secs(20), heard.next()).await {
+        Ok(Some(Heard::Event(envelope))) => envelope,
+        other => panic!("no event: {other:?}"),
+    }
+}
+
+async fn proposals_and_tag_changes_are_announced_on_the_event_bus(backend: Backend) {
+    let svc = spawn_projects(&backend).await;
+    let bus = EventBus::connect(&svc.events, contracts::TOPICS).await.unwrap();
+    let mut heard = bus.listen("project.*").await.unwrap();
+
+    let id = svc.propose("Popee").await;
+    let proposed = next_event(&mut heard).await;
+    assert_eq!((proposed.topic.as_str(), proposed.key.clone()), ("project.proposed", id.to_string()));
+    let proposed: ProjectProposed = proposed.decode().unwrap();
+    assert_eq!((proposed.project_id, proposed.project_name.as_str()), (id, "Popee"));
+    assert_eq!(proposed.tags, ["clown", "circus"]);
+    assert_eq!((proposed.author.as_str(), proposed.author_name.as_str()), ("alice", "user alice"));
+
+    let resp = svc.put_tags("alice", json!({"project_id": id, "add": ["drums"], "remove": ["circus"]})).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let changed: ProjectChanged = next_event(&mut heard).await.decode().unwrap();
+    assert_eq!((changed.project_id, changed.tags), (id, vec!["clown".to_string(), "drums".to_string()]));
+
+    // A change that is refused announces nothing: the next event is the next proposal.
+    let resp = svc.put_tags("mallory", json!({"project_id": id, "add": ["spam"]})).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let other = svc.propose("Other").await;
+    let proposed: ProjectProposed = next_event(&mut heard).await.decode().unwrap();
+    assert_eq!(proposed.project_id, other);
+}
 
 async fn the_seed_proposal_is_stored_and_its_threads_wait_in_the_outbox_while_threads_is_down(backend: Backend) {
     let svc = spawn_projects(&backend).await;

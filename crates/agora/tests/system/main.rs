@@ -3,6 +3,7 @@
 
 mod classify;
 mod crowdfunding;
+mod events;
 mod gateway;
 mod pages;
 mod resilience;

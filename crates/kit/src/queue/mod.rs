@@ -392,7 +392,7 @@ impl Queue {
             Some(u) if u.starts_with("redis:") || u.starts_with("redis+unix:") || u.starts_with("unix:") => {
                 Queue::Redis(redis::RedisQueue::connect(u, &options).await?)
             }
-            Some(u) => return Err(QueueError::Unsupported { url: crate::db::redact_url(u) }),
+            Some(u) => return Err(QueueError::Unsupported { url: crate::config::redact_url(u) }),
         };
         tracing::info!(backend = queue.backend(), "job queue connected");
         Ok(queue)

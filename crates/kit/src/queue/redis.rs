@@ -180,7 +180,7 @@ fn flag(yes: bool) -> &'static str {
 
 impl RedisQueue {
     pub(super) async fn connect(url: &str, options: &QueueOptions) -> Result<Self, QueueError> {
-        let shown = crate::db::redact_url(url);
+        let shown = crate::config::redact_url(url);
         let unavailable =
             |e: ::redis::RedisError| QueueError::Unavailable { url: shown.clone(), reason: e.to_string() };
         let client = Client::open(url).map_err(unavailable)?;

@@ -127,7 +127,7 @@ fn to_i64(v: u64) -> i64 {
 
 impl SqliteQueue {
     pub(super) async fn connect(url: &str, options: &QueueOptions) -> Result<Self, QueueError> {
-        let shown = crate::db::redact_url(url);
+        let shown = crate::config::redact_url(url);
         let unavailable = |e: sqlx::Error| QueueError::Unavailable { url: shown.clone(), reason: e.to_string() };
         let connect_options = SqliteConnectOptions::from_str(url)
             .map_err(unavailable)?

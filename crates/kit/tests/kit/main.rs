@@ -3,6 +3,7 @@
 
 mod auth;
 mod db;
+mod events;
 mod grpc;
 mod peer;
 mod queue;

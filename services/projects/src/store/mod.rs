@@ -96,6 +96,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The event announcing the change could not be staged in the outbox.
+    #[error(transparent)]
+    Event(#[from] kit::events::EventsError),
     /// Detached database work did not finish (it panicked, or the service is stopping).
     #[error(transparent)]
     Interrupted(#[from] kit::db::Detached),

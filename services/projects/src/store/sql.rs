@@ -7,6 +7,8 @@
 //! locks the project's row, so concurrent tag changes of one project take turns.
 
 use chrono::{DateTime, Utc};
+use contracts::projects::{ProjectChanged, ProjectProposed};
+use kit::events::outbox;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 
 use super::{outbox_rows, thread_type, EngineSql, OutboxItem, Project, Proposer, StoreError};
@@ -132,6 +134,16 @@ where
                 attempts: 0,
             });
         }
+        let proposed = ProjectProposed {
+            project_id,
+            project_name: proposal.project_name.clone(),
+            tagline: proposal.tagline.clone(),
+            tags: proposal.tags.clone(),
+            author: by.id.to_string(),
+            author_name: by.name.to_string(),
+            proposed_at: by.at,
+        };
+        outbox::stage(&mut tx, &project_id.to_string(), &proposed).await?;
         tx.commit().await?;
         let project = Project {
             project_id,
@@ -190,6 +202,8 @@ where
         let new: Vec<&str> = next.iter().filter(|t| !current.contains(t)).map(String::as_str).collect();
         DB::delete_tags(&mut tx, project_id, &gone).await?;
         DB::insert_tags(&mut tx, project_id, &new).await?;
+        let changed = ProjectChanged { project_id, tags: next.clone(), changed_at: Utc::now() };
+        outbox::stage(&mut tx, &project_id.to_string(), &changed).await?;
         tx.commit().await?;
         Ok(next)
     }
