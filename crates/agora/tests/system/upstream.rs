@@ -61,12 +61,7 @@ async fn gateway_to_raw_instance() -> (String, Vec<kit::test_support::Running>) 
     };
     RegistryClient::new(&registry.as_url()).register(&registration).await.expect("the raw instance registers");
     let mut config = gateway::Config::for_tests(registry.as_url());
-    let route = gateway::proxy::routes::Route {
-        prefix: "/raw",
-        service: "raw",
-        timeout: Duration::from_secs(10),
-        protected: false,
-    };
+    let route = gateway::proxy::routes::Route::new("/raw", "raw").timeout(Duration::from_secs(10));
     config.routes = Box::leak(Box::new([route]));
     config.body_limit = 16 << 20;
     let gw = gateway::testing::spawn(config).await;
