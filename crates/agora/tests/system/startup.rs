@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use kit::test_support::{eventually, fresh_postgres_database, postgres_url};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::support::free_port;
 
 fn serve(service: &str, database_url: &str, retries: u32) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agora"));

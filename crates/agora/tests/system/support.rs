@@ -20,6 +20,20 @@ impl Drop for Proc {
     }
 }
 
+/// A loopback port that is free now and that no outgoing connection will take before the
+/// caller binds it (or points a service at it): it is drawn from below the kernel's ephemeral
+/// range (32768 and up), where a port picked by binding to 0 could be reused for another
+/// test's connection in the meantime.
+pub fn free_port() -> u16 {
+    for _ in 0..1000 {
+        let port = rand::random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
+}
+
 /// `agora serve <service>` on `port`, as a process of its own: no registry, warnings only on
 /// stderr, stdout dropped. Add what the test needs, then spawn it.
 pub fn agora_serve(service: &str, port: u16) -> std::process::Command {

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use kit::test_support::eventually;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::support::free_port;
 
 /// Pids of the `agora serve <service>` children of `parent`.
 fn children(parent: u32, service: &str) -> Vec<u32> {
