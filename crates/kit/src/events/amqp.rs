@@ -154,7 +154,20 @@ impl AmqpBus {
 
     async fn channel(&self) -> Result<Channel, EventsError> {
         let link = self.link().await?;
-        link.connection.create_channel().await.map_err(|e| self.unavailable(e))
+        match link.connection.create_channel().await {
+            Ok(channel) => Ok(channel),
+            Err(e) => {
+                self.forget_link().await;
+                Err(self.unavailable(e))
+            }
+        }
+    }
+
+    /// Drops the connection after a failure, so the next call opens a new one rather than
+    /// trusting a connection whose broker may have gone (it can look open until a heartbeat
+    /// is missed).
+    async fn forget_link(&self) {
+        *self.inner.link.lock().await = None;
     }
 
     async fn confirmed(
@@ -180,8 +193,7 @@ impl AmqpBus {
             }
             Ok(Confirmation::NotRequested) => Err(self.unavailable("the channel is not in confirm mode")),
             Err(e) => {
-                // Reopened on the next call.
-                *self.inner.link.lock().await = None;
+                self.forget_link().await;
                 Err(self.unavailable(e))
             }
         }
@@ -259,6 +271,7 @@ impl AmqpBus {
             match self.consume_until_broken(&durable, &handler, &shutdown, &mut failures).await {
                 Ok(()) => break,
                 Err(e) => {
+                    self.forget_link().await;
                     tracing::warn!(subscription = %durable.name, error = %e, "events: consumer lost its broker; reconnecting");
                     let pause = reconnect.delay(failures);
                     failures = failures.saturating_add(1);
@@ -503,6 +516,7 @@ async fn follow(bus: AmqpBus, mut consumer: lapin::Consumer, sender: broadcast::
         loop {
             tokio::time::sleep(reconnect.delay(failures)).await;
             failures = failures.saturating_add(1);
+            bus.forget_link().await;
             match bus.listen_queue().await {
                 Ok(fresh) => {
                     consumer = fresh;

@@ -56,7 +56,7 @@ const LONG: Duration = Duration::from_secs(20);
 
 /// Every subscription name the suite uses (the RabbitMQ clean-up deletes their queues).
 const SUBSCRIPTIONS: &[&str] =
-    &["outbox", "billing", "audit", "ordered", "flaky", "strict", "leased", "slow", "fixed", "nobody"];
+    &["restart", "outbox", "billing", "audit", "ordered", "flaky", "strict", "leased", "slow", "fixed", "nobody"];
 
 /// One bus store, reachable by as many connections as a test wants.
 struct Backend {
@@ -446,7 +446,11 @@ async fn a_subscription_counts_its_waiting_events_as_lag(backend: &Backend) {
         bus.publish("k", &Greeting { n }).await.expect("publish");
     }
     bus.publish("k", &Parting { words: "not for slow".into() }).await.expect("publish");
-    assert_eq!(bus.lag("slow").await.expect("lag"), 7);
+    // RabbitMQ's queue counts follow its log a moment after the confirms.
+    eventually("the lag counts the seven greetings", LONG, || async {
+        (bus.lag("slow").await.ok() == Some(7)).then_some(())
+    })
+    .await;
     let resumed = Shutdown::new();
     bus.subscribe(quick("slow", "test.greeting"), recorder("slow", seen.clone()), resumed.clone())
         .await
@@ -574,4 +578,86 @@ mod outbox {
     }
 
     kit::on_every_backend!(exactly_the_committed_events_are_published);
+}
+
+mod serial {
+    //! Tests that restart the shared broker: `.ci/run` runs them alone, after the others.
+
+    use std::collections::HashSet;
+    use std::process::Command;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use futures::FutureExt;
+    use kit::test_support::eventually;
+    use kit::Shutdown;
+
+    use super::{quick, recorder, Backend, Greeting};
+
+    /// Events published while the broker goes down and comes back.
+    const EVENTS: u64 = 2_000;
+
+    fn rabbitmqctl(args: &[&str]) {
+        let status = Command::new("rabbitmqctl").args(args).status().expect("run rabbitmqctl");
+        assert!(status.success(), "rabbitmqctl {args:?} failed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[cfg_attr(no_amqp, ignore = "set AGORA_TEST_AMQP_URL to run it against RabbitMQ")]
+    async fn amqp_every_confirmed_event_is_delivered_after_the_broker_restarts() {
+        let Some(backend) = Backend::amqp() else { return };
+        let run = tokio::time::timeout(Duration::from_secs(240), confirmed_events_survive_a_restart(&backend));
+        let outcome = std::panic::AssertUnwindSafe(run).catch_unwind().await;
+        backend.clean_up().await;
+        match outcome {
+            Ok(finished) => finished.expect("test timed out"),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    async fn confirmed_events_survive_a_restart(backend: &Backend) {
+        let (consumer, publisher) = (backend.connect().await, backend.connect().await);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = Shutdown::new();
+        consumer
+            .subscribe(quick("restart", "test.greeting"), recorder("c", seen.clone()), shutdown.clone())
+            .await
+            .expect("subscribe");
+
+        let confirmed = Arc::new(Mutex::new(Vec::new()));
+        let publishing = {
+            let confirmed = confirmed.clone();
+            tokio::spawn(async move {
+                let mut refused = 0u32;
+                for n in 0..EVENTS {
+                    // An event is retried until the broker confirms it; only confirmed ones are promised.
+                    while publisher.publish("k", &Greeting { n }).await.is_err() {
+                        refused += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    confirmed.lock().unwrap().push(n);
+                }
+                refused
+            })
+        };
+        eventually("some events confirmed", Duration::from_secs(60), || async {
+            (confirmed.lock().unwrap().len() >= 300).then_some(())
+        })
+        .await;
+        let restart = tokio::task::spawn_blocking(|| {
+            rabbitmqctl(&["stop_app"]);
+            rabbitmqctl(&["start_app"]);
+            rabbitmqctl(&["await_startup"]);
+        });
+        restart.await.expect("restart the broker");
+        let refused = publishing.await.expect("publisher");
+        assert!(refused > 0, "the restart was not noticed by the publisher: the test proves nothing");
+
+        eventually("every confirmed event is delivered", Duration::from_secs(120), || async {
+            let handled: HashSet<u64> = seen.lock().unwrap().iter().map(|(_, n)| *n).collect();
+            confirmed.lock().unwrap().iter().all(|n| handled.contains(n)).then_some(())
+        })
+        .await;
+        shutdown.cancel();
+    }
 }
