@@ -42,6 +42,7 @@ pub mod events;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 pub mod http;
+pub mod json_body;
 pub mod metrics;
 pub mod peer;
 pub mod problem;

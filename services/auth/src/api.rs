@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, SubsecRound, Utc};
 use kit::auth::{AuthError, Claims};
+use kit::json_body::JsonBody;
 use kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -203,7 +204,7 @@ fn parse_ip(raw: &str) -> Option<String> {
         (status = 201, body = UserResponse, headers(("Location" = String, description = "the new user"))),
         (status = 409, description = "the name is taken (case-insensitively)", body = Problem),
         (status = 422, description = "a bad username or a weak password; `field` names which", body = Problem)))]
-async fn signup(State(state): State<AppState>, Json(creds): Json<Credentials>) -> Result<Response, ApiError> {
+async fn signup(State(state): State<AppState>, JsonBody(creds): JsonBody<Credentials>) -> Result<Response, ApiError> {
     let username = Username::parse(&creds.username)?;
     domain::check_password(creds.password.expose(), &username)?;
     let key = username.key();

@@ -14,6 +14,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use kit::auth::{CurrentUser, Verifier};
+use kit::json_body::JsonBody;
 use kit::Problem;
 use serde::{Deserialize, Serialize};
 use tonic_types::StatusExt;
@@ -314,7 +315,7 @@ pub struct VoteCounts {
 async fn propose(
     State(state): State<Arc<AppState>>,
     user: CurrentUser,
-    Json(proposal): Json<Proposal>,
+    JsonBody(proposal): JsonBody<Proposal>,
 ) -> Result<Response, ApiError> {
     let valid = proposal.validate()?;
     // The transaction runs detached: a client that disconnects must not cut it short (`kit::db::detached`).
@@ -398,7 +399,7 @@ async fn detail(
 async fn update_tags(
     State(state): State<Arc<AppState>>,
     user: CurrentUser,
-    Json(change): Json<TagChange>,
+    JsonBody(change): JsonBody<TagChange>,
 ) -> Result<Json<TagList>, ApiError> {
     let store = state.store.clone();
     let (project_id, user_id) = (change.project_id, user.id.clone());
@@ -420,7 +421,7 @@ async fn new_thread(
     Path(project_id): Path<i64>,
     user: CurrentUser,
     headers: HeaderMap,
-    Json(body): Json<NewThread>,
+    JsonBody(body): JsonBody<NewThread>,
 ) -> Result<Response, ApiError> {
     let message = domain::message("message", &body.message)?;
     if state.store.get(project_id).await?.is_none() {
@@ -461,7 +462,7 @@ async fn vote(
     State(state): State<Arc<AppState>>,
     Path(thread_id): Path<i64>,
     user: CurrentUser,
-    Json(body): Json<VoteBody>,
+    JsonBody(body): JsonBody<VoteBody>,
 ) -> Result<Json<VoteCounts>, ApiError> {
     let direction = wire_direction(body.direction);
     let counts = state.threads.vote(thread_id, &user.id, direction).await;

@@ -253,6 +253,37 @@ async fn every_bad_proposal_is_a_problem_naming_its_field() {
 }
 
 #[tokio::test]
+async fn a_json_proposal_sent_as_curl_sends_it_is_accepted_and_other_types_are_415() {
+    let svc = spawn_projects(&Backend::Sqlite).await;
+    let send = |content_type: Option<&str>, body: String| {
+        let mut req = svc.http.post(format!("{}/projects/propose", svc.url)).bearer_auth(svc.token("alice")).body(body);
+        if let Some(content_type) = content_type {
+            req = req.header("content-type", content_type);
+        }
+        req.send()
+    };
+    // `curl -X POST -d '{…}'`: the form type curl sends by default, or no type at all.
+    for (i, content_type) in [Some("application/x-www-form-urlencoded"), None].into_iter().enumerate() {
+        let mut body = popee();
+        body["project_name"] = json!(format!("curl proposal {i}"));
+        let resp = send(content_type, body.to_string()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{content_type:?}");
+    }
+    // The rule is for JSON only: a real form, or any other type, is refused as before.
+    let form = send(Some("application/x-www-form-urlencoded"), "project_name=x".into()).await.unwrap();
+    assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(problem(form).await["type"].as_str().unwrap().rsplit('/').next(), Some("unsupported-media-type"));
+    let text = send(Some("text/plain"), popee().to_string()).await.unwrap();
+    assert_eq!(text.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    problem(text).await;
+    // Form-typed JSON of the wrong shape is the same 422 as with the JSON type.
+    let wrong = send(Some("application/x-www-form-urlencoded"), json!({"tagline": "no name"}).to_string()).await;
+    assert_eq!(wrong.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page: Value = svc.get("/projects").await.json().await.unwrap();
+    assert_eq!(page["projects"].as_array().unwrap().len(), 2, "{page}");
+}
+
+#[tokio::test]
 async fn writes_need_a_valid_token() {
     let svc = spawn_projects(&Backend::Sqlite).await;
     let resp = svc.http.post(format!("{}/projects/propose", svc.url)).json(&popee()).send().await.unwrap();

@@ -8,6 +8,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use kit::json_body::JsonBody;
 use kit::registry_client::{Instance, RegisterRequest, ServiceInstances};
 use kit::Problem;
 use serde::Serialize;
@@ -54,7 +55,10 @@ fn write(table: &SharedTable) -> std::sync::RwLockWriteGuard<'_, Table> {
 /// Registers an instance (or replaces one with the same id).
 #[utoipa::path(post, path = "/v1/instances", request_body = RegisterRequest,
     responses((status = 201, body = Instance), (status = 422, body = Problem)))]
-async fn register(State(table): State<SharedTable>, Json(req): Json<RegisterRequest>) -> Result<Response, ApiError> {
+async fn register(
+    State(table): State<SharedTable>,
+    JsonBody(req): JsonBody<RegisterRequest>,
+) -> Result<Response, ApiError> {
     let reg = Registration::parse(req)?;
     let instance = write(&table).register(reg, Instant::now());
     tracing::info!(service = %instance.service, instance_id = %instance.instance_id, address = %instance.address, "instance registered");

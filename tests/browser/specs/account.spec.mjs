@@ -54,3 +54,23 @@ test('sign up refuses a username that is taken, saying so', async ({ page }) => 
   await expect(page.getByRole('alert')).toContainText('already taken');
   await expect(page.locator('#current-user')).toHaveCount(0);
 });
+
+test('logging in from a page returns to that page', async ({ page }) => {
+  const username = newUsername('eve');
+  await page.goto('/classify');
+  await page.locator('#account').getByRole('link', { name: 'Sign up' }).click();
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Sign up' }).click();
+  await expect(page).toHaveURL('/classify');
+  await expect(page.locator('#current-user')).toHaveText(username);
+  await page.getByRole('button', { name: 'Log out' }).click();
+
+  await page.goto('/crowdfunding');
+  await page.locator('#account').getByRole('link', { name: 'Log in' }).click();
+  await page.getByLabel('Username').fill(username);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Log in' }).click();
+  await expect(page).toHaveURL('/crowdfunding');
+  await expect(page.locator('#current-user')).toHaveText(username);
+});

@@ -44,3 +44,17 @@ test('every page fits a phone screen without sideways scrolling', async ({ page 
     expect(width, `${path} is wider than the phone`).toBeLessThanOrEqual(375);
   }
 });
+
+test('the navigation leads to each application and marks the page the visitor is on', async ({ page }) => {
+  await page.goto('/');
+  const nav = page.getByRole('navigation', { name: 'Main' });
+  for (const [name, path, heading] of [
+    ['Crowdfunding', '/crowdfunding', 'Crowdfunding'],
+    ['Image classification', '/classify', 'Image classification'],
+  ]) {
+    await nav.getByRole('link', { name, exact: true }).click();
+    await expect(page).toHaveURL(path);
+    await expect(page.getByRole('heading', { level: 1 })).toHaveText(heading);
+    await expect(nav.locator('[aria-current="page"]')).toHaveText(name);
+  }
+});

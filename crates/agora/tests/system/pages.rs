@@ -143,3 +143,87 @@ async fn a_page_whose_service_is_down_says_so_instead_of_failing() {
         assert!(html.contains("<nav"), "{path} is the whole page");
     }
 }
+
+/// The form body of `fields`, as a browser sends it.
+fn form(fields: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish()
+}
+
+/// Where a redirection sends the browser.
+fn location(resp: &reqwest::Response) -> &str {
+    resp.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn logging_in_returns_to_the_page_the_user_came_from_and_never_to_another_site() {
+    let registry = spawn_registry().await;
+    let (_auth, _db) = crate::support::spawn_auth(&registry.as_url()).await;
+    let gateway = gateway::testing::spawn(gateway::Config::for_tests(registry.as_url())).await;
+    let gw = &gateway.url;
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+
+    // The navigation lists every application; the "Log in" link says where the user is.
+    let (_, html) = page(&format!("{gw}/crowdfunding/7")).await;
+    let nav = between(&html, "<nav", "</nav>");
+    assert!(nav.contains("<a href=\"/crowdfunding\" class=\"active\" aria-current=\"page\">Crowdfunding</a>"), "{nav}");
+    assert!(nav.contains("<a href=\"/classify\">Image classification</a>"), "{nav}");
+    assert!(
+        html.contains("<a href=\"/account/login?next=%2Fcrowdfunding%2F7\" id=\"login-link\">Log in</a>"),
+        "{html}"
+    );
+
+    // The log-in page keeps it in its form, with the CSRF token of this browser's cookie.
+    let resp = browser.get(format!("{gw}/account/login?next=%2Fcrowdfunding%2F7")).send().await.unwrap();
+    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    let csrf = between(&set_cookie, "agora_csrf=", ";").to_string();
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("<input type=\"hidden\" name=\"next\" value=\"&#x2f;crowdfunding&#x2f;7\">"), "{html}");
+    assert!(html.contains("href=\"/account/signup?next=%2Fcrowdfunding%2F7\""), "{html}");
+    let cookie = format!("agora_csrf={csrf}");
+    let post = |path: &str, fields: &[(&str, &str)]| {
+        browser
+            .post(format!("{gw}{path}"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(fields))
+    };
+
+    // Signing up from there goes back there, logged in.
+    let user = [("username", "returner"), ("password", "a long passphrase"), ("csrf", &csrf)];
+    let signed_up = kit::test_support::eventually("auth to be routed", Duration::from_secs(10), || async {
+        let fields = [&user[..], &[("next", "/crowdfunding/7")]].concat();
+        let resp = post("/account/signup", &fields).send().await.ok()?;
+        (resp.status() != 503).then_some(resp)
+    })
+    .await;
+    assert_eq!(signed_up.status(), 303);
+    assert_eq!(location(&signed_up), "/crowdfunding/7");
+    assert!(signed_up
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("agora_session=")));
+
+    let logged_in = post("/account/login", &[&user[..], &[("next", "/jokes?category=science")]].concat()).send().await;
+    let logged_in = logged_in.unwrap();
+    assert_eq!(logged_in.status(), 303);
+    assert_eq!(location(&logged_in), "/jokes?category=science");
+
+    // Anywhere else is home.
+    for elsewhere in
+        ["https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)", "/\t/evil.example", ""]
+    {
+        let resp = post("/account/login", &[&user[..], &[("next", elsewhere)]].concat()).send().await.unwrap();
+        assert_eq!(resp.status(), 303, "{elsewhere:?}");
+        assert_eq!(location(&resp), "/", "{elsewhere:?}");
+        let (_, html) = page(&format!("{gw}/account/login?{}", form(&[("next", elsewhere)]))).await;
+        assert!(html.contains("<input type=\"hidden\" name=\"next\" value=\"&#x2f;\">"), "{elsewhere:?}: {html}");
+        assert!(!html.contains("evil"), "{elsewhere:?}: {html}");
+    }
+
+    // A refused log-in keeps the way back in the form it shows again.
+    let wrong = [("username", "returner"), ("password", "not the passphrase"), ("csrf", &csrf), ("next", "/classify")];
+    let resp = post("/account/login", &wrong).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.text().await.unwrap().contains("name=\"next\" value=\"&#x2f;classify\">"));
+}

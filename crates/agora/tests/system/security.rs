@@ -294,3 +294,31 @@ async fn two_gateway_replicas_sharing_redis_enforce_one_limit() {
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 20, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 40);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_typed_json_body_with_the_session_cookie_still_needs_the_csrf_header() {
+    use crate::system::{Service, System};
+    let system = System::builder().with(Service::Auth).with(Service::Projects).start().await;
+    let popee = system.sign_up("formpopee").await;
+    let url = system.url("/projects/propose");
+    let body = serde_json::json!({"project_name": "Sent as a form", "tags": ["curl"]}).to_string();
+    let cookie = format!("agora_session={}; agora_csrf=abc123", popee.token);
+    // What a cross-site HTML form can send: the form type, the browser's cookie, no header.
+    let forged = system
+        .http()
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone());
+    let problem = expect_problem(forged.send().await.unwrap(), 403).await;
+    assert!(problem["detail"].as_str().unwrap().contains("CSRF"), "{problem}");
+    // The same request from the site's own script, with the header, is read as JSON.
+    let own = system
+        .http()
+        .post(&url)
+        .header("cookie", &cookie)
+        .header("x-csrf-token", "abc123")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    assert_eq!(own.send().await.unwrap().status(), 201);
+}

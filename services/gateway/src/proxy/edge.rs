@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use kit::auth::{bearer, AuthError, Claims};
@@ -40,13 +40,18 @@ pub struct Identity {
     pub via_cookie: bool,
 }
 
-/// The per-request session facts pages need: the user (if any) and the CSRF token.
+/// The per-request session facts pages need: the user (if any), the CSRF token, and where
+/// logging in from this page returns to.
 #[derive(Debug, Clone)]
 pub struct Session {
     /// The logged-in user.
     pub user: Option<Identity>,
     /// This browser's CSRF token.
     pub csrf: String,
+    /// The page's own path and query for a `GET` (none for a form's answer, which cannot be
+    /// fetched again); the log-in page sets it to its `next`. Checked by
+    /// [`crate::web::account::local_path`] before it is used.
+    pub return_to: Option<String>,
 }
 
 /// The far end of a connection, with what the edge derives from it computed once per connection
@@ -212,7 +217,9 @@ pub async fn admit(
             (minted.clone(), Some(minted))
         }
     };
-    req.extensions_mut().insert(Session { user: identity, csrf });
+    let return_to =
+        (req.method() == Method::GET).then(|| req.uri().path_and_query().map_or("/", |p| p.as_str()).into());
+    req.extensions_mut().insert(Session { user: identity, csrf, return_to });
     Ok(Admitted { new_csrf })
 }
 

@@ -1,10 +1,12 @@
 //! Sign-up, log-in and log-out pages. The gateway calls the auth service's API
 //! and keeps the returned token in an HttpOnly, SameSite cookie; every form
-//! carries the CSRF token, checked against the CSRF cookie (double submit).
+//! carries the CSRF token, checked against the CSRF cookie (double submit). Log-in and sign-up
+//! return to the page the user came from (`?next=`, kept in the form), when that is a path of
+//! this site.
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
@@ -22,6 +24,48 @@ pub struct Credentials {
     password: String,
     #[serde(default)]
     csrf: String,
+    /// Where to go once logged in (see [`local_path`]).
+    #[serde(default)]
+    next: String,
+}
+
+/// The query of the log-in and sign-up pages.
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    /// Where to go once logged in (see [`local_path`]).
+    #[serde(default)]
+    next: String,
+}
+
+/// `next` if it is a path of this site, else `/`: no scheme or host (`https://evil.example`,
+/// `//evil.example`, and `/\evil.example`, which browsers read as `//`), and only visible ASCII,
+/// since browsers drop tabs and new lines (`/\t/evil.example`) and a header cannot hold the rest.
+/// Links made by this site percent-encode anything else.
+pub fn local_path(next: &str) -> &str {
+    let local = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && next.len() <= 2048
+        && next.bytes().all(|b| b.is_ascii_graphic());
+    if local {
+        next
+    } else {
+        "/"
+    }
+}
+
+/// `?next=…` to append to a link to the log-in or sign-up page, or nothing when `next` is `/`
+/// or not a path of this site.
+pub fn next_query(next: &str) -> String {
+    match local_path(next) {
+        "/" => String::new(),
+        path => format!("?next={}", url::form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>()),
+    }
+}
+
+/// The session, with log-in returning to `next`.
+fn returning_to(session: &Session, next: &str) -> Session {
+    Session { return_to: Some(local_path(next).to_string()), ..session.clone() }
 }
 
 /// The log-out form.
@@ -42,14 +86,14 @@ fn forbidden() -> Response {
     )
 }
 
-/// `GET /account/login`.
-pub async fn login_page(Extension(session): Extension<Session>) -> Response {
-    render_page("login.html", &session, context! { active => "login" })
+/// `GET /account/login?next=/crowdfunding/7`.
+pub async fn login_page(Extension(session): Extension<Session>, Query(query): Query<NextQuery>) -> Response {
+    render_page("login.html", &returning_to(&session, &query.next), context! { active => "login" })
 }
 
-/// `GET /account/signup`.
-pub async fn signup_page(Extension(session): Extension<Session>) -> Response {
-    render_page("signup.html", &session, context! { active => "signup" })
+/// `GET /account/signup?next=/crowdfunding/7`.
+pub async fn signup_page(Extension(session): Extension<Session>, Query(query): Query<NextQuery>) -> Response {
+    render_page("signup.html", &returning_to(&session, &query.next), context! { active => "signup" })
 }
 
 struct AuthCall {
@@ -85,10 +129,11 @@ fn session_cookie(gw: &Gateway, token: &str, max_age: i64) -> Option<HeaderValue
     .ok()
 }
 
-fn logged_in(gw: &Gateway, call: &AuthCall) -> Option<Response> {
+/// The session cookie, and a redirection (303) to `next`.
+fn logged_in(gw: &Gateway, call: &AuthCall, next: &str) -> Option<Response> {
     let token = call.body.get("access_token")?.as_str()?;
     let max_age = call.body.get("expires_in").and_then(|v| v.as_i64()).unwrap_or(3600);
-    let mut resp = Redirect::to("/").into_response();
+    let mut resp = Redirect::to(local_path(next)).into_response();
     resp.headers_mut().append(header::SET_COOKIE, session_cookie(gw, token, max_age)?);
     // A new CSRF token per session: a token seen before log-in is not reused after it.
     if let Ok(v) = HeaderValue::from_str(&format!(
@@ -100,8 +145,10 @@ fn logged_in(gw: &Gateway, call: &AuthCall) -> Option<Response> {
     Some(resp)
 }
 
-fn form_error(template: &str, session: &Session, status: StatusCode, username: &str, message: &str) -> Response {
-    let mut page = render_page(template, session, context! { error => message, username => username });
+/// The form again, with `message`, keeping the username and where to return to.
+fn form_error(template: &str, session: &Session, status: StatusCode, creds: &Credentials, message: &str) -> Response {
+    let session = returning_to(session, &creds.next);
+    let mut page = render_page(template, &session, context! { error => message, username => creds.username });
     *page.status_mut() = status;
     page
 }
@@ -125,12 +172,12 @@ pub async fn login(
             "login.html",
             &session,
             StatusCode::SERVICE_UNAVAILABLE,
-            &creds.username,
+            &creds,
             "The sign-in service is unavailable. Try again in a moment.",
         );
     };
     match call.status {
-        200 => logged_in(&gw, &call).unwrap_or_else(|| {
+        200 => logged_in(&gw, &call, &creds.next).unwrap_or_else(|| {
             crate::web::templates::error_page(StatusCode::BAD_GATEWAY, "The sign-in service answered strangely.")
         }),
         429 => {
@@ -139,14 +186,14 @@ pub async fn login(
                 "login.html",
                 &session,
                 StatusCode::TOO_MANY_REQUESTS,
-                &creds.username,
+                &creds,
                 &format!("Too many failed attempts. Try again in {wait} seconds."),
             )
         }
         401 | 400 | 422 => {
-            form_error("login.html", &session, StatusCode::UNAUTHORIZED, &creds.username, "Wrong username or password.")
+            form_error("login.html", &session, StatusCode::UNAUTHORIZED, &creds, "Wrong username or password.")
         }
-        _ => form_error("login.html", &session, StatusCode::BAD_GATEWAY, &creds.username, &detail(&call)),
+        _ => form_error("login.html", &session, StatusCode::BAD_GATEWAY, &creds, &detail(&call)),
     }
 }
 
@@ -165,19 +212,18 @@ pub async fn signup(
             "signup.html",
             &session,
             StatusCode::SERVICE_UNAVAILABLE,
-            &creds.username,
+            &creds,
             "The sign-up service is unavailable. Try again in a moment.",
         );
     };
     if call.status != 201 {
         let status = StatusCode::from_u16(call.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        return form_error("signup.html", &session, status, &creds.username, &detail(&call));
+        return form_error("signup.html", &session, status, &creds, &detail(&call));
     }
+    let login_page = || Redirect::to(&format!("/account/login{}", next_query(&creds.next))).into_response();
     match call_auth(&gw, "/login", &client, &creds).await {
-        Some(call) if call.status == 200 => {
-            logged_in(&gw, &call).unwrap_or_else(|| Redirect::to("/account/login").into_response())
-        }
-        _ => Redirect::to("/account/login").into_response(),
+        Some(call) if call.status == 200 => logged_in(&gw, &call, &creds.next).unwrap_or_else(login_page),
+        _ => login_page(),
     }
 }
 
@@ -196,4 +242,39 @@ pub async fn logout(
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn log_in_returns_only_to_a_path_of_this_site() {
+        for next in ["/", "/crowdfunding/7", "/jokes?category=science", "/crowdfunding?cursor=abc%2B%3D&x=1"] {
+            assert_eq!(local_path(next), next);
+        }
+        for next in [
+            "",
+            "https://evil.example",
+            "http://evil.example/",
+            "//evil.example",
+            "//evil.example/crowdfunding",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/crowdfunding\\..\\",
+            "javascript:alert(1)",
+            "JavaScript:alert(document.cookie)",
+            "data:text/html,<script>alert(1)</script>",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\nSet-Cookie: a=b",
+            "/ /evil.example",
+            "/caf\u{e9}",
+            "crowdfunding",
+            "evil.example",
+        ] {
+            assert_eq!(local_path(next), "/", "{next:?}");
+        }
+        assert_eq!(local_path(&format!("/{}", "a".repeat(4096))), "/", "too long for a header");
+    }
 }

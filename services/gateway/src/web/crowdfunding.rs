@@ -245,7 +245,7 @@ mod tests {
     use crate::proxy::edge::Identity;
 
     fn visitor() -> Session {
-        Session { user: None, csrf: "token".into() }
+        Session { user: None, csrf: "token".into(), return_to: None }
     }
 
     fn signed_in(name: &str) -> Session {
@@ -258,7 +258,11 @@ mod tests {
             exp: i64::MAX,
             jti: "j".into(),
         };
-        Session { user: Some(Identity { claims, token: "t".into(), via_cookie: true }), csrf: "token".into() }
+        Session {
+            user: Some(Identity { claims, token: "t".into(), via_cookie: true }),
+            csrf: "token".into(),
+            return_to: None,
+        }
     }
 
     async fn html(resp: Response) -> (StatusCode, String) {

@@ -202,7 +202,7 @@ mod tests {
     use axum::http::StatusCode;
 
     fn visitor() -> Session {
-        Session { user: None, csrf: "token".into() }
+        Session { user: None, csrf: "token".into(), return_to: None }
     }
 
     async fn html(resp: Response) -> (StatusCode, String) {

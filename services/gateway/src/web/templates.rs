@@ -10,6 +10,7 @@ use minijinja::{context, Environment, ErrorKind, Value};
 
 use super::files::TEMPLATES;
 use crate::proxy::edge::Session;
+use crate::web::account::{local_path, next_query};
 
 fn asset(name: &str) -> Result<Value, minijinja::Error> {
     // Safe: a URL made of our own file names, which the escaper would only mangle (`/` → `&#x2f;`).
@@ -65,9 +66,17 @@ pub fn user_name(session: &Session) -> Option<String> {
     session.user.as_ref().map(|u| u.claims.name.clone())
 }
 
-/// Renders a page with the session facts every page shows (user, CSRF token for forms).
+/// Renders a page with the session facts every page shows: user, CSRF token for forms, and where
+/// logging in returns to (`return_to`, and `account_query` to append to the log-in and sign-up links).
 pub fn render_page(name: &str, session: &Session, ctx: minijinja::Value) -> Response {
-    let base = context! { user => user_name(session), csrf => session.csrf.clone() };
+    let return_to = session.return_to.as_deref().map_or("/", local_path);
+    let base = context! {
+        user => user_name(session),
+        csrf => session.csrf.clone(),
+        return_to => return_to,
+        // Safe: percent-encoded, so nothing in it is special to HTML.
+        account_query => Value::from_safe_string(next_query(return_to)),
+    };
     render(name, context! { ..base, ..ctx })
 }
 
@@ -121,11 +130,46 @@ mod tests {
         }
         assert!(!html.contains("/static/app.js\""), "the plain URL is for old pages only");
         let nav = &html[html.find("<nav").unwrap()..html.find("</nav>").unwrap()];
-        for href in ["/", "/jokes", "/status", "/docs"] {
+        for href in ["/", "/jokes", "/crowdfunding", "/classify", "/status", "/docs"] {
             assert!(nav.contains(&format!("href=\"{href}\"")), "{href} in {nav}");
         }
         assert_eq!(nav.matches("aria-current=\"page\"").count(), 1, "{nav}");
         assert!(nav.contains("<a href=\"/jokes\" class=\"active\" aria-current=\"page\">Jokes</a>"), "{nav}");
+    }
+
+    #[test]
+    fn the_crowdfunding_and_classification_pages_are_marked_current_in_the_navigation() {
+        for (active, link) in [
+            ("crowdfunding", "<a href=\"/crowdfunding\" class=\"active\" aria-current=\"page\">Crowdfunding</a>"),
+            ("classify", "<a href=\"/classify\" class=\"active\" aria-current=\"page\">Image classification</a>"),
+        ] {
+            let html = templates()
+                .get_template("home.html")
+                .and_then(|t| t.render(context! { user => None::<String>, csrf => "t", active => active }))
+                .unwrap();
+            let nav = &html[html.find("<nav").unwrap()..html.find("</nav>").unwrap()];
+            assert!(nav.contains(link), "{nav}");
+            assert_eq!(nav.matches("aria-current=\"page\"").count(), 1, "{nav}");
+        }
+    }
+
+    async fn page_for(return_to: Option<&str>) -> String {
+        let session = Session { user: None, csrf: "t".into(), return_to: return_to.map(str::to_string) };
+        let resp = render_page("home.html", &session, context! { active => "home" });
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_log_in_and_sign_up_links_carry_the_page_they_are_on() {
+        let html = page_for(Some("/jokes?category=science")).await;
+        assert!(html.contains("href=\"/account/login?next=%2Fjokes%3Fcategory%3Dscience\""), "{html}");
+        assert!(html.contains("href=\"/account/signup?next=%2Fjokes%3Fcategory%3Dscience\""), "{html}");
+        for plain in [None, Some("/"), Some("//evil.example"), Some("https://evil.example")] {
+            let html = page_for(plain).await;
+            assert!(html.contains("href=\"/account/login\""), "{plain:?}: {html}");
+            assert!(!html.contains("evil"), "{plain:?}: {html}");
+        }
     }
 
     #[test]
