@@ -17,6 +17,8 @@ fn serve(service: &str, database_url: &str, retries: u32) -> Command {
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
         .env("DATABASE_URL", database_url)
+        // Where the event bus lives (the service's own data goes to DATABASE_URL).
+        .env("DATA_DIR", std::env::temp_dir().join("agora-startup-tests"))
         .env("DB_CONNECT_RETRIES", retries.to_string())
         .env("DB_CONNECT_BACKOFF_SECS", "0.1")
         .env("LOG_FORMAT", "json")
