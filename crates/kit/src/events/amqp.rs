@@ -35,7 +35,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{broadcast, Mutex, OnceCell};
 
-use super::{DeadLetter, Delivery, Durable, Envelope, EventsError, HandlerError};
+use super::{DeadLetter, Delivery, Durable, Envelope, EventsError, HandlerError, Tail};
 use crate::backoff::Backoff;
 use crate::shutdown::Shutdown;
 
@@ -83,17 +83,6 @@ impl Names {
 struct Link {
     connection: Arc<Connection>,
     publisher: Channel,
-}
-
-struct Tail {
-    sender: broadcast::Sender<Arc<Envelope>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 impl AmqpBus {

@@ -28,7 +28,7 @@ use sqlx::{Row, SqlitePool};
 use tokio::sync::{broadcast, Notify, OnceCell};
 
 use super::wake::Wake;
-use super::{pattern, DeadLetter, Delivery, Durable, Envelope, EventsError, HandlerError};
+use super::{pattern, DeadLetter, Delivery, Durable, Envelope, EventsError, HandlerError, Tail};
 use crate::shutdown::Shutdown;
 
 /// How long an event is kept once no subscription needs it (for listeners catching up).
@@ -95,17 +95,6 @@ struct Inner {
     shown_url: String,
     wake: Wake,
     tail: OnceCell<Tail>,
-}
-
-struct Tail {
-    sender: broadcast::Sender<Arc<Envelope>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Tail {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 struct Claimed {
@@ -188,13 +177,7 @@ impl EmbeddedBus {
             .await
             .map_err(|e| self.unavailable(e))?;
         for (name, _) in subscriptions.iter().filter(|(_, p)| pattern::matches(p, &envelope.topic)) {
-            sqlx::query("INSERT INTO event_deliveries (subscription, seq, visible_at) VALUES (?1, ?2, ?3)")
-                .bind(name)
-                .bind(seq)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.unavailable(e))?;
+            deliver(&mut tx, name, seq, now).await.map_err(|e| self.unavailable(e))?;
         }
         tx.commit().await.map_err(|e| self.unavailable(e))?;
         self.inner.wake.wake_all();
@@ -560,13 +543,7 @@ impl EmbeddedBus {
         let Some(seq) = seq else {
             return Err(EventsError::NoSuchDeadLetter { subscription: subscription.to_string(), event_id });
         };
-        sqlx::query("INSERT INTO event_deliveries (subscription, seq, visible_at) VALUES (?1, ?2, ?3)")
-            .bind(subscription)
-            .bind(seq)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.unavailable(e))?;
+        deliver(&mut tx, subscription, seq, now_ms()).await.map_err(|e| self.unavailable(e))?;
         tx.commit().await.map_err(|e| self.unavailable(e))?;
         self.inner.wake.wake_all();
         Ok(())
@@ -580,6 +557,22 @@ impl EmbeddedBus {
             .map_err(|e| self.unavailable(e))?;
         Ok(done.rows_affected())
     }
+}
+
+/// Puts event `seq` in `subscription`'s queue, due at once.
+async fn deliver(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    subscription: &str,
+    seq: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO event_deliveries (subscription, seq, visible_at) VALUES (?1, ?2, ?3)")
+        .bind(subscription)
+        .bind(seq)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
 }
 
 /// Reads events after `from` as they are published and hands them to the listeners.

@@ -442,6 +442,19 @@ fn check_name(name: &str) -> Result<(), EventsError> {
     }
 }
 
+/// A backend's feed of every new event to this process's listeners: the sender they
+/// subscribe to and the task that fills it, stopped with the bus.
+struct Tail {
+    sender: tokio::sync::broadcast::Sender<Arc<Envelope>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// An ephemeral subscription: the events matching its pattern, as they are published.
 pub struct Listener {
     pattern: String,
