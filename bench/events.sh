@@ -58,12 +58,12 @@ by = {r["mode"]: r for r in rows}
 print("| mode | published/s | consumed/s | p50 ms | p99 ms |")
 print("| --- | ---: | ---: | ---: | ---: |")
 for r in rows:
-    print(f"| {r[\"mode\"]} | {r[\"publish_per_s\"]:.0f} | {r[\"consume_per_s\"]:.0f} | {r[\"latency_p50_ms\"]:.2f} | {r[\"latency_p99_ms\"]:.2f} |")
+    print("| %s | %.0f | %.0f | %.2f | %.2f |" % (r["mode"], r["publish_per_s"], r["consume_per_s"], r["latency_p50_ms"], r["latency_p99_ms"]))
 if "kit-amqp" in by and "lapin" in by:
     k, l = by["kit-amqp"], by["lapin"]
-    print(f"kit-amqp / lapin: publish {k[\"publish_per_s\"]/l[\"publish_per_s\"]:.2f}, consume {k[\"consume_per_s\"]/l[\"consume_per_s\"]:.2f}")
+    print("kit-amqp / lapin: publish %.2f, consume %.2f" % (k["publish_per_s"] / l["publish_per_s"], k["consume_per_s"] / l["consume_per_s"]))
 if "kit-amqp" in by and "pika" in by:
     k, p = by["kit-amqp"], by["pika"]
-    print(f"kit-amqp / pika: publish {k[\"publish_per_s\"]/p[\"publish_per_s\"]:.2f}, consume {k[\"consume_per_s\"]/p[\"consume_per_s\"]:.2f}")
+    print("kit-amqp / pika: publish %.2f, consume %.2f" % (k["publish_per_s"] / p["publish_per_s"], k["consume_per_s"] / p["consume_per_s"]))
 ' "$out"
 log "results: $out"

@@ -45,7 +45,7 @@ def main():
 
     consumer = connection.channel()
     consumer.basic_qos(prefetch_count=PREFETCH)
-    state = {"handled": 0, "measuring": False, "latencies": [], "target": events}
+    state = {"handled": 0, "measuring": False, "latencies": []}
 
     def handle(ch, method, _properties, data):
         sent = json.loads(data)["sent_us"]
@@ -53,19 +53,20 @@ def main():
         state["handled"] += 1
         if state["measuring"]:
             state["latencies"].append(now_us() - sent)
-        if state["handled"] >= state["target"]:
-            ch.stop_consuming()
+
+    def wait_until(handled):
+        while state["handled"] < handled:
+            connection.process_data_events(time_limit=1)
 
     consumer.basic_consume(queue=queue, on_message_callback=handle)
     start = time.monotonic()
-    consumer.start_consuming()
+    wait_until(events)
     drained = time.monotonic() - start
 
     state["measuring"] = True
-    for _ in range(live):
+    for n in range(live):
         publish()
-        state["target"] += 1
-        consumer.start_consuming()
+        wait_until(events + n + 1)
     channel.queue_delete(queue=queue)
     connection.close()
 
