@@ -334,10 +334,7 @@ impl AmqpBus {
             Ok(envelope) => {
                 metrics::counter!("events_delivered_total", "topic" => envelope.topic.clone(), "subscription" => durable.name.clone())
                     .increment(1);
-                match tokio::spawn(handler(Delivery { envelope, attempt })).await {
-                    Ok(result) => result,
-                    Err(e) => Err(HandlerError::Retry(format!("handler panicked: {e}"))),
-                }
+                super::run_handler(handler, Delivery { envelope, attempt }).await
             }
         };
         match outcome {

@@ -272,11 +272,7 @@ impl EmbeddedBus {
                     let topic = envelope.topic.clone();
                     metrics::counter!("events_delivered_total", "topic" => topic.clone(), "subscription" => durable.name.clone())
                         .increment(1);
-                    // Spawned so that a panicking handler is one failed attempt, not a dead consumer.
-                    match tokio::spawn(handler(Delivery { envelope, attempt: claimed.attempts })).await {
-                        Ok(result) => result,
-                        Err(e) => Err(HandlerError::Retry(format!("handler panicked: {e}"))),
-                    }
+                    super::run_handler(handler, Delivery { envelope, attempt: claimed.attempts }).await
                 }
             };
             let settled = match outcome {

@@ -431,6 +431,27 @@ impl EventBus {
     }
 }
 
+/// Runs `handler` on `delivery` in the consumer's own task: a panic is one failed attempt
+/// (retried), not a dead consumer. (A task spawned per event did the same at twice the cost.)
+async fn run_handler<H, F>(handler: &H, delivery: Delivery) -> Result<(), HandlerError>
+where
+    H: Fn(Delivery) -> F,
+    F: Future<Output = Result<(), HandlerError>>,
+{
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(async { handler(delivery).await }).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(HandlerError::Retry(format!("handler panicked: {why}")))
+        }
+    }
+}
+
 fn check_name(name: &str) -> Result<(), EventsError> {
     let ok = !name.is_empty()
         && name.len() <= 100
