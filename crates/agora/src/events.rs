@@ -81,8 +81,7 @@ enum DeadLetterCommand {
 /// Runs an `agora events` command.
 pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
     let env = Env::process();
-    let data_dir = env.string_or("DATA_DIR", "./data");
-    let config = EventsConfig::from_env(&env, std::path::Path::new(&data_dir))?;
+    let config = EventsConfig::from_env(&env)?;
     let bus = EventBus::connect(&config, contracts::TOPICS).await.context("connecting to the event bus")?;
     match args.command {
         EventsCommand::DeadLetters { command } => dead_letters(&bus, command).await,

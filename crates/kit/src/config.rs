@@ -181,6 +181,12 @@ impl<S: Source> Env<S> {
     }
 }
 
+/// Where a service keeps its files: `DATA_DIR`, default `./data` (SQLite databases, the
+/// embedded job queue and event bus, auth's signing key).
+pub fn data_dir<S: Source>(env: &Env<S>) -> std::path::PathBuf {
+    std::path::PathBuf::from(env.string_or("DATA_DIR", "./data"))
+}
+
 /// The URL with its password replaced by `***`, safe to log and show.
 pub fn redact_url(raw: &str) -> String {
     match url::Url::parse(raw) {

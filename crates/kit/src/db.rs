@@ -114,7 +114,7 @@ impl DatabaseConfig {
     pub fn from_env<S: Source>(env: &Env<S>, service: &str) -> Result<Self, ConfigError> {
         let url = match env.string("DATABASE_URL") {
             Some(url) => url,
-            None => sqlite_url_in(std::path::Path::new(&env.string_or("DATA_DIR", "./data")), service),
+            None => sqlite_url_in(&crate::config::data_dir(env), service),
         };
         Ok(Self { url: SecretUrl::new(url), connect: ConnectPolicy::from_env(env)? })
     }

@@ -63,7 +63,7 @@ fn at_least_one(name: &str, value: u64) -> Result<(), ConfigError> {
 impl Config {
     /// Reads the environment.
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
-        let data_dir = PathBuf::from(env.string_or("DATA_DIR", "./data"));
+        let data_dir = kit::config::data_dir(env);
         let d = ThrottleConfig::default();
         let throttle = ThrottleConfig {
             max_failures_per_user: env.parse_or("AUTH_MAX_FAILURES_PER_USER", d.max_failures_per_user)?,

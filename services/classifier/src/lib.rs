@@ -85,7 +85,7 @@ impl Config {
         };
         Ok(Self {
             service: ServiceConfig::from_env(env, name, DEFAULT_PORT)?,
-            data_dir: PathBuf::from(env.string_or("DATA_DIR", "./data")),
+            data_dir: kit::config::data_dir(env),
             queue_url: env.url_opt("QUEUE_URL", &["redis", "rediss", "sqlite"])?.map(|u| u.to_string()),
             limits,
             max_attempts: env.parse_or("CLASSIFIER_MAX_ATTEMPTS", 3u32)?.max(1),

@@ -77,7 +77,7 @@ impl Config {
             cache_capacity: env.parse_or("PROJECTS_CACHE_CAPACITY", 100_000)?,
             auth: AuthConfig::from_env(env)?,
             keys,
-            events: EventsConfig::from_env(env, std::path::Path::new(&env.string_or("DATA_DIR", "./data")))?,
+            events: EventsConfig::from_env(env)?,
             service,
         })
     }

@@ -226,8 +226,8 @@ pub struct EventsConfig {
 }
 
 impl EventsConfig {
-    /// `EVENTS_URL`, or the embedded backend's file in `data_dir`.
-    pub fn from_env<S: Source>(env: &Env<S>, data_dir: &Path) -> Result<Self, ConfigError> {
+    /// `EVENTS_URL`, or the embedded backend's file in `DATA_DIR`.
+    pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
         match env.string("EVENTS_URL") {
             Some(url) if url.starts_with("sqlite:") || url.starts_with("amqp:") || url.starts_with("amqps:") => {
                 Ok(Self::new(url))
@@ -237,7 +237,7 @@ impl EventsConfig {
                 value: crate::config::redact_url(&url),
                 reason: "must start with sqlite:// or amqp://".into(),
             }),
-            None => Ok(Self::embedded_in(data_dir)),
+            None => Ok(Self::embedded_in(&crate::config::data_dir(env))),
         }
     }
 
