@@ -22,6 +22,19 @@ const PROJECT_COLUMNS: &str = "p.project_id, p.project_name, p.tagline, p.author
 const OUTBOX_COLUMNS: &str =
     "outbox_id, project_id, thread_type, message, author, author_name, idempotency_key, attempts";
 
+/// The announcement of a newly stored project.
+fn proposed(project: &Project) -> ProjectProposed {
+    ProjectProposed {
+        project_id: project.project_id,
+        project_name: project.project_name.clone(),
+        tagline: project.tagline.clone(),
+        tags: project.tags.clone(),
+        author: project.author.clone(),
+        author_name: project.author_name.clone(),
+        proposed_at: project.created_at,
+    }
+}
+
 /// Projects in a database of engine `DB`.
 #[derive(Debug)]
 pub struct SqlStore<DB: EngineSql> {
@@ -134,17 +147,6 @@ where
                 attempts: 0,
             });
         }
-        let proposed = ProjectProposed {
-            project_id,
-            project_name: proposal.project_name.clone(),
-            tagline: proposal.tagline.clone(),
-            tags: proposal.tags.clone(),
-            author: by.id.to_string(),
-            author_name: by.name.to_string(),
-            proposed_at: by.at,
-        };
-        outbox::stage(&mut tx, &project_id.to_string(), &proposed).await?;
-        tx.commit().await?;
         let project = Project {
             project_id,
             project_name: proposal.project_name.clone(),
@@ -155,6 +157,8 @@ where
             created_at: by.at,
             pending_threads: i64::try_from(outbox.len()).unwrap_or(i64::MAX),
         };
+        outbox::stage(&mut tx, &project_id.to_string(), &proposed(&project)).await?;
+        tx.commit().await?;
         Ok((project, outbox))
     }
 
