@@ -33,8 +33,10 @@ use crate::shutdown::Shutdown;
 
 /// How long an event is kept once no subscription needs it (for listeners catching up).
 const RETENTION: Duration = Duration::from_secs(3600);
-/// How often a consumer sweeps expired leases on last attempts and old events.
+/// How often a consumer sweeps expired leases on last attempts.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often a consumer deletes events older than [`RETENTION`] that nothing needs.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Events a listener may fall behind before it is told it missed some.
 const LISTENER_BUFFER: usize = 4096;
 
@@ -215,6 +217,7 @@ impl EmbeddedBus {
     {
         let signal = self.inner.wake.signal();
         let mut last_sweep = tokio::time::Instant::now() - SWEEP_EVERY;
+        let mut last_prune = tokio::time::Instant::now() - PRUNE_EVERY;
         let mut failures = 0u32;
         while !shutdown.is_cancelled() {
             let notified = signal.notified();
@@ -222,7 +225,11 @@ impl EmbeddedBus {
             notified.as_mut().enable();
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = tokio::time::Instant::now();
-                if let Err(e) = self.sweep(&durable).await {
+                let prune = last_prune.elapsed() >= PRUNE_EVERY;
+                if prune {
+                    last_prune = last_sweep;
+                }
+                if let Err(e) = self.sweep(&durable, prune).await {
                     tracing::warn!(subscription = %durable.name, error = %e, "events: sweep failed");
                 }
             }
@@ -428,9 +435,10 @@ impl EmbeddedBus {
         tx.commit().await.map_err(|e| self.unavailable(e))
     }
 
-    /// Dead-letters events whose consumer died on their last attempt, and deletes events
-    /// that no subscription needs any more once they are older than [`RETENTION`].
-    async fn sweep(&self, durable: &Durable) -> Result<(), EventsError> {
+    /// Dead-letters events whose consumer died on their last attempt, and, when `prune`,
+    /// deletes events that no subscription needs any more once they are older than
+    /// [`RETENTION`] (a scan of the table: not every second).
+    async fn sweep(&self, durable: &Durable, prune: bool) -> Result<(), EventsError> {
         let now = now_ms();
         let mut tx = self.inner.pool.begin().await.map_err(|e| self.unavailable(e))?;
         sqlx::query(
@@ -455,15 +463,17 @@ impl EmbeddedBus {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.unavailable(e))?;
-        sqlx::query(
-            "DELETE FROM events WHERE published_at < ?1
-               AND NOT EXISTS (SELECT 1 FROM event_deliveries d WHERE d.seq = events.seq)
-               AND NOT EXISTS (SELECT 1 FROM event_dead_letters l WHERE l.seq = events.seq)",
-        )
-        .bind(now - millis(RETENTION))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.unavailable(e))?;
+        if prune {
+            sqlx::query(
+                "DELETE FROM events WHERE published_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM event_deliveries d WHERE d.seq = events.seq)
+                   AND NOT EXISTS (SELECT 1 FROM event_dead_letters l WHERE l.seq = events.seq)",
+            )
+            .bind(now - millis(RETENTION))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        }
         tx.commit().await.map_err(|e| self.unavailable(e))
     }
 
