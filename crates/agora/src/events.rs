@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use kit::config::Env;
-use kit::events::{Delivery, Durable, EventBus, EventsConfig, Heard};
+use kit::events::{Delivery, Durable, Envelope, EventBus, EventsConfig, Heard};
 use kit::Shutdown;
 
 /// `agora events`.
@@ -37,6 +37,20 @@ enum EventsCommand {
         /// How long this consumer may hold events before they go to another (embedded bus).
         #[arg(long, default_value_t = 30)]
         lease_secs: u64,
+    },
+    /// Publish one event per line of standard input (each line is a payload, as JSON),
+    /// printing each event's id once the bus has it durably: a line printed is an event
+    /// promised to every subscription.
+    Publish {
+        /// The topic, as the contract crate declares it.
+        #[arg(long)]
+        topic: String,
+        /// What the events are about (a project id).
+        #[arg(long)]
+        key: String,
+        /// The payload's version within its topic.
+        #[arg(long, default_value_t = 1)]
+        version: u32,
     },
     /// How many events wait in a durable subscription.
     Lag {
@@ -91,6 +105,7 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<()> {
             consume(&bus, durable).await
         }
         EventsCommand::Tail { subscription: None, pattern, .. } => listen(&bus, &pattern).await,
+        EventsCommand::Publish { topic, key, version } => publish(&bus, &topic, &key, version).await,
         EventsCommand::Lag { subscription } => {
             println!("{}", bus.lag(&subscription).await?);
             Ok(())
@@ -154,6 +169,24 @@ async fn consume(bus: &EventBus, durable: Durable) -> anyhow::Result<()> {
     };
     let consumer = bus.subscribe(durable, handler, shutdown).await?;
     consumer.await.context("the consumer stopped")?;
+    Ok(())
+}
+
+async fn publish(bus: &EventBus, topic: &str, key: &str, version: u32) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut number = 0u64;
+    while let Some(line) = lines.next_line().await.context("reading standard input")? {
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let payload: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("line {number} is not JSON"))?;
+        let envelope = Envelope::from_json(topic, version, key, payload);
+        bus.publish_envelope(&envelope).await.with_context(|| format!("publishing line {number}"))?;
+        print_line(&serde_json::json!({ "event_id": envelope.event_id }))?;
+    }
     Ok(())
 }
 

@@ -82,6 +82,26 @@ pub fn amqp_url() -> Option<String> {
     backend_url("AGORA_TEST_AMQP_URL")
 }
 
+/// Deletes the RabbitMQ exchanges of the event bus in `namespace`, and the queues (with
+/// their dead letters) of the named subscriptions: a test's clean-up, best effort.
+#[cfg(feature = "events")]
+pub async fn delete_amqp_namespace(url: &str, namespace: &str, subscriptions: &[&str]) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(connection) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else { return };
+    for name in subscriptions {
+        for queue in [format!("{namespace}.events.{name}"), format!("{namespace}.events.{name}.dead")] {
+            let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+        }
+    }
+    for exchange in [format!("{namespace}.events"), format!("{namespace}.events.dead")] {
+        let _ = channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
+    let _ = connection.close(200, "clean".into()).await;
+}
+
 #[cfg(feature = "db")]
 /// A connection to the PostgreSQL server for creating and changing test databases.
 async fn admin_connection(server_url: &str) -> sqlx::PgConnection {

@@ -99,6 +99,20 @@ impl Envelope {
         })
     }
 
+    /// An envelope for a payload that is already JSON (`agora events publish`): topic and
+    /// version as the contract declares them, happening now.
+    pub fn from_json(topic: &str, version: u32, key: &str, payload: serde_json::Value) -> Self {
+        Self {
+            event_id: uuid::Uuid::now_v7(),
+            topic: topic.to_string(),
+            version,
+            key: key.to_string(),
+            occurred_at: Utc::now(),
+            traceparent: None,
+            payload,
+        }
+    }
+
     /// The payload as `E`; an envelope of another topic, or a payload that does not parse
     /// as `E`, is an error naming why.
     pub fn decode<E: Event>(&self) -> Result<E, HandlerError> {
@@ -226,18 +240,30 @@ pub struct EventsConfig {
 }
 
 impl EventsConfig {
-    /// `EVENTS_URL`, or the embedded backend's file in `DATA_DIR`.
+    /// `EVENTS_URL`, or the embedded backend's file in `DATA_DIR`; `EVENTS_NAMESPACE`
+    /// (default `agora`) names the RabbitMQ exchanges and queues ([`Self::with_namespace`]).
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
-        match env.string("EVENTS_URL") {
+        let config = match env.string("EVENTS_URL") {
             Some(url) if url.starts_with("sqlite:") || url.starts_with("amqp:") || url.starts_with("amqps:") => {
-                Ok(Self::new(url))
+                Self::new(url)
             }
-            Some(url) => Err(ConfigError::Invalid {
-                name: "EVENTS_URL".into(),
-                value: crate::config::redact_url(&url),
-                reason: "must start with sqlite:// or amqp://".into(),
+            Some(url) => {
+                return Err(ConfigError::Invalid {
+                    name: "EVENTS_URL".into(),
+                    value: crate::config::redact_url(&url),
+                    reason: "must start with sqlite:// or amqp://".into(),
+                })
+            }
+            None => Self::embedded_in(&crate::config::data_dir(env)),
+        };
+        match env.string("EVENTS_NAMESPACE") {
+            None => Ok(config),
+            Some(namespace) if check_name(&namespace).is_ok() => Ok(config.with_namespace(&namespace)),
+            Some(namespace) => Err(ConfigError::Invalid {
+                name: "EVENTS_NAMESPACE".into(),
+                value: namespace,
+                reason: "must be 1-100 ASCII letters, digits, '-', '_' or '.'".into(),
             }),
-            None => Ok(Self::embedded_in(&crate::config::data_dir(env))),
         }
     }
 
@@ -310,11 +336,26 @@ pub struct DeadLetter {
     pub dead_at: DateTime<Utc>,
 }
 
+/// How often a consuming process samples the lag of its durable subscriptions.
+const LAG_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
 /// The event bus. Clones share connections.
 #[derive(Clone)]
 pub struct EventBus {
     backend: Backend,
     declared: Arc<[&'static str]>,
+    /// The durable subscriptions this process consumes, with their lag at the last sample.
+    consumed: Arc<std::sync::Mutex<std::collections::BTreeMap<String, Option<u64>>>>,
+}
+
+/// A durable subscription this process consumes, as `/readyz` and `/status` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriptionLag {
+    /// The subscription.
+    pub subscription: String,
+    /// Events waiting in it at the last sample (every 5 s); `None` until the first sample,
+    /// or while the backend cannot say.
+    pub lag: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -345,7 +386,7 @@ impl EventBus {
         } else {
             return Err(EventsError::UnknownScheme(crate::config::redact_url(url)));
         };
-        Ok(Self { backend, declared: declared.into() })
+        Ok(Self { backend, declared: declared.into(), consumed: Arc::default() })
     }
 
     /// Publishes `event` about `key`; returns once the backend has it durably.
@@ -379,10 +420,38 @@ impl EventBus {
     {
         check_name(&durable.name)?;
         self.check_pattern(&durable.pattern)?;
+        let sampling = self.clone().sample_lag(durable.name.clone(), shutdown.clone());
         on_backend!(self, bus => {
             bus.ensure_subscription(&durable).await?;
-            Ok(tokio::spawn(bus.clone().consume(durable, handler, shutdown)))
+            let consuming = bus.clone().consume(durable, handler, shutdown);
+            Ok(tokio::spawn(async move {
+                tokio::join!(consuming, sampling);
+            }))
         })
+    }
+
+    /// The durable subscriptions this process consumes and their lag at the last sample.
+    pub fn consumed(&self) -> Vec<SubscriptionLag> {
+        let consumed = self.consumed.lock().unwrap_or_else(|p| p.into_inner());
+        consumed.iter().map(|(name, lag)| SubscriptionLag { subscription: name.clone(), lag: *lag }).collect()
+    }
+
+    /// Samples `subscription`'s lag into the `events_subscription_lag` gauge and
+    /// [`Self::consumed`] until `shutdown`.
+    async fn sample_lag(self, subscription: String, shutdown: Shutdown) {
+        let gauge = metrics::gauge!("events_subscription_lag", "subscription" => subscription.clone());
+        loop {
+            let lag = self.lag(&subscription).await.ok();
+            if let Some(lag) = lag {
+                gauge.set(lag as f64);
+            }
+            self.consumed.lock().unwrap_or_else(|p| p.into_inner()).insert(subscription.clone(), lag);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(LAG_SAMPLE_EVERY) => {}
+            }
+        }
+        self.consumed.lock().unwrap_or_else(|p| p.into_inner()).remove(&subscription);
     }
 
     /// Every event matching `pattern` published from now on, in this process only.
