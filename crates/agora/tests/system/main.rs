@@ -6,6 +6,7 @@ mod crowdfunding;
 mod events;
 mod gateway;
 mod pages;
+mod readme;
 mod resilience;
 mod security;
 mod startup;
