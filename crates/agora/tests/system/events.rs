@@ -82,9 +82,9 @@ impl Consumer {
             .spawn()
             .expect("start agora events tail");
         let stdout = child.stdout.take().expect("stdout");
-        let (by_project, by_event) = (Arc::default(), Arc::default());
-        let (projects, events): (Arc<Mutex<HashMap<i64, u32>>>, Arc<Mutex<HashSet<String>>>) =
-            (Arc::clone(&by_project), Arc::clone(&by_event));
+        let by_project: Arc<Mutex<HashMap<i64, u32>>> = Arc::default();
+        let by_event: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let (projects, events) = (Arc::clone(&by_project), Arc::clone(&by_event));
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else { continue };

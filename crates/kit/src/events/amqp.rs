@@ -329,10 +329,17 @@ impl AmqpBus {
         let headers = message.properties.headers().clone().unwrap_or_default();
         let redeliveries = headers.inner().get("x-delivery-count").and_then(as_u32).unwrap_or(0);
         let attempt = redeliveries.saturating_add(1);
-        let outcome = match serde_json::from_slice::<Envelope>(&message.data) {
+        let parsed = serde_json::from_slice::<Envelope>(&message.data);
+        // A message that is no envelope is labelled with its routing key (its topic, unless
+        // it was replayed straight to the queue).
+        let topic = match &parsed {
+            Ok(envelope) => envelope.topic.clone(),
+            Err(_) => message.routing_key.as_str().to_string(),
+        };
+        let outcome = match parsed {
             Err(e) => Err(HandlerError::Reject(format!("not an event envelope: {e}"))),
             Ok(envelope) => {
-                metrics::counter!("events_delivered_total", "topic" => envelope.topic.clone(), "subscription" => durable.name.clone())
+                metrics::counter!("events_delivered_total", "topic" => topic.clone(), "subscription" => durable.name.clone())
                     .increment(1);
                 super::run_handler(handler, Delivery { envelope, attempt }).await
             }
@@ -340,10 +347,10 @@ impl AmqpBus {
         match outcome {
             Ok(()) => {
                 message.acker.ack(BasicAckOptions::default()).await.map_err(|e| self.unavailable(e))?;
-                metrics::counter!("events_acked_total", "subscription" => durable.name.clone()).increment(1);
+                metrics::counter!("events_acked_total", "topic" => topic.clone(), "subscription" => durable.name.clone()).increment(1);
             }
             Err(HandlerError::Retry(reason)) if attempt < durable.max_attempts => {
-                metrics::counter!("events_retried_total", "subscription" => durable.name.clone()).increment(1);
+                metrics::counter!("events_retried_total", "topic" => topic.clone(), "subscription" => durable.name.clone()).increment(1);
                 tracing::debug!(subscription = %durable.name, attempt, %reason, "events: retrying later");
                 // Requeued after the backoff; the consumer goes on with the next events meanwhile.
                 let delay = durable.backoff.delay(attempt.saturating_sub(1));
@@ -353,7 +360,7 @@ impl AmqpBus {
                 });
             }
             Err(HandlerError::Retry(reason) | HandlerError::Reject(reason)) => {
-                metrics::counter!("events_dead_lettered_total", "subscription" => durable.name.clone()).increment(1);
+                metrics::counter!("events_dead_lettered_total", "topic" => topic.clone(), "subscription" => durable.name.clone()).increment(1);
                 tracing::warn!(subscription = %durable.name, attempt, %reason, "events: dead-lettered");
                 let mut headers = FieldTable::default();
                 headers.insert("x-last-error".into(), AMQPValue::LongString(reason.as_str().into()));

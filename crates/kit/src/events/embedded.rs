@@ -265,35 +265,42 @@ impl EmbeddedBus {
         F: std::future::Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         let mut handled = Vec::with_capacity(batch.len());
+        // The topic of each handled event, for the acknowledged count.
+        let mut handled_topics = Vec::with_capacity(batch.len());
         let mut unstarted = Vec::new();
         for claimed in batch {
             if shutdown.is_cancelled() {
                 unstarted.push(claimed.seq);
                 continue;
             }
-            let outcome = match claimed.envelope {
+            let (topic, outcome) = match claimed.envelope {
                 // The event row is gone (it cannot be while a delivery needs it, unless the
                 // file was edited by hand): nothing to hand over.
-                None => Err(HandlerError::Reject("the event is missing from the events table".into())),
+                None => (
+                    String::from("unknown"),
+                    Err(HandlerError::Reject("the event is missing from the events table".into())),
+                ),
                 Some(envelope) => {
                     let topic = envelope.topic.clone();
                     metrics::counter!("events_delivered_total", "topic" => topic.clone(), "subscription" => durable.name.clone())
                         .increment(1);
-                    super::run_handler(handler, Delivery { envelope, attempt: claimed.attempts }).await
+                    (topic, super::run_handler(handler, Delivery { envelope, attempt: claimed.attempts }).await)
                 }
             };
             let settled = match outcome {
                 Ok(()) => {
                     handled.push(claimed.seq);
+                    handled_topics.push(topic);
                     Ok(())
                 }
                 Err(HandlerError::Retry(reason)) if claimed.attempts < durable.max_attempts => {
-                    metrics::counter!("events_retried_total", "subscription" => durable.name.clone()).increment(1);
+                    metrics::counter!("events_retried_total", "topic" => topic, "subscription" => durable.name.clone())
+                        .increment(1);
                     let delay = durable.backoff.delay(claimed.attempts.saturating_sub(1));
                     self.retry_later(&durable.name, claimed.seq, delay, &reason).await
                 }
                 Err(HandlerError::Retry(reason) | HandlerError::Reject(reason)) => {
-                    metrics::counter!("events_dead_lettered_total", "subscription" => durable.name.clone())
+                    metrics::counter!("events_dead_lettered_total", "topic" => topic, "subscription" => durable.name.clone())
                         .increment(1);
                     tracing::warn!(subscription = %durable.name, seq = claimed.seq, attempts = claimed.attempts, %reason,
                         "events: dead-lettered");
@@ -307,8 +314,10 @@ impl EmbeddedBus {
         if let Err(e) = self.ack(&durable.name, &handled).await {
             tracing::warn!(subscription = %durable.name, error = %e, "events: cannot acknowledge; the events will be redelivered");
         } else {
-            metrics::counter!("events_acked_total", "subscription" => durable.name.clone())
-                .increment(handled.len() as u64);
+            for topic in handled_topics {
+                metrics::counter!("events_acked_total", "topic" => topic, "subscription" => durable.name.clone())
+                    .increment(1);
+            }
         }
         if !unstarted.is_empty() {
             // Given back at once rather than when the lease runs out.
