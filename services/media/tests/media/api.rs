@@ -21,6 +21,7 @@ on_every_backend_with!(ffmpeg:
     deleting_a_video_while_it_converts_cancels_its_job,
     a_converter_stopped_gracefully_hands_its_job_back_to_another,
     videos_are_listed_newest_first_a_page_at_a_time_each_user_their_own,
+    fifty_uploads_by_five_users_at_once_all_convert_and_each_user_sees_only_their_own,
 );
 
 on_every_backend!(uploads_get_503_saying_why_while_no_converter_can_convert,);
@@ -311,4 +312,32 @@ async fn uploads_get_503_saying_why_while_no_converter_can_convert(backend: Back
     assert!(detail.contains("apt-get install -y --no-install-recommends ffmpeg"), "{detail}");
     let listed: Value = media.get("judy", "/videos").await.json().await.unwrap();
     assert_eq!(listed["videos"], serde_json::json!([]));
+}
+
+async fn fifty_uploads_by_five_users_at_once_all_convert_and_each_user_sees_only_their_own(backend: Backend) {
+    let media = TestMedia::start_with(&backend, |config| config.concurrency = 2).await;
+    let video = test_video(media.data.path(), 1, true);
+    let users: Vec<String> = (0..5).map(|i| format!("user{i}")).collect();
+    let uploads = users.iter().flat_map(|user| (0..10).map(move |n| (user.clone(), n))).map(|(user, n)| {
+        let (media, video) = (&media, video.clone());
+        async move {
+            let id = media.upload_ok(&user, &format!("{user}-{n}.mp4"), video).await;
+            (user, id)
+        }
+    });
+    let uploaded = futures::future::join_all(uploads).await;
+    assert_eq!(uploaded.len(), 50);
+    for (user, id) in &uploaded {
+        let video = media.settled(user, id).await;
+        assert_eq!(video["status"], "done", "{video}");
+    }
+    for user in &users {
+        let page: Value = media.get(user, "/videos?limit=100").await.json().await.unwrap();
+        let mut listed: Vec<String> =
+            page["videos"].as_array().unwrap().iter().map(|v| v["video_id"].as_str().unwrap().to_string()).collect();
+        let mut own: Vec<String> = uploaded.iter().filter(|(u, _)| u == user).map(|(_, id)| id.clone()).collect();
+        listed.sort();
+        own.sort();
+        assert_eq!(listed, own, "{user} sees exactly their own videos");
+    }
 }
