@@ -23,6 +23,10 @@ pub enum ServiceName {
     Projects,
     /// Threads and votes of crowdfunding projects (gRPC).
     Threads,
+    /// Video uploads and their mp3s (REST).
+    Media,
+    /// Video-to-mp3 converter (runs ffmpeg on queued jobs).
+    Converter,
 }
 
 impl ServiceName {
@@ -37,6 +41,8 @@ impl ServiceName {
             Self::ClassifierWorker => "classifier-worker",
             Self::Projects => "projects",
             Self::Threads => "threads",
+            Self::Media => "media",
+            Self::Converter => "converter",
         }
     }
 }
@@ -65,6 +71,13 @@ pub async fn run(service: ServiceName) -> anyhow::Result<()> {
         }
         ServiceName::Threads => {
             threads::start(threads::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from)
+        }
+        ServiceName::Media => {
+            media::start(media::Config::from_env(&env, name)?, shutdown).await.map_err(anyhow::Error::from)
+        }
+        ServiceName::Converter => {
+            let config = media::Config::from_env(&env, name)?;
+            return media::run_converter(config, shutdown).await.with_context(|| format!("{name} failed"));
         }
         // A worker serves no HTTP: it runs until shutdown.
         ServiceName::ClassifierWorker => {

@@ -49,14 +49,23 @@ fn parse_replicas(raw: &str) -> Result<(String, usize), String> {
 }
 
 /// Services started behind the gateway (each registers itself).
-const SERVICES: &[&str] = &["auth", "jokes", "classifier", "projects"];
+const SERVICES: &[&str] = &["auth", "jokes", "classifier", "projects", "media"];
 
 /// Services that only speak gRPC: the gateway does not route to them, so
 /// readiness is asked of the registry.
 const GRPC_SERVICES: &[&str] = &["threads"];
 
 /// Background workers (they serve no HTTP and do not register; they take jobs from the queue).
-const WORKERS: &[&str] = &["classifier-worker"];
+const WORKERS: &[&str] = &["classifier-worker", "converter"];
+
+/// Whose database a child uses: a worker role shares its service's (`MEDIA_DATABASE_URL` is the
+/// converter's too).
+fn database_of(service: &str) -> &str {
+    match service {
+        "converter" => "media",
+        other => other,
+    }
+}
 
 /// The order in which children are stopped: first the entry point, last the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,7 +109,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         ];
         // Each service has its own database: `PROJECTS_DATABASE_URL=postgres://…` becomes
         // `DATABASE_URL` for the projects children only (default: SQLite under the data directory).
-        let own_db = format!("{}_DATABASE_URL", service.to_ascii_uppercase().replace('-', "_"));
+        let own_db = format!("{}_DATABASE_URL", database_of(service).to_ascii_uppercase().replace('-', "_"));
         if let Ok(url) = std::env::var(&own_db) {
             env.push(("DATABASE_URL".to_string(), url));
         }

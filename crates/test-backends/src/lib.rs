@@ -32,3 +32,24 @@ pub fn declare() {
         }
     }
 }
+
+/// For crates whose tests run ffmpeg (the media service's): sets the cfg `no_ffmpeg` when
+/// `ffmpeg -version` does not run, unless `AGORA_REQUIRE_BACKENDS=1`, so that such a test carries
+/// `#[cfg_attr(no_ffmpeg, ignore = "install ffmpeg to run it")]` and shows as ignored instead of
+/// passing without testing anything (and fails in CI, which installs ffmpeg). Its name has `ffmpeg` in it.
+/// Call it from `build.rs` beside [`declare`].
+pub fn declare_ffmpeg() {
+    println!("cargo::rerun-if-env-changed=AGORA_REQUIRE_BACKENDS");
+    println!("cargo::rerun-if-env-changed=PATH");
+    println!("cargo::rustc-check-cfg=cfg(no_ffmpeg)");
+    let required = std::env::var("AGORA_REQUIRE_BACKENDS").is_ok_and(|v| v == "1");
+    let runs = std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !runs && !required {
+        println!("cargo::rustc-cfg=no_ffmpeg");
+    }
+}

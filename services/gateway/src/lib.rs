@@ -43,6 +43,8 @@ pub struct Config {
     pub service: ServiceConfig,
     /// Largest request body forwarded on routes without their own (`GATEWAY_BODY_LIMIT_BYTES`).
     pub body_limit: usize,
+    /// Largest upload forwarded on upload routes (`MEDIA_MAX_UPLOAD_BYTES`, default 1 GiB).
+    pub upload_limit: usize,
     /// Breaker per upstream (`BREAKER_FAILURES`, `BREAKER_COOLDOWN_SECS`).
     pub breaker: BreakerConfig,
     /// How often instances and readiness are refreshed (`DISCOVERY_REFRESH_SECS`).
@@ -89,6 +91,8 @@ impl Config {
         Ok(Self {
             service,
             body_limit: env.parse_or("GATEWAY_BODY_LIMIT_BYTES", 10 * 1024 * 1024)?,
+            // The media service's own limit is the file's; a multipart body adds its part headers.
+            upload_limit: env.parse_or("MEDIA_MAX_UPLOAD_BYTES", 1usize << 30)?.saturating_add(64 * 1024),
             breaker: BreakerConfig {
                 failure_threshold: env.parse_or("BREAKER_FAILURES", 5u32)?.max(1),
                 open_backoff: Backoff::new(cooldown, Duration::from_secs(30).max(cooldown)),
@@ -116,6 +120,7 @@ impl Config {
         Self {
             service: ServiceConfig::for_tests("gateway", Some(registry)),
             body_limit: 64 * 1024,
+            upload_limit: (1 << 30) + 64 * 1024,
             breaker: BreakerConfig {
                 failure_threshold: 3,
                 open_backoff: Backoff::new(Duration::from_millis(300), Duration::from_secs(2)).without_jitter(),

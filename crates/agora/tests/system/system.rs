@@ -36,6 +36,10 @@ pub enum Service {
     Threads,
     Projects,
     Classifier,
+    /// The media API (needs `Auth`).
+    Media,
+    /// The media converter: a worker, it does not register; it shares the media database and data.
+    Converter,
 }
 
 impl Service {
@@ -48,13 +52,26 @@ impl Service {
             Service::Threads => "threads",
             Service::Projects => "projects",
             Service::Classifier => "classifier",
+            Service::Media => "media",
+            Service::Converter => "converter",
+        }
+    }
+
+    /// The database it uses: a worker role shares its service's.
+    fn database(self) -> Option<&'static str> {
+        match self {
+            Service::Auth | Service::Threads | Service::Projects => Some(self.name()),
+            Service::Media | Service::Converter => Some("media"),
+            _ => None,
         }
     }
 
     /// A path the gateway answers 200 on only once it routes to this service.
     fn probe(self) -> Option<&'static str> {
         match self {
-            Service::Gateway | Service::Threads => None,
+            Service::Gateway | Service::Threads | Service::Converter => None,
+            // Its routes all need a user; the gateway serves its document once it reaches it.
+            Service::Media => Some("/openapi/media.json"),
             Service::Jokes => Some("/joke"),
             Service::Auth => Some("/.well-known/jwks.json"),
             Service::Projects => Some("/projects"),
@@ -74,6 +91,7 @@ enum Placement {
 pub struct SystemBuilder {
     services: Vec<(Service, Placement)>,
     backend: Backend,
+    upload_limit: Option<u64>,
 }
 
 /// One running instance of a service.
@@ -88,6 +106,7 @@ pub struct Instance {
 /// How a test holds an instance: stopping it is dropping this.
 enum Handle {
     InProcess { _service: Running },
+    Converter { _converter: media::testing::RunningConverter },
     Child(Proc),
 }
 
@@ -100,14 +119,15 @@ pub struct System {
     instances: Vec<Instance>,
     http: reqwest::Client,
     // Kept alive while the services use them.
-    _databases: Vec<TestDb>,
-    _data: tempfile::TempDir,
+    databases: Vec<(&'static str, TestDb)>,
+    data: tempfile::TempDir,
+    auth: bool,
 }
 
 impl System {
     /// A builder for a system of the registry and the gateway only, on SQLite.
     pub fn builder() -> SystemBuilder {
-        SystemBuilder { services: Vec::new(), backend: Backend::Sqlite }
+        SystemBuilder { services: Vec::new(), backend: Backend::Sqlite, upload_limit: None }
     }
 }
 
@@ -132,6 +152,13 @@ impl SystemBuilder {
         self
     }
 
+    /// Sets the upload limit of the gateway and of the media services in the test's process
+    /// (`MEDIA_MAX_UPLOAD_BYTES`), instead of 1 GiB.
+    pub fn upload_limit(mut self, bytes: u64) -> Self {
+        self.upload_limit = Some(bytes);
+        self
+    }
+
     /// Starts the registry, the services in the order added, and the gateway (in process unless
     /// added with `child`), and waits until the gateway routes to each of them.
     pub async fn start(self) -> System {
@@ -142,10 +169,9 @@ impl SystemBuilder {
         let mut gateway = None;
         let auth = self.services.iter().any(|(s, _)| *s == Service::Auth);
         for (service, placement) in &self.services {
-            let database = match service {
-                Service::Auth | Service::Threads | Service::Projects => {
+            let database = match service.database() {
+                Some(name) => {
                     // Replicas of one service share its database, as in production.
-                    let name = service.name();
                     let index = match databases.iter().position(|(n, _): &(&str, TestDb)| *n == name) {
                         Some(index) => index,
                         None => {
@@ -155,11 +181,12 @@ impl SystemBuilder {
                     };
                     Some(databases[index].1.url.clone())
                 }
-                _ => None,
+                None => None,
             };
             let instance = match placement {
                 Placement::InProcess => {
-                    in_process(*service, &registry.as_url(), database.as_deref(), data.path(), auth).await
+                    let (registry, database) = (&registry.as_url(), database.as_deref());
+                    in_process(*service, registry, database, data.path(), auth, self.upload_limit).await
                 }
                 Placement::Child => child(*service, &registry, database.as_deref(), data.path()).await,
             };
@@ -171,16 +198,9 @@ impl SystemBuilder {
         }
         let gateway = match gateway {
             Some(gateway) => gateway,
-            None => in_process(Service::Gateway, &registry.as_url(), None, data.path(), auth).await,
+            None => in_process(Service::Gateway, &registry.as_url(), None, data.path(), auth, self.upload_limit).await,
         };
-        let system = System {
-            registry,
-            gateway,
-            instances,
-            http: kit::test_support::client(),
-            _databases: databases.into_iter().map(|(_, db)| db).collect(),
-            _data: data,
-        };
+        let system = System { registry, gateway, instances, http: kit::test_support::client(), databases, data, auth };
         for probe in system.instances.iter().filter_map(|i| i.service.probe()) {
             let url = system.url(probe);
             eventually(&format!("the gateway to route {probe}"), START_TIMEOUT, || {
@@ -200,6 +220,7 @@ async fn in_process(
     database: Option<&str>,
     data: &Path,
     auth: bool,
+    upload_limit: Option<u64>,
 ) -> Instance {
     let mut config = ServiceConfig::for_tests(service.name(), Some(registry.clone()));
     // Short heartbeats: the registry evicts a silent instance after 3 s.
@@ -209,6 +230,9 @@ async fn in_process(
         Service::Gateway => {
             let mut gateway = gateway::Config::for_tests(registry.clone());
             gateway.service = config;
+            if let Some(limit) = upload_limit {
+                gateway.upload_limit = usize::try_from(limit).unwrap_or(usize::MAX) + 64 * 1024;
+            }
             gateway::testing::spawn(gateway).await
         }
         Service::Jokes => jokes::testing::spawn(jokes::Config { service: config }).await,
@@ -238,6 +262,20 @@ async fn in_process(
             classifier.service = config;
             classifier::testing::spawn(classifier).await
         }
+        Service::Media | Service::Converter => {
+            assert!(auth, "media verifies tokens against the auth service's keys: add Service::Auth");
+            let keys = kit::auth::KeySource::Discovery(kit::discovery::Discovery::Registry(
+                kit::registry_client::RegistryClient::new(registry),
+            ));
+            let mut media = media::Config::for_tests(&database(), &data.join("media"), keys);
+            media.service = config;
+            media.max_upload_bytes = upload_limit.unwrap_or(media::DEFAULT_MAX_UPLOAD_BYTES);
+            if service == Service::Converter {
+                let converter = media::testing::spawn_converter(media);
+                return Instance { service, url: String::new(), handle: Handle::Converter { _converter: converter } };
+            }
+            media::testing::spawn(media).await
+        }
     };
     Instance { service, url: running.url.clone(), handle: Handle::InProcess { _service: running } }
 }
@@ -246,6 +284,11 @@ async fn in_process(
 /// registered (which is how the test learns the port).
 async fn child(service: Service, registry: &Running, database: Option<&str>, data: &Path) -> Instance {
     let instance_id = format!("{}-child-{}", service.name(), rand::random::<u32>());
+    // The media roles share their blobs, queue and events under one data directory.
+    let data_dir = match service {
+        Service::Media | Service::Converter => data.join("media"),
+        _ => data.join(&instance_id),
+    };
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agora"));
     command
         .args(["serve", service.name()])
@@ -254,7 +297,9 @@ async fn child(service: Service, registry: &Running, database: Option<&str>, dat
         .env("REGISTRY_URL", &registry.url)
         .env("INSTANCE_ID", &instance_id)
         .env("HEARTBEAT_SECS", "0.2")
-        .env("DATA_DIR", data.join(&instance_id))
+        .env("DATA_DIR", data_dir)
+        // A killed converter's job goes to another within 2 s.
+        .env("MEDIA_LEASE_SECS", "2")
         .env("RUST_LOG", "warn")
         .env_remove("PEERS")
         .stdout(std::process::Stdio::null())
@@ -263,6 +308,10 @@ async fn child(service: Service, registry: &Running, database: Option<&str>, dat
         command.env("DATABASE_URL", database);
     }
     let process = Proc(command.spawn().expect("agora serve starts"));
+    if service == Service::Converter {
+        // A worker does not register; it reports to the media database once it can convert.
+        return Instance { service, url: String::new(), handle: Handle::Child(process) };
+    }
     let url = format!("{}/v1/services/{}", registry.url, service.name());
     let address = eventually(&format!("{instance_id} to register"), START_TIMEOUT, || {
         let (url, instance_id) = (url.clone(), instance_id.clone());
@@ -291,7 +340,7 @@ impl Instance {
     fn pid(&self) -> libc::pid_t {
         match &self.handle {
             Handle::Child(process) => process.0.id() as libc::pid_t,
-            Handle::InProcess { .. } => {
+            Handle::InProcess { .. } | Handle::Converter { .. } => {
                 panic!("{} runs in the test's process: start it with `child`", self.service.name())
             }
         }
@@ -305,6 +354,23 @@ impl Instance {
 }
 
 impl System {
+    /// Starts one more instance of `service` in the test's process (on the database of its
+    /// kind already started, if any).
+    pub async fn add(&mut self, service: Service) {
+        let database = service
+            .database()
+            .and_then(|name| self.databases.iter().find(|(n, _)| *n == name))
+            .map(|(_, db)| db.url.clone());
+        let registry = self.registry.as_url();
+        let instance = in_process(service, &registry, database.as_deref(), self.data.path(), self.auth, None).await;
+        self.instances.push(instance);
+    }
+
+    /// The directory the services keep their files in (the media roles under `media/`).
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
     /// `path` on the gateway.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway.url)

@@ -35,6 +35,10 @@
 //! started ── fail or lease expiry on the last attempt ──▶ failed
 //! ```
 //!
+//! Any job that has not ended can be cancelled ([`Queue::cancel`]): it is
+//! `failed` at once with the reason [`CANCELLED`], and a worker holding it
+//! learns of it at its next renew (or progress report) and stops.
+//!
 //! # Delivery
 //!
 //! At least once. A reservation is a lease: a random token, the attempt
@@ -78,6 +82,9 @@ use crate::shutdown::Shutdown;
 
 pub use job::Job;
 pub use worker::{run_worker, run_worker_with, WorkerOptions};
+
+/// The reason stored on a cancelled job.
+pub const CANCELLED: &str = "cancelled";
 
 /// A job's identifier (a UUIDv7, so ids sort roughly by creation time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -274,6 +281,11 @@ pub struct JobView {
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished or failed for good.
     pub finished_at: Option<DateTime<Utc>>,
+    /// How far the current (or last) attempt got, 0–100, as its worker reported with
+    /// [`Queue::progress`]; `None` until it reports (reset when an attempt starts).
+    pub progress: Option<u8>,
+    /// Whether the job was cancelled ([`Queue::cancel`]): it is then `failed` with the reason `cancelled`.
+    pub cancelled: bool,
 }
 
 /// Queue failures.
@@ -297,6 +309,13 @@ pub enum QueueError {
     /// worker (or was settled, or purged). The caller must drop the job.
     #[error("lease on job {id} lost: it expired and the job was handed on, or the job is gone")]
     LeaseLost {
+        /// The job.
+        id: JobId,
+    },
+    /// The job was cancelled ([`Queue::cancel`]) while this lease held it: the
+    /// holder must stop working on it and not settle it (it is already `failed`).
+    #[error("job {id} was cancelled")]
+    Cancelled {
         /// The job.
         id: JobId,
     },
@@ -451,6 +470,21 @@ impl Queue {
         self.reserve_until(queue, worker_id, lease, wait, None).await
     }
 
+    /// [`Queue::reserve`] that gives up waiting when `stop` trips, for a worker loop of
+    /// one's own: it never gives up while a reservation is being written, so no job is
+    /// taken and dropped (dropping a plain `reserve` future could lose a job until its
+    /// lease runs out).
+    pub async fn reserve_unless_stopped(
+        &self,
+        queue: &str,
+        worker_id: &str,
+        lease: Duration,
+        wait: Duration,
+        stop: &Shutdown,
+    ) -> Result<Option<Lease>, QueueError> {
+        self.reserve_until(queue, worker_id, lease, wait, Some(stop)).await
+    }
+
     /// [`Queue::reserve`] that also gives up waiting when `cancel` trips (never
     /// while a reservation is being written, so no job is taken and dropped).
     pub(crate) async fn reserve_until(
@@ -480,11 +514,35 @@ impl Queue {
             Queue::Sqlite(q) => q.renew(held, lease_ms).await?,
             Queue::Redis(q) => q.renew(held, lease_ms).await?,
         };
-        if renewed {
-            Ok(())
-        } else {
-            Err(QueueError::LeaseLost { id: held.id })
+        renewed.into_result(held)
+    }
+
+    /// Records how far the holder of `held` has got (`percent`, capped at 100),
+    /// shown as [`JobView::progress`]. [`QueueError::LeaseLost`] if the lease is no
+    /// longer ours, [`QueueError::Cancelled`] if the job was cancelled.
+    pub async fn progress(&self, held: &Lease, percent: u8) -> Result<(), QueueError> {
+        let percent = percent.min(100);
+        let recorded = match self {
+            Queue::Sqlite(q) => q.progress(held, percent).await?,
+            Queue::Redis(q) => q.progress(held, percent).await?,
+        };
+        recorded.into_result(held)
+    }
+
+    /// Cancels a job that has not ended: it becomes `failed` with the reason
+    /// `cancelled` at once (waiters of [`Queue::wait_finished`] return), is never
+    /// reserved again, and a worker holding it learns of it at its next
+    /// [`Queue::renew`] or [`Queue::progress`] ([`QueueError::Cancelled`]).
+    /// Returns whether it was cancelled: `false` if it had already ended or is unknown.
+    pub async fn cancel(&self, id: JobId) -> Result<bool, QueueError> {
+        let cancelled = match self {
+            Queue::Sqlite(q) => q.cancel(id).await?,
+            Queue::Redis(q) => q.cancel(id).await?,
+        };
+        if let (true, Some(job)) = (cancelled, self.status(id).await?) {
+            metrics::counter!("queue_jobs_total", "queue" => job.queue, "outcome" => "cancelled").increment(1);
         }
+        Ok(cancelled)
     }
 
     /// Marks the job finished with `result` (stored as JSON); [`QueueError::LeaseLost`]
@@ -533,10 +591,11 @@ impl Queue {
         self.settle_failure(held, error, Retry::IfAttemptsLeft).await
     }
 
-    /// Marks the job failed for good with `error`, attempts left or not: for a
-    /// job that cannot succeed (its payload does not parse, say).
-    pub async fn fail_without_retry(&self, held: &Lease, error: &str) -> Result<(), QueueError> {
-        self.settle_failure(held, error, Retry::Never).await.map(|_| ())
+    /// Marks the job failed for good with `reason`, attempts left or not: for a
+    /// job that cannot succeed (its payload does not parse, its input is not
+    /// what it should be), so that it fails once rather than in a retry loop.
+    pub async fn fail_permanently(&self, held: &Lease, reason: &str) -> Result<(), QueueError> {
+        self.settle_failure(held, reason, Retry::Never).await.map(|_| ())
     }
 
     async fn settle_failure(&self, held: &Lease, error: &str, retry: Retry) -> Result<FailOutcome, QueueError> {
@@ -675,6 +734,27 @@ impl Queue {
     }
 }
 
+/// What a backend found when the holder of a lease touched its job (renew, progress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Touch {
+    /// The lease is held; the change was made.
+    Held,
+    /// The lease is no longer ours.
+    Lost,
+    /// The job was cancelled during this attempt.
+    Cancelled,
+}
+
+impl Touch {
+    fn into_result(self, held: &Lease) -> Result<(), QueueError> {
+        match self {
+            Touch::Held => Ok(()),
+            Touch::Lost => Err(QueueError::LeaseLost { id: held.id }),
+            Touch::Cancelled => Err(QueueError::Cancelled { id: held.id }),
+        }
+    }
+}
+
 /// Whether a failed attempt may be followed by another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
@@ -741,6 +821,8 @@ struct StoredView {
     enqueued_at_ms: i64,
     started_at_ms: Option<i64>,
     finished_at_ms: Option<i64>,
+    progress: Option<i64>,
+    cancelled: bool,
 }
 
 impl StoredView {
@@ -763,6 +845,8 @@ impl StoredView {
             enqueued_at: timestamp(self.enqueued_at_ms).ok_or_else(|| corrupt("bad enqueued_at".into()))?,
             started_at: optional_time(self.started_at_ms, "started_at")?,
             finished_at: optional_time(self.finished_at_ms, "finished_at")?,
+            progress: self.progress.map(|p| p.clamp(0, 100) as u8),
+            cancelled: self.cancelled,
             queue: self.queue,
             error: self.error,
         })

@@ -30,7 +30,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{
     lease_token, record_depth, FailOutcome, JobId, JobView, Lease, NewJob, QueueError, QueueOptions, Reserved, Retry,
-    StoredView,
+    StoredView, Touch,
 };
 use crate::shutdown::Shutdown;
 
@@ -71,6 +71,8 @@ struct Scripts {
     complete: Script,
     fail: Script,
     purge: Script,
+    progress: Script,
+    cancel: Script,
 }
 
 /// A script with the shared prelude (clock, lease check, completion) in front.
@@ -205,6 +207,8 @@ impl RedisQueue {
                     complete: lua_script(include_str!("lua/complete.lua")),
                     fail: lua_script(include_str!("lua/fail.lua")),
                     purge: lua_script(include_str!("lua/purge.lua")),
+                    progress: lua_script(include_str!("lua/progress.lua")),
+                    cancel: lua_script(include_str!("lua/cancel.lua")),
                 },
                 settled: OnceCell::new(),
                 _stop_listener_on_drop: listener_stop.clone().drop_guard(),
@@ -402,7 +406,7 @@ impl RedisQueue {
         Ok(expired)
     }
 
-    pub(super) async fn renew(&self, held: &Lease, lease_ms: u64) -> Result<bool, QueueError> {
+    pub(super) async fn renew(&self, held: &Lease, lease_ms: u64) -> Result<Touch, QueueError> {
         let id = held.id.to_string();
         let renewed: i64 = self
             .inner
@@ -416,7 +420,40 @@ impl RedisQueue {
             .arg(&id)
             .invoke_async(&mut self.conn())
             .await?;
-        Ok(renewed == 1)
+        Ok(touch(renewed))
+    }
+
+    pub(super) async fn progress(&self, held: &Lease, percent: u8) -> Result<Touch, QueueError> {
+        let id = held.id.to_string();
+        let recorded: i64 = self
+            .inner
+            .scripts
+            .progress
+            .key(self.inner.keys.job(&id))
+            .arg(&held.token)
+            .arg(held.attempt)
+            .arg(percent)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(touch(recorded))
+    }
+
+    pub(super) async fn cancel(&self, id: JobId) -> Result<bool, QueueError> {
+        let id = id.to_string();
+        let keys = &self.inner.keys;
+        let cancelled: i64 = self
+            .inner
+            .scripts
+            .cancel
+            .key(keys.job(&id))
+            .key(keys.settled())
+            .arg(&id)
+            .arg(format!("{}:q:", keys.prefix))
+            .arg(super::CANCELLED)
+            .arg(keys.settled())
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(cancelled == 1)
     }
 
     pub(super) async fn complete(&self, held: &Lease, result: &str) -> Result<bool, QueueError> {
@@ -491,11 +528,13 @@ impl RedisQueue {
                 "enqueued_at",
                 "started_at",
                 "finished_at",
+                "progress",
+                "cancelled",
             ])
             .query_async(&mut self.conn())
             .await?;
-        let [queue, state, attempts, max_attempts, result, error, enqueued_at, started_at, finished_at] =
-            <[Option<String>; 9]>::try_from(fields).map_err(|f| QueueError::Corrupt {
+        let [queue, state, attempts, max_attempts, result, error, enqueued_at, started_at, finished_at, progress, cancelled] =
+            <[Option<String>; 11]>::try_from(fields).map_err(|f| QueueError::Corrupt {
                 id: id.clone(),
                 reason: format!("HMGET returned {} fields", f.len()),
             })?;
@@ -518,6 +557,8 @@ impl RedisQueue {
             enqueued_at_ms: required(enqueued_at, "enqueued_at")?,
             started_at_ms: number(started_at, "started_at")?,
             finished_at_ms: number(finished_at, "finished_at")?,
+            progress: number(progress, "progress")?,
+            cancelled: cancelled.as_deref() == Some("1"),
             queue: queue.unwrap_or_default(),
             state,
             result,
@@ -628,6 +669,15 @@ impl RedisQueue {
     pub(super) async fn ping(&self) -> Result<(), QueueError> {
         let _: String = ::redis::cmd("PING").query_async(&mut self.conn()).await?;
         Ok(())
+    }
+}
+
+/// A holder's script reply: 1 held, 2 cancelled, anything else lost.
+fn touch(reply: i64) -> Touch {
+    match reply {
+        1 => Touch::Held,
+        2 => Touch::Cancelled,
+        _ => Touch::Lost,
     }
 }
 

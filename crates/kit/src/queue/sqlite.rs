@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::{
     lease_token, FailOutcome, JobId, JobView, Lease, NewJob, QueueError, QueueOptions, Reserved, Retry, StoredView,
+    Touch,
 };
 use crate::shutdown::Shutdown;
 
@@ -44,7 +45,9 @@ CREATE TABLE IF NOT EXISTS queue_jobs (
     error           TEXT,
     enqueued_at     INTEGER NOT NULL,
     started_at      INTEGER,
-    finished_at     INTEGER
+    finished_at     INTEGER,
+    progress        INTEGER,           -- 0-100, as the current attempt's worker reported it
+    cancelled       INTEGER NOT NULL DEFAULT 0  -- 1: cancelled (state failed; lease_token kept for its holder)
 );
 -- Reserve: the oldest waiting job of a queue.
 CREATE INDEX IF NOT EXISTS queue_jobs_waiting ON queue_jobs (queue, seq) WHERE state IN ('queued', 'retrying');
@@ -53,10 +56,14 @@ CREATE INDEX IF NOT EXISTS queue_jobs_leases ON queue_jobs (lease_until) WHERE s
 CREATE INDEX IF NOT EXISTS queue_jobs_settled ON queue_jobs (finished_at) WHERE state IN ('finished', 'failed');
 "#;
 
+/// Columns added after the first release, for files created before them: `(name, definition)`.
+const ADDED_COLUMNS: &[(&str, &str)] =
+    &[("progress", "progress INTEGER"), ("cancelled", "cancelled INTEGER NOT NULL DEFAULT 0")];
+
 const RESERVE: &str = "
 UPDATE queue_jobs
    SET state = 'started', attempts = attempts + 1, lease_token = ?1, lease_until = ?2 + ?3, worker = ?4,
-       started_at = ?2
+       started_at = ?2, progress = NULL
  WHERE seq = (SELECT seq FROM queue_jobs
                WHERE queue = ?5 AND state IN ('queued', 'retrying') AND run_at <= ?2
                ORDER BY seq LIMIT 1)
@@ -117,6 +124,25 @@ fn signals_for(path: PathBuf) -> Arc<Signals> {
     signals
 }
 
+/// Adds the columns of [`ADDED_COLUMNS`] that a file made by an older version lacks. Two processes
+/// may race here: a column that turns out to exist already is fine.
+async fn add_missing_columns(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let present: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM pragma_table_info('queue_jobs')").fetch_all(pool).await?;
+    for (name, definition) in ADDED_COLUMNS {
+        if present.iter().any(|p| p == name) {
+            continue;
+        }
+        let added = sqlx::raw_sql(&format!("ALTER TABLE queue_jobs ADD COLUMN {definition}")).execute(pool).await;
+        if let Err(err) = added {
+            if !err.to_string().contains("duplicate column") {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -143,6 +169,7 @@ impl SqliteQueue {
             .await
             .map_err(unavailable)?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await.map_err(unavailable)?;
+        add_missing_columns(&pool).await.map_err(unavailable)?;
         let key = std::fs::canonicalize(&path).unwrap_or(path);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -274,7 +301,7 @@ impl SqliteQueue {
         Ok(rows.len() as u64)
     }
 
-    pub(super) async fn renew(&self, held: &Lease, lease_ms: u64) -> Result<bool, QueueError> {
+    pub(super) async fn renew(&self, held: &Lease, lease_ms: u64) -> Result<Touch, QueueError> {
         let done = sqlx::query(
             "UPDATE queue_jobs SET lease_until = ?1 + ?2 \
              WHERE id = ?3 AND state = 'started' AND lease_token = ?4 AND attempts = ?5",
@@ -286,7 +313,54 @@ impl SqliteQueue {
         .bind(i64::from(held.attempt))
         .execute(&self.inner.pool)
         .await?;
-        Ok(done.rows_affected() == 1)
+        self.touched(held, done.rows_affected()).await
+    }
+
+    pub(super) async fn progress(&self, held: &Lease, percent: u8) -> Result<Touch, QueueError> {
+        let done = sqlx::query(
+            "UPDATE queue_jobs SET progress = ?1 \
+             WHERE id = ?2 AND state = 'started' AND lease_token = ?3 AND attempts = ?4",
+        )
+        .bind(i64::from(percent))
+        .bind(held.id.to_string())
+        .bind(&held.token)
+        .bind(i64::from(held.attempt))
+        .execute(&self.inner.pool)
+        .await?;
+        self.touched(held, done.rows_affected()).await
+    }
+
+    /// What a holder's update that changed `rows` rows means: held, or else lost or cancelled.
+    async fn touched(&self, held: &Lease, rows: u64) -> Result<Touch, QueueError> {
+        if rows == 1 {
+            return Ok(Touch::Held);
+        }
+        let cancelled: Option<i64> =
+            sqlx::query_scalar("SELECT cancelled FROM queue_jobs WHERE id = ?1 AND lease_token = ?2 AND attempts = ?3")
+                .bind(held.id.to_string())
+                .bind(&held.token)
+                .bind(i64::from(held.attempt))
+                .fetch_optional(&self.inner.pool)
+                .await?;
+        Ok(if cancelled == Some(1) { Touch::Cancelled } else { Touch::Lost })
+    }
+
+    pub(super) async fn cancel(&self, id: JobId) -> Result<bool, QueueError> {
+        // The lease token stays, so that its holder can tell "cancelled" from "lost".
+        let done = sqlx::query(
+            "UPDATE queue_jobs SET state = 'failed', cancelled = 1, error = ?1, finished_at = ?2, lease_until = NULL \
+             WHERE id = ?3 AND state IN ('queued', 'retrying', 'started')",
+        )
+        .bind(super::CANCELLED)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.inner.pool)
+        .await?;
+        let cancelled = done.rows_affected() == 1;
+        if cancelled {
+            self.inner.signals.settled.notify_waiters();
+        }
+        Ok(cancelled)
     }
 
     pub(super) async fn complete(&self, held: &Lease, result: &str) -> Result<bool, QueueError> {
@@ -342,8 +416,8 @@ impl SqliteQueue {
 
     pub(super) async fn status(&self, id: JobId) -> Result<Option<JobView>, QueueError> {
         let row = sqlx::query(
-            "SELECT id, queue, state, attempts, max_attempts, result, error, enqueued_at, started_at, finished_at \
-             FROM queue_jobs WHERE id = ?1",
+            "SELECT id, queue, state, attempts, max_attempts, result, error, enqueued_at, started_at, finished_at, \
+             progress, cancelled FROM queue_jobs WHERE id = ?1",
         )
         .bind(id.to_string())
         .fetch_optional(&self.inner.pool)
@@ -360,6 +434,8 @@ impl SqliteQueue {
             enqueued_at_ms: row.try_get("enqueued_at")?,
             started_at_ms: row.try_get("started_at")?,
             finished_at_ms: row.try_get("finished_at")?,
+            progress: row.try_get("progress")?,
+            cancelled: row.try_get::<i64, _>("cancelled")? == 1,
         }
         .into_view()
         .map(Some)
@@ -423,5 +499,48 @@ impl SqliteQueue {
     pub(super) async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1").execute(&self.inner.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table as the first release made it, before `progress` and `cancelled`.
+    const FIRST_SCHEMA: &str = "CREATE TABLE queue_jobs (
+        seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, queue TEXT NOT NULL, state TEXT NOT NULL,
+        payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
+        backoff_base_ms INTEGER NOT NULL, backoff_max_ms INTEGER NOT NULL, run_at INTEGER NOT NULL,
+        lease_token TEXT, lease_until INTEGER, worker TEXT, result TEXT, error TEXT,
+        enqueued_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER)";
+
+    #[tokio::test]
+    async fn a_file_made_before_progress_and_cancel_gains_their_columns_and_keeps_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = crate::db::sqlite_url_in(dir.path(), "queue");
+        let old = SqlitePool::connect(&url).await.unwrap();
+        sqlx::raw_sql(FIRST_SCHEMA).execute(&old).await.unwrap();
+        sqlx::query(
+            "INSERT INTO queue_jobs (id, queue, state, payload, max_attempts, backoff_base_ms, backoff_max_ms, \
+             run_at, enqueued_at) VALUES (?1, 'old', 'queued', 'null', 3, 10, 10, 0, 0)",
+        )
+        .bind(JobId::new().to_string())
+        .execute(&old)
+        .await
+        .unwrap();
+        old.close().await;
+
+        // Twice: the second connect finds the columns there.
+        for _ in 0..2 {
+            let queue = SqliteQueue::connect(&url, &QueueOptions::default()).await.unwrap();
+            assert_eq!(queue.depth("old").await.unwrap(), 1);
+        }
+        let queue = SqliteQueue::connect(&url, &QueueOptions::default()).await.unwrap();
+        let lease = queue.reserve("old", "w", 10_000, Duration::ZERO, None).await.unwrap().expect("the old job");
+        assert_eq!(queue.progress(&lease, 50).await.unwrap(), Touch::Held);
+        let view = queue.status(lease.id).await.unwrap().expect("the job");
+        assert_eq!((view.progress, view.cancelled), (Some(50), false));
+        assert!(queue.cancel(lease.id).await.unwrap());
+        assert_eq!(queue.renew(&lease, 10_000).await.unwrap(), Touch::Cancelled);
     }
 }

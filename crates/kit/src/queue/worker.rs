@@ -160,7 +160,7 @@ where
             // Another attempt would read the same bytes: the job fails now.
             let reason = format!("the payload does not parse as {}: {err}", std::any::type_name::<J>());
             tracing::error!(job = %lease.id, queue = %lease.queue, %reason, "job refused");
-            let settled = queue.fail_without_retry(&lease, &reason).await.map(|()| "failed");
+            let settled = queue.fail_permanently(&lease, &reason).await.map(|()| "failed");
             log_settled(&lease, settled);
             return None;
         }
@@ -175,7 +175,7 @@ where
     };
     renewer.abort();
     let Some(outcome) = outcome else {
-        // Another worker has the job now; whatever this attempt produces would be refused.
+        // Another worker has the job now (or it was cancelled); whatever this attempt produces would be refused.
         let attempt = lease.attempt;
         tracing::warn!(job = %lease.id, queue = %lease.queue, attempt, "lease lost while working; attempt abandoned");
         return None;
@@ -239,7 +239,7 @@ async fn keep_renewing(queue: Queue, lease: Lease, lease_for: Duration, lost: Ca
         tick.tick().await;
         match queue.renew(&lease, lease_for).await {
             Ok(()) => {}
-            Err(QueueError::LeaseLost { .. }) => {
+            Err(QueueError::LeaseLost { .. } | QueueError::Cancelled { .. }) => {
                 lost.cancel();
                 return;
             }

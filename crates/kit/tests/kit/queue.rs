@@ -149,7 +149,139 @@ conformance!(
     the_worker_finishes_the_job_in_hand_when_shut_down,
     a_payload_that_is_not_the_workers_job_type_fails_at_once_and_the_worker_goes_on,
     a_queue_name_that_would_break_keys_is_refused,
+    progress_is_recorded_for_the_holder_and_reset_by_the_next_attempt,
+    a_cancelled_waiting_job_fails_at_once_and_is_never_reserved,
+    the_holder_of_a_cancelled_job_learns_it_at_its_next_renew,
+    a_job_failed_permanently_is_not_retried_though_it_has_attempts_left,
+    the_worker_abandons_a_job_cancelled_while_its_handler_runs,
 );
+
+async fn progress_is_recorded_for_the_holder_and_reset_by_the_next_attempt(backend: &Backend) {
+    let queue = backend.connect().await;
+    let id = queue.enqueue("progress", json!(null), EnqueueOptions::attempts(2)).await.unwrap();
+    assert_eq!(queue.status(id).await.unwrap().expect("the job").progress, None);
+    let lease = queue.reserve("progress", "w", LONG, NO_WAIT).await.unwrap().expect("a job");
+    queue.progress(&lease, 40).await.unwrap();
+    assert_eq!(queue.status(id).await.unwrap().expect("the job").progress, Some(40));
+    queue.progress(&lease, 250).await.unwrap();
+    assert_eq!(queue.status(id).await.unwrap().expect("the job").progress, Some(100), "capped at 100");
+
+    queue.fail(&lease, "boom").await.unwrap();
+    let late = queue.progress(&lease, 50).await;
+    assert!(matches!(late, Err(QueueError::LeaseLost { .. })), "{late:?}");
+    let second = queue.reserve("progress", "w", LONG, LONG).await.unwrap().expect("the retry");
+    assert_eq!(second.attempt, 2);
+    let job = queue.status(id).await.unwrap().expect("the job");
+    assert_eq!((job.progress, job.cancelled), (None, false), "a new attempt starts from nothing");
+    queue.progress(&second, 7).await.unwrap();
+    queue.complete(&second, json!("done")).await.unwrap();
+    assert_eq!(queue.status(id).await.unwrap().expect("the job").progress, Some(7));
+}
+
+async fn a_cancelled_waiting_job_fails_at_once_and_is_never_reserved(backend: &Backend) {
+    let queue = backend.connect().await;
+    let id = queue.enqueue("cancel-waiting", json!(1), EnqueueOptions::default()).await.unwrap();
+    let kept = queue.enqueue("cancel-waiting", json!(2), EnqueueOptions::default()).await.unwrap();
+    assert!(queue.cancel(id).await.unwrap());
+    let job = queue.wait_finished(id, NO_WAIT).await.unwrap().expect("a settled job");
+    assert_eq!((job.state, job.error.as_deref(), job.cancelled), (JobState::Failed, Some("cancelled"), true));
+    assert!(job.finished_at.is_some());
+    assert_eq!(queue.depth("cancel-waiting").await.unwrap(), 1);
+    let lease = queue.reserve("cancel-waiting", "w", LONG, NO_WAIT).await.unwrap().expect("the other job");
+    assert_eq!(lease.id, kept);
+    assert!(
+        queue.reserve("cancel-waiting", "w", LONG, NO_WAIT).await.unwrap().is_none(),
+        "the cancelled job came back"
+    );
+
+    assert!(!queue.cancel(id).await.unwrap(), "cancelled twice");
+    queue.complete(&lease, json!(null)).await.unwrap();
+    assert!(!queue.cancel(kept).await.unwrap(), "a finished job was cancelled");
+    assert_eq!(queue.status(kept).await.unwrap().map(|j| (j.state, j.cancelled)), Some((JobState::Finished, false)));
+    assert!(!queue.cancel(JobId::new()).await.unwrap(), "an unknown job was cancelled");
+}
+
+async fn the_holder_of_a_cancelled_job_learns_it_at_its_next_renew(backend: &Backend) {
+    let queue = backend.connect().await;
+    let other = backend.connect().await;
+    let id = queue.enqueue("cancel-started", json!(null), EnqueueOptions::attempts(3)).await.unwrap();
+    let lease = queue.reserve("cancel-started", "w", LONG, NO_WAIT).await.unwrap().expect("a job");
+    queue.progress(&lease, 30).await.unwrap();
+    assert!(other.cancel(id).await.unwrap());
+    let job = queue.status(id).await.unwrap().expect("the job");
+    assert_eq!((job.state, job.cancelled, job.attempts), (JobState::Failed, true, 1));
+
+    let renewed = queue.renew(&lease, LONG).await;
+    assert!(matches!(renewed, Err(QueueError::Cancelled { id: c }) if c == id), "{renewed:?}");
+    let reported = queue.progress(&lease, 60).await;
+    assert!(matches!(reported, Err(QueueError::Cancelled { .. })), "{reported:?}");
+    let completed = queue.complete(&lease, json!("too late")).await;
+    assert!(matches!(completed, Err(QueueError::LeaseLost { .. })), "{completed:?}");
+    let job = queue.status(id).await.unwrap().expect("the job");
+    assert_eq!((job.state, job.result, job.error.as_deref()), (JobState::Failed, None, Some("cancelled")));
+    queue.requeue_expired().await.unwrap();
+    assert!(queue.reserve("cancel-started", "w", LONG, NO_WAIT).await.unwrap().is_none(), "retried after cancel");
+}
+
+async fn a_job_failed_permanently_is_not_retried_though_it_has_attempts_left(backend: &Backend) {
+    let queue = backend.connect().await;
+    let id = queue.enqueue("hopeless", json!({"file": "notes.txt"}), EnqueueOptions::attempts(5)).await.unwrap();
+    let lease = queue.reserve("hopeless", "w", LONG, NO_WAIT).await.unwrap().expect("a job");
+    queue.fail_permanently(&lease, "not a video: no streams").await.unwrap();
+    let job = queue.wait_finished(id, NO_WAIT).await.unwrap().expect("a settled job");
+    assert_eq!((job.state, job.attempts, job.cancelled), (JobState::Failed, 1, false));
+    assert_eq!(job.error.as_deref(), Some("not a video: no streams"));
+    assert!(queue.reserve("hopeless", "w", LONG, NO_WAIT).await.unwrap().is_none(), "it was retried");
+    let again = queue.fail_permanently(&lease, "twice").await;
+    assert!(matches!(again, Err(QueueError::LeaseLost { .. })), "{again:?}");
+}
+
+/// A job whose handler waits until told to stop (it never is).
+#[derive(Serialize, Deserialize)]
+struct Endless;
+
+impl Job for Endless {
+    const QUEUE: &'static str = "endless";
+    type Output = Value;
+    type Error = String;
+}
+
+async fn the_worker_abandons_a_job_cancelled_while_its_handler_runs(backend: &Backend) {
+    let queue = backend.connect().await;
+    let id = queue.enqueue(Endless::QUEUE, Endless, EnqueueOptions::default()).await.unwrap();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let shutdown = Shutdown::new();
+    let options = WorkerOptions { lease: Duration::from_millis(300), ..WorkerOptions::new(1) };
+    let (on_start, on_drop) = (started.clone(), dropped.clone());
+    let worker = tokio::spawn(run_worker_with(
+        queue.clone(),
+        options,
+        move |_: Endless| {
+            let (on_start, on_drop) = (on_start.clone(), on_drop.clone());
+            async move {
+                // Dropped (not finished) when the worker abandons the job.
+                struct Signal(Arc<tokio::sync::Notify>);
+                impl Drop for Signal {
+                    fn drop(&mut self) {
+                        self.0.notify_one();
+                    }
+                }
+                let _signal = Signal(on_drop);
+                on_start.notify_one();
+                std::future::pending::<Result<Value, String>>().await
+            }
+        },
+        shutdown.clone(),
+    ));
+    started.notified().await;
+    assert!(queue.cancel(id).await.unwrap());
+    dropped.notified().await;
+    let job = queue.status(id).await.unwrap().expect("the job");
+    assert_eq!((job.state, job.attempts, job.cancelled), (JobState::Failed, 1, true));
+    shutdown.cancel();
+    worker.await.unwrap();
+}
 
 async fn a_job_round_trips_from_enqueue_to_its_result(backend: &Backend) {
     let queue = backend.connect().await;

@@ -20,7 +20,7 @@ use kit::Problem;
 use crate::proxy::edge::Client;
 use crate::proxy::http1::{is_hop_by_hop, parse_length, tokens};
 use crate::proxy::idle;
-use crate::proxy::routes::Route;
+use crate::proxy::routes::{BodyLimit, Route};
 use crate::proxy::upgrade::{self, Upgrade};
 use crate::proxy::upstream_client::{self, Framing, RequestHead, SendError};
 use crate::proxy::upstreams::Instance;
@@ -51,7 +51,11 @@ pub async fn forward(
     let Some(upstream) = gw.upstreams.get(route.service) else {
         return Problem::not_found("no such upstream").into_response();
     };
-    let body_limit = route.body_limit.unwrap_or(gw.config.body_limit);
+    let body_limit = match route.body_limit {
+        BodyLimit::Gateway => gw.config.body_limit,
+        BodyLimit::Bytes(bytes) => bytes,
+        BodyLimit::Uploads => gw.config.upload_limit,
+    };
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| parse_length(v.as_bytes()));
     if declared.is_some_and(|n| n > body_limit as u64) {
         upstream.count(false);

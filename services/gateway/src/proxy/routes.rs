@@ -4,7 +4,7 @@
 //!
 //! A route is built with const methods, so a table is a `const` and a new kind of route (large
 //! uploads, protected downloads, event streams) is a line here, not a change to the proxy:
-//! `Route::new("/media", "media").body_limit(1 << 30).user_for_writes()`.
+//! `Route::new("/upload", "media").upload_body_limit().user_for_every_method()`.
 
 use std::time::Duration;
 
@@ -19,6 +19,17 @@ pub enum UserNeeded {
     ForEveryMethod,
 }
 
+/// A route's request body limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLimit {
+    /// The gateway's (`GATEWAY_BODY_LIMIT_BYTES`).
+    Gateway,
+    /// Its own, in bytes.
+    Bytes(usize),
+    /// The upload limit (`MEDIA_MAX_UPLOAD_BYTES`, default 1 GiB), for routes that take large files.
+    Uploads,
+}
+
 /// One upstream route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
@@ -31,8 +42,8 @@ pub struct Route {
     /// How long a response body may go without a byte once its head has come (a live event
     /// stream must send something, a comment at least, this often).
     pub idle_timeout: Duration,
-    /// The largest request body forwarded; `None`: the gateway's (`GATEWAY_BODY_LIMIT_BYTES`).
-    pub body_limit: Option<usize>,
+    /// The largest request body forwarded.
+    pub body_limit: BodyLimit,
     /// Whether WebSocket upgrades pass through (see `upgrade`); on other routes a request's
     /// `Upgrade` header is ignored, as RFC 9110 §7.8 allows, and it is served as a plain request.
     pub upgrades: bool,
@@ -54,7 +65,7 @@ impl Route {
             service,
             timeout: Self::TIMEOUT,
             idle_timeout: Self::IDLE_TIMEOUT,
-            body_limit: None,
+            body_limit: BodyLimit::Gateway,
             upgrades: false,
             user: UserNeeded::Never,
         }
@@ -74,7 +85,13 @@ impl Route {
 
     /// With its own request body limit, in bytes, instead of the gateway's.
     pub const fn body_limit(mut self, bytes: usize) -> Self {
-        self.body_limit = Some(bytes);
+        self.body_limit = BodyLimit::Bytes(bytes);
+        self
+    }
+
+    /// With the gateway's upload limit (`MEDIA_MAX_UPLOAD_BYTES`) instead of its body limit.
+    pub const fn upload_body_limit(mut self) -> Self {
+        self.body_limit = BodyLimit::Uploads;
         self
     }
 
@@ -121,6 +138,11 @@ pub const ROUTES: &[Route] = &[
     Route::new("/classifications", "classifier").timeout(secs(30)),
     Route::new("/projects", "projects").timeout(secs(10)).user_for_writes(),
     Route::new("/threads", "projects").timeout(secs(10)).user_for_writes(),
+    // Uploads stream through (the body limit is MEDIA_MAX_UPLOAD_BYTES, see `BodyLimit::Uploads`);
+    // the answer comes once the whole file is stored, hence the long timeout.
+    Route::new("/upload", "media").timeout(secs(30 * 60)).upload_body_limit().user_for_every_method(),
+    Route::new("/videos", "media").timeout(secs(10)).user_for_every_method(),
+    Route::new("/download", "media").timeout(secs(10)).user_for_every_method(),
 ];
 
 /// Whether a method changes state (and so needs a user on routes whose writes need one).

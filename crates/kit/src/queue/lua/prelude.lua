@@ -14,6 +14,16 @@ local function holds_lease(job, token, attempt)
   return f[1] == 'started' and f[2] == token and f[3] == attempt
 end
 
+-- What a holder's touch (renew, progress) that found no lease means: 2 if the job was
+-- cancelled during the caller's attempt (its token is kept for this), 0 if the lease is lost.
+local function lost_or_cancelled(job, token, attempt)
+  local f = redis.call('HMGET', job, 'cancelled', 'token', 'attempts')
+  if f[1] == '1' and f[2] == token and f[3] == attempt then
+    return 2
+  end
+  return 0
+end
+
 -- Finishes a job with its result if the lease is still held; 1 if so, 0 if not.
 local function complete_job(job, active, terminal, channel, token, attempt, result, id)
   if not holds_lease(job, token, attempt) then

@@ -94,6 +94,7 @@ while true do
     local deadline = now + tonumber(ARGV[4])
     redis.call('HSET', job, 'state', 'started', 'token', ARGV[3], 'worker', ARGV[2],
       'lease_until', deadline, 'started_at', now)
+    redis.call('HDEL', job, 'progress')
     redis.call('ZADD', active, deadline, id)
     pass_wake_token_on()
     local f = redis.call('HMGET', job, 'payload', 'max_attempts', 'backoff_base_ms', 'backoff_max_ms', 'enqueued_at')
