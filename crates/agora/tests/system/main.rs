@@ -5,6 +5,7 @@ mod classify;
 mod crowdfunding;
 mod events;
 mod gateway;
+mod outage;
 mod pages;
 mod readme;
 mod resilience;
