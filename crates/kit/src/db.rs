@@ -14,6 +14,7 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::backoff::Backoff;
 use crate::config::{redact_url, ConfigError, Env, Source};
+use crate::outage::{Failure, Gate, OutagePolicy};
 
 /// A connected, migrated database of one of the two supported engines.
 #[derive(Debug, Clone)]
@@ -44,6 +45,9 @@ pub struct ConnectPolicy {
     pub max_connections: u32,
     /// Time to wait for one connection attempt.
     pub connect_timeout: Duration,
+    /// How long a SQLite write waits for a lock held by another process before it is refused
+    /// (`DB_BUSY_TIMEOUT_MS`, default 1 s): then it is a 503, and reads go on.
+    pub busy_timeout: Duration,
 }
 
 impl Default for ConnectPolicy {
@@ -53,12 +57,13 @@ impl Default for ConnectPolicy {
             backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(8)),
             max_connections: 16,
             connect_timeout: Duration::from_secs(3),
+            busy_timeout: Duration::from_secs(1),
         }
     }
 }
 
 impl ConnectPolicy {
-    /// Reads `DB_CONNECT_RETRIES`, `DB_CONNECT_BACKOFF_SECS`, `DB_MAX_CONNECTIONS`.
+    /// Reads `DB_CONNECT_RETRIES`, `DB_CONNECT_BACKOFF_SECS`, `DB_MAX_CONNECTIONS`, `DB_BUSY_TIMEOUT_MS`.
     pub fn from_env<S: Source>(env: &Env<S>) -> Result<Self, ConfigError> {
         let d = Self::default();
         let first = env.secs_or("DB_CONNECT_BACKOFF_SECS", d.backoff.base)?;
@@ -67,6 +72,7 @@ impl ConnectPolicy {
             backoff: Backoff::new(first, Duration::from_secs(30).max(first)),
             max_connections: env.parse_or("DB_MAX_CONNECTIONS", d.max_connections)?,
             connect_timeout: d.connect_timeout,
+            busy_timeout: Duration::from_millis(env.parse_or("DB_BUSY_TIMEOUT_MS", d.busy_timeout.as_millis() as u64)?),
         })
     }
 }
@@ -107,6 +113,8 @@ pub struct DatabaseConfig {
     pub url: SecretUrl,
     /// Retries, backoff and pool size (`DB_CONNECT_RETRIES`, `DB_CONNECT_BACKOFF_SECS`, `DB_MAX_CONNECTIONS`).
     pub connect: ConnectPolicy,
+    /// How an outage is noticed and a recovery seen (`DB_OUTAGE_DETECT_MS`): see [`Database::gate`].
+    pub outage: OutagePolicy,
 }
 
 impl DatabaseConfig {
@@ -116,12 +124,20 @@ impl DatabaseConfig {
             Some(url) => url,
             None => sqlite_url_in(&crate::config::data_dir(env), service),
         };
-        Ok(Self { url: SecretUrl::new(url), connect: ConnectPolicy::from_env(env)? })
+        Ok(Self {
+            url: SecretUrl::new(url),
+            connect: ConnectPolicy::from_env(env)?,
+            outage: OutagePolicy::from_env(env)?,
+        })
     }
 
     /// The database at `url`, given up on after two retries: for tests.
     pub fn for_tests(url: impl Into<String>) -> Self {
-        Self { url: SecretUrl::new(url), connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() } }
+        Self {
+            url: SecretUrl::new(url),
+            connect: ConnectPolicy { max_retries: 2, ..ConnectPolicy::default() },
+            outage: OutagePolicy::default(),
+        }
     }
 
     /// Creates a SQLite file's directory (so that a fresh `DATA_DIR` just works), connects with the
@@ -223,7 +239,7 @@ async fn try_connect(url: &str, shown: &str, policy: ConnectPolicy) -> Result<Da
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(policy.busy_timeout)
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(policy.max_connections.clamp(1, 8))
@@ -269,6 +285,27 @@ where
     tokio::spawn(work).await.map_err(|e| Detached(e.to_string()))
 }
 
+/// Opens a fresh connection (not one of the pool's, which may be stuck), pings it, closes it.
+async fn probe<C: sqlx::Connection>(options: &C::Options) -> Result<(), String> {
+    use sqlx::ConnectOptions;
+    let mut conn = options.connect().await.map_err(|e| e.to_string())?;
+    conn.ping().await.map_err(|e| e.to_string())?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// [`detached`] work through `gate` (see [`crate::outage`]): refused at once while the database is
+/// down, and given up on (not cancelled: it still commits or rolls back) as soon as the gate finds
+/// the database down while it waits. Use it for every write transaction made for a request.
+pub async fn detached_through<T, E, F>(gate: &Gate, work: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: crate::outage::Gated + From<Detached> + Send + 'static,
+{
+    gate.run(async { detached(work).await.map_err(E::from)? }).await
+}
+
 /// A pooled connection idle for longer than this is pinged before it is handed out.
 const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
@@ -285,7 +322,69 @@ async fn ping_if_idle<C: sqlx::Connection>(
     Ok(conn.ping().await.is_ok())
 }
 
+/// What a database error says about the database (see [`crate::outage::Gated`]): connection
+/// failures (refused, reset, timed out, PostgreSQL's connection and shutdown states) are
+/// [`Failure::Unreachable`]; a SQLite file locked beyond the busy timeout, read-only, full or
+/// failing its I/O is [`Failure::Refused`]; anything else is an answer about the request (`None`).
+pub fn failure_of(err: &sqlx::Error) -> Option<Failure> {
+    match err {
+        // A stream cut mid-message can read as a protocol error: probing tells which it was.
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => Some(Failure::Unreachable),
+        sqlx::Error::PoolClosed => Some(Failure::Refused),
+        sqlx::Error::Database(db) => {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or_default();
+                // BUSY, LOCKED, IOERR, READONLY, FULL, CANTOPEN (primary codes; extended ones add high bits).
+                return matches!(code & 0xff, 5 | 6 | 8 | 10 | 13 | 14).then_some(Failure::Refused);
+            }
+            let state = db.code()?;
+            // Class 08: connection exception; 57P01–57P03: shutting down, crashed, not accepting yet;
+            // 53300: too many connections.
+            (state.starts_with("08") || matches!(&*state, "57P01" | "57P02" | "57P03" | "53300"))
+                .then_some(Failure::Unreachable)
+        }
+        _ => None,
+    }
+}
+
 impl Database {
+    /// The gate every call to this database should go through (see [`crate::outage`]): it probes
+    /// the database over a fresh connection of its own. On PostgreSQL a call still running after
+    /// half of `policy.detect` is checked on (a partition makes queries hang rather than fail); on
+    /// SQLite, a local file, waits are lock waits and only failures count.
+    pub fn gate(&self, policy: OutagePolicy) -> Gate {
+        match self {
+            Database::Sqlite(pool) => {
+                let options = pool.connect_options();
+                Gate::new(
+                    "database",
+                    policy,
+                    false,
+                    std::sync::Arc::new(move || {
+                        let options = options.clone();
+                        Box::pin(async move { probe::<sqlx::SqliteConnection>(&options).await })
+                    }),
+                )
+            }
+            Database::Postgres(pool) => {
+                let options = pool.connect_options();
+                Gate::new(
+                    "database",
+                    policy,
+                    true,
+                    std::sync::Arc::new(move || {
+                        let options = options.clone();
+                        Box::pin(async move { probe::<sqlx::PgConnection>(&options).await })
+                    }),
+                )
+            }
+        }
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), String> {
         let result = match self {

@@ -66,8 +66,12 @@ pub enum AccessLog {
 pub struct RouterOptions {
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
-    /// What `/readyz` checks.
+    /// What `/readyz` checks: whether this instance can take traffic at all. A backend that is down
+    /// belongs in `dependencies` instead, so that its outage does not take the instance out of rotation.
     pub readiness: Readiness,
+    /// The gates of the backends the service uses (database, queue): their states are in `/readyz`'s
+    /// body, which says `degraded` while one is down, still with a 200.
+    pub dependencies: Vec<crate::outage::Gate>,
     /// Access-log behaviour.
     pub observe: Observe,
     /// Whether `app` brings its own fallback (the gateway's); otherwise unknown paths get a 404 problem.
@@ -79,6 +83,7 @@ impl Default for RouterOptions {
         Self {
             body_limit: 1024 * 1024,
             readiness: always_ready(),
+            dependencies: Vec::new(),
             observe: Observe { access_log: AccessLog::Debug },
             own_fallback: false,
         }
@@ -88,15 +93,21 @@ impl Default for RouterOptions {
 /// Wraps a service's routes with everything every service serves the same way.
 pub fn service_router(app: Router, options: RouterOptions) -> Router {
     let readiness = options.readiness.clone();
+    let dependencies = Arc::new(options.dependencies.clone());
     let app = if options.own_fallback { app } else { app.fallback(problem::not_found) };
     app.route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route(
             "/readyz",
             get(move || {
-                let readiness = readiness.clone();
+                let (readiness, dependencies) = (readiness.clone(), dependencies.clone());
                 async move {
                     match readiness().await {
-                        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ready" }))).into_response(),
+                        Ok(()) => {
+                            let states: Vec<_> = dependencies.iter().map(crate::outage::Gate::health).collect();
+                            let status = if states.iter().all(|d| d.status == "up") { "ready" } else { "degraded" };
+                            let body = serde_json::json!({ "status": status, "dependencies": states });
+                            (StatusCode::OK, Json(body)).into_response()
+                        }
                         Err(why) => Problem::unavailable(format!("not ready: {why}")).into_response(),
                     }
                 }

@@ -11,8 +11,9 @@
 //! A service enables the features it uses in its `Cargo.toml` and links only
 //! those; none is on by default. Always there: `config`, `context`, `problem`,
 //! `http`, `service`, `shutdown`, `telemetry`, `metrics`, `backoff`,
-//! `circuit_breaker`, `registry_client`, `discovery` and `peer` (what every
-//! service, the registry and the gateway need).
+//! `circuit_breaker`, `registry_client`, `discovery`, `peer` and `outage` (what
+//! every service, the registry and the gateway need; `outage` is the gate that
+//! makes a backend's outage a quick 503).
 //!
 //! - `db`: `kit::db` — SQLite/PostgreSQL pools with retrying connects and
 //!   migrations, `Dialect`, `with_engine!`, `service::with_database` (sqlx).
@@ -44,6 +45,7 @@ pub mod grpc;
 pub mod http;
 pub mod json_body;
 pub mod metrics;
+pub mod outage;
 pub mod peer;
 pub mod problem;
 #[cfg(feature = "queue")]

@@ -327,3 +327,202 @@ impl TestCertificates {
         Self { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() }
     }
 }
+
+/// What a [`FaultProxy`] does to connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Passes bytes both ways: no fault.
+    Pass,
+    /// Refuses new connections (nothing listens on the port) and resets the open ones: a server that
+    /// is down.
+    Refuse,
+    /// Accepts connections and resets them at once, and resets the open ones: a server that crashes
+    /// on every connection, or a firewall answering with RSTs.
+    Reset,
+    /// Accepts connections and passes nothing, on new and open ones alike, until the fault ends
+    /// (then the held bytes go on): a network partition, where connects and queries hang.
+    BlackHole,
+}
+
+/// A TCP forwarder between a service and a backend (PostgreSQL, Redis) that can refuse, reset or
+/// black-hole connections: an outage of the backend for one test, without stopping the shared
+/// server. Point the service at [`FaultProxy::url`], then [`FaultProxy::set`] a [`Fault`].
+pub struct FaultProxy {
+    addr: SocketAddr,
+    fault: std::sync::Arc<tokio::sync::watch::Sender<Fault>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    /// Starts forwarding a loopback port to `backend` (`host:port`).
+    pub async fn start(backend: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("the fault proxy cannot listen: {e}"));
+        Self::serve(listener, backend.to_string())
+    }
+
+    /// Starts forwarding `listen` (a free address, e.g. `127.0.0.1:15432`) to `backend`.
+    pub async fn start_on(listen: SocketAddr, backend: &str) -> std::io::Result<Self> {
+        let listener = bind_reusable(listen)?;
+        Ok(Self::serve(listener, backend.to_string()))
+    }
+
+    fn serve(listener: tokio::net::TcpListener, backend: String) -> Self {
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("the fault proxy has no address: {e}"));
+        let (fault, _) = tokio::sync::watch::channel(Fault::Pass);
+        let fault = std::sync::Arc::new(fault);
+        let task = tokio::spawn(accept_loop(listener, addr, backend, fault.clone()));
+        Self { addr, fault, task }
+    }
+
+    /// Starts forwarding a loopback port to the server of `url` (`postgres://…`, `redis://…`).
+    pub async fn in_front_of(url: &str) -> Self {
+        let parsed = url::Url::parse(url).unwrap_or_else(|e| panic!("bad backend URL: {e}"));
+        let host = parsed.host_str().unwrap_or("127.0.0.1");
+        let port = parsed.port_or_known_default().or_else(|| match parsed.scheme() {
+            "postgres" | "postgresql" => Some(5432),
+            "redis" => Some(6379),
+            _ => None,
+        });
+        let port = port.unwrap_or_else(|| panic!("no port in the backend URL"));
+        Self::start(&format!("{host}:{port}")).await
+    }
+
+    /// The proxy's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `url` (of the backend) with its host and port replaced by the proxy's.
+    pub fn url(&self, url: &str) -> String {
+        let mut parsed = url::Url::parse(url).unwrap_or_else(|e| panic!("bad backend URL: {e}"));
+        parsed.set_host(Some("127.0.0.1")).unwrap_or_else(|e| panic!("cannot set the proxy's host: {e}"));
+        parsed.set_port(Some(self.addr.port())).unwrap_or_else(|()| panic!("cannot set the proxy's port"));
+        parsed.to_string()
+    }
+
+    /// Starts (or ends, with [`Fault::Pass`]) a fault.
+    pub fn set(&self, fault: Fault) {
+        self.fault.send_replace(fault);
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        // The connections end with their tasks' fault watch: reset them all.
+        self.fault.send_replace(Fault::Reset);
+    }
+}
+
+fn bind_reusable(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    backend: String,
+    fault: std::sync::Arc<tokio::sync::watch::Sender<Fault>>,
+) {
+    let mut listener = Some(listener);
+    let mut changes = fault.subscribe();
+    loop {
+        let current = *changes.borrow_and_update();
+        match (current, listener.is_some()) {
+            (Fault::Refuse, true) => listener = None,
+            (Fault::Refuse, false) => {}
+            (_, false) => match bind_reusable(addr) {
+                Ok(again) => listener = Some(again),
+                Err(e) => {
+                    eprintln!("fault proxy: cannot listen on {addr} again: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            (_, true) => {}
+        }
+        let Some(bound) = &listener else {
+            if changes.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        tokio::select! {
+            accepted = bound.accept() => {
+                let Ok((client, _)) = accepted else { continue };
+                let _ = client.set_nodelay(true);
+                if *fault.borrow() == Fault::Reset {
+                    let _ = client.set_zero_linger();
+                    drop(client);
+                    continue;
+                }
+                tokio::spawn(forward(client, backend.clone(), fault.subscribe()));
+            }
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Waits while the fault holds bytes back; `false` when the connection is to be reset.
+async fn passing(fault: &mut tokio::sync::watch::Receiver<Fault>) -> bool {
+    loop {
+        match *fault.borrow_and_update() {
+            Fault::Pass => return true,
+            Fault::Refuse | Fault::Reset => return false,
+            Fault::BlackHole => {}
+        }
+        if fault.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+async fn forward(client: tokio::net::TcpStream, backend: String, mut fault: tokio::sync::watch::Receiver<Fault>) {
+    if !passing(&mut fault).await {
+        let _ = client.set_zero_linger();
+        return;
+    }
+    let Ok(server) = tokio::net::TcpStream::connect(&backend).await else {
+        let _ = client.set_zero_linger();
+        return;
+    };
+    let _ = server.set_nodelay(true);
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    // Each direction ends on its own: at the end of its stream, or reset by the fault.
+    tokio::join!(pipe(client_read, server_write, fault.clone()), pipe(server_read, client_write, fault));
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut fault: tokio::sync::watch::Receiver<Fault>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        // Nothing is even read while black-holed, so the sender's writes fill the buffers and stall.
+        if !passing(&mut fault).await {
+            let _ = from.as_ref().set_zero_linger();
+            let _ = to.as_ref().set_zero_linger();
+            return;
+        }
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read { Ok(0) | Err(_) => { let _ = to.shutdown().await; return; } Ok(n) => n },
+            changed = fault.changed() => { if changed.is_err() { return } continue; }
+        };
+        if !passing(&mut fault).await {
+            let _ = from.as_ref().set_zero_linger();
+            let _ = to.as_ref().set_zero_linger();
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

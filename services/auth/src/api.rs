@@ -118,6 +118,9 @@ pub enum ApiError {
     /// No user with that id.
     #[error("no user with id {0}")]
     UnknownUser(String),
+    /// The database is down, or cannot take this write now.
+    #[error(transparent)]
+    Unavailable(kit::outage::Unavailable),
     /// Anything else: logged with its cause, answered with a bare 500.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -127,6 +130,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Taken => ApiError::Taken,
+            StoreError::Unavailable(unavailable) => ApiError::Unavailable(unavailable),
             other => ApiError::Unexpected(other.into()),
         }
     }
@@ -154,6 +158,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Token(e) => e.problem(),
             ApiError::UnknownUser(_) => Problem::not_found(self.to_string()),
+            ApiError::Unavailable(unavailable) => unavailable.problem(),
             ApiError::Unexpected(e) => {
                 tracing::error!(error = format!("{e:#}"), "request failed");
                 Problem::internal()
@@ -220,7 +225,7 @@ async fn signup(State(state): State<AppState>, JsonBody(creds): JsonBody<Credent
         // Microseconds: what PostgreSQL keeps, so the 201 matches every later read.
         created_at: Utc::now().trunc_subsecs(6),
     };
-    state.store.create_user(&user, &key).await?;
+    state.store.create_user(user.clone(), key).await?;
     tracing::info!(user_id = %user.id, "user signed up");
     Ok((StatusCode::CREATED, [(header::LOCATION, format!("/users/{}", user.id))], Json(UserResponse::from(&user)))
         .into_response())
@@ -306,10 +311,7 @@ async fn login(
     let ok = state.hasher.verify(password, stored).await.map_err(anyhow::Error::from)?;
     let Some(user) = user.filter(|_| ok) else {
         // Its transaction runs detached: a client that hangs up must not cut it short (`kit::db::detached`).
-        let store = state.store.clone();
-        kit::db::detached(async move { store.record_failure(&[user_subject, ip_subject], now_ms()).await })
-            .await
-            .map_err(anyhow::Error::from)??;
+        state.store.record_failure(vec![user_subject, ip_subject], now_ms()).await?;
         tracing::info!(%ip, "login failed");
         return Err(ApiError::BadCredentials);
     };

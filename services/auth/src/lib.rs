@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
 use kit::db::{DatabaseConfig, DbError};
-use kit::http::{readiness_of, service_router, RouterOptions, ServeError};
+use kit::http::{service_router, RouterOptions, ServeError};
 use kit::service::Started;
 use kit::Shutdown;
 
@@ -125,7 +125,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .map_err(|e| KeyError::Interrupted(e.to_string()))??;
     tracing::info!(kid = tokens.current_kid(), published = tokens.jwks().keys.len(), "signing keys loaded");
     let db = config.database.open(store::MIGRATIONS).await?;
-    let store = Store::new(db.clone());
+    let gate = db.gate(config.database.outage);
+    let store = Store::new(db.clone(), gate.clone());
     let hasher = Hasher::new(config.passwords).await?;
     let state = api::AppState {
         store: store.clone(),
@@ -133,9 +134,11 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         hasher: Arc::new(hasher),
         throttle: config.throttle,
     };
-    let readiness = readiness_of(store.clone(), |store| async move { store.ping().await.map_err(|e| e.to_string()) });
-    let app =
-        service_router(api::router(state), RouterOptions { body_limit: 16 * 1024, readiness, ..Default::default() });
+    // The database's state is in `/readyz`'s body; its outage does not make the instance unready (SPEC §2).
+    let app = service_router(
+        api::router(state),
+        RouterOptions { body_limit: 16 * 1024, dependencies: vec![gate], ..Default::default() },
+    );
     let started =
         kit::service::with_database(db, kit::service::start_http(&config.service, app, shutdown.clone())).await?;
     tokio::spawn(prune_forever(store, config.throttle.window, shutdown));

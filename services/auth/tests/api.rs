@@ -593,3 +593,37 @@ async fn postgres_is_used_when_configured() {
         assert_eq!(count, 1);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Outages of the database
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
+async fn signup_and_login_are_quick_503s_while_postgres_is_unreachable_and_work_again_after() {
+    use kit::test_support::{eventually, Fault, FaultProxy};
+    let Some(server) = postgres_url() else { return };
+    let database = fresh_postgres_database(&server).await;
+    let proxy = FaultProxy::in_front_of(&database).await;
+    let auth = spawn_auth(auth::Config::for_tests(proxy.url(&database))).await;
+    assert_eq!(auth.signup("before", PASSWORD).await.status(), StatusCode::CREATED);
+
+    proxy.set(Fault::Refuse);
+    for _ in 0..3 {
+        for resp in [auth.signup("during", PASSWORD).await, auth.login_json("before", PASSWORD).await] {
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert!(resp.headers().contains_key("retry-after"), "{resp:?}");
+            assert_eq!(problem(resp).await["dependency"], "database");
+        }
+    }
+    let ready: Value = auth.http.get(auth.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "still ready, its database down: {ready}");
+    // What needs no database still answers.
+    assert_eq!(auth.http.get(auth.url("/.well-known/jwks.json")).send().await.unwrap().status(), StatusCode::OK);
+
+    proxy.set(Fault::Pass);
+    eventually("logins to work again, nothing restarted", Duration::from_secs(20), || async {
+        (auth.login_json("before", PASSWORD).await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    assert_eq!(auth.signup("after", PASSWORD).await.status(), StatusCode::CREATED);
+}

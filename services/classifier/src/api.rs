@@ -67,9 +67,11 @@ impl IntoResponse for ApiError {
             ApiError::Upload(UploadError::UnknownSample(_)) => Problem::invalid_field("image_id", self.to_string()),
             ApiError::Upload(_) => Problem::invalid_field("file", self.to_string()),
             ApiError::UnknownJob(_) => Problem::not_found(self.to_string()),
+            ApiError::Queue(kit::queue::QueueError::Outage(unavailable)) => unavailable.problem(),
             ApiError::Queue(err) => {
                 tracing::error!(error = %err, "queue failure");
                 Problem::unavailable("the job queue is unavailable; try again shortly")
+                    .header(axum::http::header::RETRY_AFTER, "1")
             }
         };
         problem.into_response()

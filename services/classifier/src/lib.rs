@@ -134,10 +134,15 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let models = Models::load()?;
     let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
     queue.spawn_maintenance(config.retention, shutdown.clone());
-    let readiness = kit::http::readiness_of(queue.clone(), |queue| async move { queue.ping().await });
+    let (readiness, dependencies) = match queue.gate() {
+        // Redis's state is in `/readyz`'s body; its outage does not make the instance unready (SPEC §2).
+        Some(gate) => (kit::http::always_ready(), vec![gate]),
+        None => (kit::http::readiness_of(queue.clone(), |queue| async move { queue.ping().await }), Vec::new()),
+    };
     let state = Arc::new(api::AppState { models, queue, limits: config.limits, max_attempts: config.max_attempts });
     let body_limit = config.limits.max_bytes + 64 * 1024;
-    let app = service_router(api::router(state), RouterOptions { body_limit, readiness, ..Default::default() });
+    let app =
+        service_router(api::router(state), RouterOptions { body_limit, readiness, dependencies, ..Default::default() });
     Ok(kit::service::start_http(&config.service, app, shutdown).await?)
 }
 

@@ -23,7 +23,7 @@ use utoipa::OpenApi;
 use crate::cache::PageCache;
 use crate::domain::{self, Direction, Invalid, Proposal, ThreadType};
 use crate::outbox::Relay;
-use crate::store::{Project, Proposer, Store, StoreError};
+use crate::store::{Project, Store, StoreError};
 use crate::threads::{direction_from_wire, type_from_wire, wire_direction, wire_type, Threads, ThreadsError};
 use kit::events::outbox::OutboxRelay;
 
@@ -58,6 +58,9 @@ pub enum ApiError {
     /// The threads service refused or failed.
     #[error(transparent)]
     Threads(#[from] ThreadsError),
+    /// The database is down, or cannot take this write now.
+    #[error(transparent)]
+    Unavailable(kit::outage::Unavailable),
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
@@ -72,6 +75,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(id) => Self::NotFound(format!("no project {id}")),
             StoreError::Invalid(invalid) => Self::Invalid(invalid),
             StoreError::NotAuthor(_) => Self::Forbidden(err.to_string()),
+            StoreError::Unavailable(unavailable) => Self::Unavailable(unavailable),
             other => Self::Store(other),
         }
     }
@@ -122,7 +126,9 @@ impl IntoResponse for ApiError {
             ApiError::Threads(ThreadsError::Unavailable(why)) => {
                 tracing::warn!(error = %why, "threads service unavailable");
                 Problem::unavailable(format!("the threads service is unavailable: {why}"))
+                    .header(header::RETRY_AFTER, "1")
             }
+            ApiError::Unavailable(unavailable) => unavailable.problem(),
             ApiError::Store(err) => {
                 tracing::error!(error = %err, "database failure");
                 Problem::internal()
@@ -254,6 +260,10 @@ pub struct ProjectDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub threads_problem: Option<Problem>,
+    /// Present, and `true`, on a page served from the cache past its freshness because the
+    /// database is unavailable (stale-if-error); its `Age` header says how old it is, in seconds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
 }
 
 /// `PUT /projects/tags` body.
@@ -318,14 +328,7 @@ async fn propose(
     JsonBody(proposal): JsonBody<Proposal>,
 ) -> Result<Response, ApiError> {
     let valid = proposal.validate()?;
-    // The transaction runs detached: a client that disconnects must not cut it short (`kit::db::detached`).
-    let store = state.store.clone();
-    let (project, outbox) = kit::db::detached(async move {
-        let by = Proposer { id: &user.id, name: &user.name, at: Utc::now() };
-        store.propose(&valid, by).await
-    })
-    .await
-    .map_err(StoreError::from)??;
+    let (project, outbox) = state.store.propose(valid, (user.id, user.name), Utc::now()).await?;
     state.events.staged();
     let delivered = state.relay.deliver(&outbox).await;
     tracing::info!(project_id = project.project_id, threads = outbox.len(), delivered, "project proposed");
@@ -364,13 +367,23 @@ async fn detail(
 ) -> Result<Response, ApiError> {
     let voter = reader(&state.verifier, &headers).await;
     if voter.is_none() {
-        if let Some(page) = state.pages.page(project_id) {
-            return Ok(([(header::CONTENT_TYPE, "application/json")], page).into_response());
+        if let Some((page, age)) = state.pages.page(project_id) {
+            return Ok(cached_page(page, age));
         }
     }
     let stamp = state.pages.stamp(project_id);
-    let project =
-        state.store.get(project_id).await?.ok_or_else(|| ApiError::NotFound(format!("no project {project_id}")))?;
+    let project = match state.store.get(project_id).await {
+        Ok(Some(project)) => project,
+        Ok(None) => return Err(ApiError::NotFound(format!("no project {project_id}"))),
+        // The database is down: an anonymous reader gets the last page read, marked stale, while one is kept.
+        Err(StoreError::Unavailable(unavailable)) => {
+            return match state.pages.stale_page(project_id).filter(|_| voter.is_none()) {
+                Some((page, age)) => Ok(stale_page(&page, age)),
+                None => Err(ApiError::Unavailable(unavailable)),
+            };
+        }
+        Err(other) => return Err(other.into()),
+    };
     let threads_pending = project.pending_threads;
     let (threads, threads_problem) = match state.threads.of_project(project_id, voter.as_deref()).await {
         Ok(threads) => (Some(threads.into_iter().map(ThreadView::from_pb).collect::<Vec<_>>()), None),
@@ -383,7 +396,7 @@ async fn detail(
     };
     // A complete page (threads read, none still in the outbox) is the same for every anonymous reader.
     let cacheable = voter.is_none() && threads.is_some() && threads_pending == 0;
-    let detail = ProjectDetail { project: project.into(), threads, threads_pending, threads_problem };
+    let detail = ProjectDetail { project: project.into(), threads, threads_pending, threads_problem, stale: false };
     if !cacheable {
         return Ok(Json(detail).into_response());
     }
@@ -391,6 +404,22 @@ async fn detail(
     let thread_ids = detail.threads.iter().flatten().map(|t| t.thread_id);
     state.pages.keep(project_id, stamp, thread_ids, page.clone());
     Ok(([(header::CONTENT_TYPE, "application/json")], page).into_response())
+}
+
+/// A page from the cache, fresh: with its `Age`, in seconds since it was read from the databases.
+fn cached_page(page: Bytes, age: std::time::Duration) -> Response {
+    let age = age.as_secs().to_string();
+    ([(header::CONTENT_TYPE, "application/json"), (header::AGE, age.as_str())], page).into_response()
+}
+
+/// A page from the cache past its freshness (the database is unavailable), marked `"stale": true`.
+fn stale_page(page: &[u8], age: std::time::Duration) -> Response {
+    // The page is a serialised `ProjectDetail`, a non-empty JSON object: the member goes first.
+    let mut marked = Vec::with_capacity(page.len() + 16);
+    marked.extend_from_slice(b"{\"stale\":true,");
+    marked.extend_from_slice(page.get(1..).unwrap_or_default());
+    metrics::counter!("projects_stale_pages_total").increment(1);
+    cached_page(Bytes::from(marked), age)
 }
 
 /// Adds and removes tags of a project, atomically: all of the change or none of it.
@@ -401,12 +430,8 @@ async fn update_tags(
     user: CurrentUser,
     JsonBody(change): JsonBody<TagChange>,
 ) -> Result<Json<TagList>, ApiError> {
-    let store = state.store.clone();
-    let (project_id, user_id) = (change.project_id, user.id.clone());
-    let tags =
-        kit::db::detached(async move { store.update_tags(project_id, &user_id, &change.add, &change.remove).await })
-            .await
-            .map_err(StoreError::from)??;
+    let project_id = change.project_id;
+    let tags = state.store.update_tags(project_id, user.id.clone(), change.add, change.remove).await?;
     state.events.staged();
     state.pages.forget(project_id);
     tracing::info!(project_id, user = %user.id, tags = tags.len(), "tags changed");

@@ -24,7 +24,7 @@ use kit::discovery::Discovery;
 use kit::events::outbox::OutboxRelay;
 use kit::events::{EventBus, EventsConfig, EventsError};
 use kit::grpc::GrpcTls;
-use kit::http::{readiness_of, service_router, RouterOptions, ServeError};
+use kit::http::{service_router, RouterOptions, ServeError};
 use kit::peer::CallPolicy;
 use kit::service::Started;
 use kit::Shutdown;
@@ -50,6 +50,9 @@ pub struct Config {
     pub outbox_interval: Duration,
     /// How long an anonymous reader's project page is kept (`PROJECTS_CACHE_TTL_MS`, 0 turns the cache off).
     pub cache_ttl: Duration,
+    /// How much longer an anonymous reader's page is kept, to be served marked stale only while the
+    /// database is unavailable (`PROJECTS_STALE_IF_ERROR_SECS`, default 300; 0: never stale).
+    pub stale_if_error: Duration,
     /// How many project pages are kept at most (`PROJECTS_CACHE_CAPACITY`).
     pub cache_capacity: u64,
     /// What tokens must say (`AUTH_ISSUER`, `AUTH_AUDIENCE`).
@@ -74,6 +77,7 @@ impl Config {
             threads_deadline: Duration::from_millis(env.parse_or("PROJECTS_THREADS_DEADLINE_MS", 3000)?),
             outbox_interval: Duration::from_millis(env.parse_or("PROJECTS_OUTBOX_INTERVAL_MS", 1000)?),
             cache_ttl: Duration::from_millis(env.parse_or("PROJECTS_CACHE_TTL_MS", 10_000)?),
+            stale_if_error: env.secs_or("PROJECTS_STALE_IF_ERROR_SECS", Duration::from_secs(300))?,
             cache_capacity: env.parse_or("PROJECTS_CACHE_CAPACITY", 100_000)?,
             auth: AuthConfig::from_env(env)?,
             keys,
@@ -93,6 +97,7 @@ impl Config {
             threads_deadline: Duration::from_secs(10),
             outbox_interval: Duration::from_millis(100),
             cache_ttl: Duration::from_secs(5),
+            stale_if_error: Duration::from_secs(300),
             cache_capacity: 10_000,
             auth: AuthConfig { issuer: "agora-auth".into(), audience: "agora".into() },
             keys,
@@ -120,7 +125,8 @@ pub enum StartError {
 /// Starts the service; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     let db = config.database.open(store::MIGRATIONS).await?;
-    let store = store::Store::new(db.clone());
+    let gate = db.gate(config.database.outage);
+    let store = store::Store::new(db.clone(), gate.clone());
     // One attempt may take the whole deadline: a vote waits its turn on a busy thread's row lock, and
     // cutting it short would only retry into the same queue. Failed connections are still retried at once.
     let policy =
@@ -131,13 +137,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     let bus = EventBus::connect(&config.events, contracts::TOPICS).await?;
     let events = OutboxRelay::start(db.clone(), bus, Duration::from_secs(1), shutdown.clone()).await?;
     let verifier = Arc::new(Verifier::new(config.auth.clone(), config.keys.clone()));
-    let pages = cache::PageCache::new(config.cache_ttl, config.cache_capacity);
+    let pages = cache::PageCache::new(config.cache_ttl, config.stale_if_error, config.cache_capacity);
     let state =
         Arc::new(api::AppState { store: store.clone(), threads, relay: relay.clone(), events, verifier, pages });
-    let readiness = readiness_of(store.clone(), |store| async move { store.ping().await.map_err(|e| e.to_string()) });
+    // The database's state is in `/readyz`'s body; its outage does not make the instance unready (SPEC §2).
     let app = service_router(
         api::router(state),
-        RouterOptions { body_limit: 2 * 1024 * 1024, readiness, ..Default::default() },
+        RouterOptions { body_limit: 2 * 1024 * 1024, dependencies: vec![gate], ..Default::default() },
     );
     let started =
         kit::service::with_database(db, kit::service::start_http(&config.service, app, shutdown.clone())).await?;

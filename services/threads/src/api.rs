@@ -64,11 +64,7 @@ impl Threads for ThreadsApi {
         let changes = domain::changes(&request.get_ref().threads)?;
         // A caller that gives up (its deadline) cancels this handler; the transaction must not be cut
         // short with it (see `kit::db::detached`).
-        let store = self.store.clone();
-        let stored = kit::db::detached(async move { store.apply(&changes).await }).await.map_err(|e| {
-            tracing::error!(error = %e, "threads batch task failed");
-            Status::internal("internal error")
-        })??;
+        let stored = self.store.apply(changes).await?;
         Ok(Response::new(pb::UpdateThreadsResponse {
             thread_ids: stored.iter().map(|t| t.thread_id).collect(),
             threads: stored.iter().map(|t| t.to_pb()).collect(),

@@ -25,6 +25,22 @@ pub enum ThreadsError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database is down, or cannot take this write now: `UNAVAILABLE`, which the projects
+    /// service turns into its degraded page (reads) or a 503 with `Retry-After` (writes).
+    #[error(transparent)]
+    Unavailable(#[from] kit::outage::Unavailable),
+    /// Detached database work did not finish (it panicked, or the service is stopping).
+    #[error(transparent)]
+    Interrupted(#[from] kit::db::Detached),
+}
+
+impl kit::outage::Gated for ThreadsError {
+    fn failure(&self) -> Option<kit::outage::Failure> {
+        match self {
+            ThreadsError::Database(e) => kit::db::failure_of(e),
+            _ => None,
+        }
+    }
 }
 
 impl ThreadsError {
@@ -45,6 +61,13 @@ impl From<ThreadsError> for tonic::Status {
             }
             ThreadsError::NotFound(why) => tonic::Status::not_found(why),
             ThreadsError::PermissionDenied(why) => tonic::Status::permission_denied(why),
+            ThreadsError::Unavailable(unavailable) => {
+                tonic::Status::unavailable(format!("the threads {} is unavailable", unavailable.dependency))
+            }
+            ThreadsError::Interrupted(e) => {
+                tracing::error!(error = %e, "threads database work did not complete");
+                tonic::Status::internal("internal error")
+            }
             ThreadsError::Database(e) => {
                 let sqlstate = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
                 if matches!(sqlstate.as_deref(), Some("40P01" | "40001")) {

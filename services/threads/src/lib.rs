@@ -76,9 +76,11 @@ pub enum StartError {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     let db = config.database.open(store::MIGRATIONS).await?;
     tracing::info!(engine = db.engine(), "threads store ready");
-    let store = store::Store::new(db.clone());
+    let gate = db.gate(config.database.outage);
+    let store = store::Store::new(db.clone(), gate);
     let api = api::ThreadsApi::new(store.clone(), config.vote_queue_limit);
-    // While the database does not answer, gRPC health says NOT_SERVING (callers go elsewhere).
+    // While the database is down, gRPC health says NOT_SERVING (callers may go elsewhere). The ping
+    // goes through the gate, so a health check never hangs on a partitioned database.
     let readiness =
         kit::http::readiness_of(store, |store| async move { store.ping().await.map_err(|e| e.to_string()) });
     let services = GrpcServices::new().with(api.into_server()).ready_when(readiness);

@@ -106,7 +106,7 @@ async fn drain(store: Store, queues: Queues, thread_id: i64) {
             queue.drain(..n).collect()
         };
         let ballots: Vec<Ballot> = guard.batch.iter().map(|p| p.ballot.clone()).collect();
-        let outcome = store.vote(thread_id, &ballots).await;
+        let outcome = store.vote(thread_id, ballots).await;
         let batch = std::mem::take(&mut guard.batch);
         match outcome {
             Ok(tallies) => {

@@ -568,3 +568,39 @@ async fn an_unreachable_database_stops_the_start_with_its_url_but_not_its_passwo
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_postgres, ignore = "set AGORA_TEST_POSTGRES_URL to run it against PostgreSQL")]
+async fn every_call_is_unavailable_while_postgres_is_black_holed_and_answers_again_after() {
+    use kit::test_support::{eventually, Fault, FaultProxy};
+    let Some(server) = kit::test_support::postgres_url() else { return };
+    let database = kit::test_support::fresh_postgres_database(&server).await;
+    let proxy = FaultProxy::in_front_of(&database).await;
+    let svc = spawn_threads(threads::Config::for_tests(proxy.url(&database))).await;
+    let ids = svc.create(vec![new_thread(7, pb::ThreadType::Problem, "acknowledged", "ann")]).await;
+
+    proxy.set(Fault::BlackHole);
+    let list = pb::GetProjectThreadsRequest { project_id: 7, limit: 0, voter: String::new() };
+    let err = svc.client.clone().get_project_threads(list.clone()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    for _ in 0..3 {
+        let err = svc.client.clone().get_project_threads(list.clone()).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+        let err = svc.update(vec![new_thread(7, pb::ThreadType::Comment, "during", "bob")]).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+        let err = svc.vote(ids[0], "bob", pb::VoteDirection::Up).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err}");
+    }
+
+    proxy.set(Fault::Pass);
+    let listed = eventually("calls to answer again, nothing restarted", Duration::from_secs(20), || async {
+        svc.client.clone().get_project_threads(list.clone()).await.ok().map(|r| r.into_inner().threads)
+    })
+    .await;
+    assert!(listed.iter().any(|t| t.thread_id == ids[0]), "the thread acknowledged before is there");
+    let counts = eventually("votes to go through again", Duration::from_secs(20), || async {
+        svc.vote(ids[0], "bob", pb::VoteDirection::Up).await.ok()
+    })
+    .await;
+    assert_eq!(counts.up_vote, 1);
+}

@@ -6,6 +6,7 @@ mod crowdfunding;
 mod events;
 mod gateway;
 mod media;
+mod outage;
 mod pages;
 mod readme;
 mod resilience;

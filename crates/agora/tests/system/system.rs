@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use kit::config::ServiceConfig;
-use kit::test_support::{eventually, fresh_db, Backend, Running, TestDb};
+use kit::test_support::{eventually, fresh_db, Backend, Fault, FaultProxy, Running, TestDb};
 use projects::domain::{Direction, ThreadType};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -92,6 +92,8 @@ pub struct SystemBuilder {
     services: Vec<(Service, Placement)>,
     backend: Backend,
     upload_limit: Option<u64>,
+    /// Services whose database is reached through a fault proxy.
+    faulty: Vec<Service>,
 }
 
 /// One running instance of a service.
@@ -118,6 +120,8 @@ pub struct System {
     pub gateway: Instance,
     instances: Vec<Instance>,
     http: reqwest::Client,
+    /// The fault proxies in front of databases, by service.
+    proxies: Vec<(Service, FaultProxy)>,
     // Kept alive while the services use them.
     databases: Vec<(&'static str, TestDb)>,
     data: tempfile::TempDir,
@@ -127,7 +131,7 @@ pub struct System {
 impl System {
     /// A builder for a system of the registry and the gateway only, on SQLite.
     pub fn builder() -> SystemBuilder {
-        SystemBuilder { services: Vec::new(), backend: Backend::Sqlite, upload_limit: None }
+        SystemBuilder { services: Vec::new(), backend: Backend::Sqlite, upload_limit: None, faulty: Vec::new() }
     }
 }
 
@@ -159,12 +163,20 @@ impl SystemBuilder {
         self
     }
 
+    /// Connects `service` to its PostgreSQL database through a fault proxy, so that the test can
+    /// make an outage of that database with [`System::fault`] (the shared server keeps running).
+    pub fn database_through_fault_proxy(mut self, service: Service) -> Self {
+        self.faulty.push(service);
+        self
+    }
+
     /// Starts the registry, the services in the order added, and the gateway (in process unless
     /// added with `child`), and waits until the gateway routes to each of them.
     pub async fn start(self) -> System {
         let registry = registry::testing::spawn(registry::Config::for_tests()).await;
         let data = tempfile::tempdir().unwrap();
         let mut databases = Vec::new();
+        let mut proxies: Vec<(Service, FaultProxy)> = Vec::new();
         let mut instances = Vec::new();
         let mut gateway = None;
         let auth = self.services.iter().any(|(s, _)| *s == Service::Auth);
@@ -179,7 +191,18 @@ impl SystemBuilder {
                             databases.len() - 1
                         }
                     };
-                    Some(databases[index].1.url.clone())
+                    let url = databases[index].1.url.clone();
+                    match proxies.iter().find(|(s, _)| s == service) {
+                        Some((_, proxy)) => Some(proxy.url(&url)),
+                        None if self.faulty.contains(service) => {
+                            assert!(url.starts_with("postgres"), "a fault proxy needs the PostgreSQL backend");
+                            let proxy = FaultProxy::in_front_of(&url).await;
+                            let through = proxy.url(&url);
+                            proxies.push((*service, proxy));
+                            Some(through)
+                        }
+                        None => Some(url),
+                    }
                 }
                 None => None,
             };
@@ -200,7 +223,8 @@ impl SystemBuilder {
             Some(gateway) => gateway,
             None => in_process(Service::Gateway, &registry.as_url(), None, data.path(), auth, self.upload_limit).await,
         };
-        let system = System { registry, gateway, instances, http: kit::test_support::client(), databases, data, auth };
+        let system =
+            System { registry, gateway, instances, http: kit::test_support::client(), proxies, databases, data, auth };
         for probe in system.instances.iter().filter_map(|i| i.service.probe()) {
             let url = system.url(probe);
             eventually(&format!("the gateway to route {probe}"), START_TIMEOUT, || {
@@ -407,6 +431,13 @@ impl System {
     #[allow(dead_code, reason = "for the tests of a hung instance (events, media, shop issues)")]
     pub fn resume(&self, service: Service) {
         self.first(service).signal(libc::SIGCONT);
+    }
+
+    /// Starts (or with [`Fault::Pass`] ends) an outage of `service`'s database (see
+    /// [`SystemBuilder::database_through_fault_proxy`]).
+    pub fn fault(&self, service: Service, fault: Fault) {
+        let (_, proxy) = self.proxies.iter().find(|(s, _)| *s == service).expect("a fault proxy for this service");
+        proxy.set(fault);
     }
 
     /// Signs `name` up through the gateway and logs in.

@@ -355,6 +355,26 @@ pub enum QueueError {
     /// `QUEUE_URL` is malformed.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The backend is down: refused at once until a probe sees it again (see [`crate::outage`]).
+    #[error(transparent)]
+    Outage(#[from] crate::outage::Unavailable),
+}
+
+impl crate::outage::Gated for QueueError {
+    fn failure(&self) -> Option<crate::outage::Failure> {
+        match self {
+            QueueError::Redis(e) => {
+                let unreachable = e.is_io_error()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || matches!(e.kind(), ::redis::ErrorKind::BusyLoadingError | ::redis::ErrorKind::TryAgain);
+                unreachable.then_some(crate::outage::Failure::Unreachable)
+            }
+            QueueError::Sqlite(e) => crate::db::failure_of(e),
+            _ => None,
+        }
+    }
 }
 
 /// Tuning that rarely changes; the defaults suit production.
@@ -422,6 +442,15 @@ impl Queue {
         // Validated as a URL (the error names the variable), used as written.
         env.url_opt("QUEUE_URL", &["sqlite", "redis", "redis+unix", "unix"])?;
         Self::connect(env.string("QUEUE_URL").as_deref(), data_dir).await
+    }
+
+    /// The gate the backend's commands go through, for a service's `/readyz` (Redis; the embedded
+    /// queue is a local file and has none).
+    pub fn gate(&self) -> Option<crate::outage::Gate> {
+        match self {
+            Queue::Sqlite(_) => None,
+            Queue::Redis(q) => Some(q.gate().clone()),
+        }
     }
 
     /// The backend's name (`sqlite` or `redis`), for logs.

@@ -28,6 +28,8 @@ use tokio::sync::{oneshot, OnceCell};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::outage::{Gate, OutagePolicy};
+
 use super::{
     lease_token, record_depth, FailOutcome, JobId, JobView, Lease, NewJob, QueueError, QueueOptions, Reserved, Retry,
     StoredView, Touch,
@@ -60,6 +62,8 @@ struct Inner {
     keys: Keys,
     scripts: Scripts,
     settled: OnceCell<Arc<SettledWaiters>>,
+    /// Every command goes through it: while Redis is unreachable, calls fail at once (see `crate::outage`).
+    gate: Gate,
     listener_stop: CancellationToken,
     _stop_listener_on_drop: DropGuard,
 }
@@ -194,6 +198,21 @@ impl RedisQueue {
             .set_max_delay(4_000);
         let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(unavailable)?;
         let listener_stop = CancellationToken::new();
+        let probe_client = client.clone();
+        let gate = Gate::new(
+            "queue",
+            OutagePolicy::default(),
+            true,
+            Arc::new(move || {
+                let client = probe_client.clone();
+                Box::pin(async move {
+                    // A fresh connection: the shared one may be stuck, or busy reconnecting.
+                    let mut conn = client.get_multiplexed_async_connection().await.map_err(|e| e.to_string())?;
+                    let _: String = ::redis::cmd("PING").query_async(&mut conn).await.map_err(|e| e.to_string())?;
+                    Ok(())
+                })
+            }),
+        );
         let queue = Self {
             inner: Arc::new(Inner {
                 client,
@@ -211,6 +230,7 @@ impl RedisQueue {
                     cancel: lua_script(include_str!("lua/cancel.lua")),
                 },
                 settled: OnceCell::new(),
+                gate,
                 _stop_listener_on_drop: listener_stop.clone().drop_guard(),
                 listener_stop,
             }),
@@ -226,26 +246,38 @@ impl RedisQueue {
         self.inner.conn.clone()
     }
 
+    /// The gate every command goes through.
+    pub(super) fn gate(&self) -> &Gate {
+        &self.inner.gate
+    }
+
     pub(super) async fn enqueue(&self, job: &NewJob<'_>) -> Result<(), QueueError> {
         let keys = &self.inner.keys;
         let id = job.id.to_string();
+        let mut conn = self.conn();
         let depth: u64 = self
-            .inner
-            .scripts
-            .enqueue
-            .key(keys.job(&id))
-            .key(keys.of_queue(job.queue, "ready"))
-            .key(keys.of_queue(job.queue, "delayed"))
-            .key(keys.of_queue(job.queue, "wake"))
-            .key(keys.queues())
-            .key(keys.seq())
-            .arg(&id)
-            .arg(job.queue)
-            .arg(&job.payload)
-            .arg(job.max_attempts)
-            .arg(job.backoff_base_ms)
-            .arg(job.backoff_max_ms)
-            .invoke_async(&mut self.conn())
+            .gate()
+            .run(async {
+                Ok::<_, QueueError>(
+                    self.inner
+                        .scripts
+                        .enqueue
+                        .key(keys.job(&id))
+                        .key(keys.of_queue(job.queue, "ready"))
+                        .key(keys.of_queue(job.queue, "delayed"))
+                        .key(keys.of_queue(job.queue, "wake"))
+                        .key(keys.queues())
+                        .key(keys.seq())
+                        .arg(&id)
+                        .arg(job.queue)
+                        .arg(&job.payload)
+                        .arg(job.max_attempts)
+                        .arg(job.backoff_base_ms)
+                        .arg(job.backoff_max_ms)
+                        .invoke_async(&mut conn)
+                        .await?,
+                )
+            })
             .await?;
         record_depth(job.queue, depth);
         Ok(())
@@ -288,7 +320,8 @@ impl RedisQueue {
     async fn run_reserve(&self, call: ReserveCall<'_>) -> Result<ReserveReply, QueueError> {
         let queue = call.queue;
         let invocation = call.invocation(&self.inner.scripts.reserve, &self.inner.keys);
-        let reply: Vec<RedisValue> = invocation.invoke_async(&mut self.conn()).await?;
+        let reply: Vec<RedisValue> =
+            self.gate().run(async { Ok::<_, QueueError>(invocation.invoke_async(&mut self.conn()).await?) }).await?;
         let field = |i: usize| reply.get(i).unwrap_or(&RedisValue::Nil);
         let number = |i: usize| i64::from_redis_value(field(i));
         let (found, next_ms, requeued, failed, depth) = (number(0)?, number(1)?, number(2)?, number(3)?, number(4)?);
@@ -408,17 +441,24 @@ impl RedisQueue {
 
     pub(super) async fn renew(&self, held: &Lease, lease_ms: u64) -> Result<Touch, QueueError> {
         let id = held.id.to_string();
+        let mut conn = self.conn();
         let renewed: i64 = self
-            .inner
-            .scripts
-            .renew
-            .key(self.inner.keys.job(&id))
-            .key(self.inner.keys.of_queue(&held.queue, "active"))
-            .arg(&held.token)
-            .arg(held.attempt)
-            .arg(lease_ms)
-            .arg(&id)
-            .invoke_async(&mut self.conn())
+            .gate()
+            .run(async {
+                Ok::<_, QueueError>(
+                    self.inner
+                        .scripts
+                        .renew
+                        .key(self.inner.keys.job(&id))
+                        .key(self.inner.keys.of_queue(&held.queue, "active"))
+                        .arg(&held.token)
+                        .arg(held.attempt)
+                        .arg(lease_ms)
+                        .arg(&id)
+                        .invoke_async(&mut conn)
+                        .await?,
+                )
+            })
             .await?;
         Ok(touch(renewed))
     }
@@ -459,19 +499,26 @@ impl RedisQueue {
     pub(super) async fn complete(&self, held: &Lease, result: &str) -> Result<bool, QueueError> {
         let id = held.id.to_string();
         let keys = &self.inner.keys;
+        let mut conn = self.conn();
         let done: i64 = self
-            .inner
-            .scripts
-            .complete
-            .key(keys.job(&id))
-            .key(keys.of_queue(&held.queue, "active"))
-            .key(keys.settled())
-            .arg(&held.token)
-            .arg(held.attempt)
-            .arg(result)
-            .arg(&id)
-            .arg(keys.settled())
-            .invoke_async(&mut self.conn())
+            .gate()
+            .run(async {
+                Ok::<_, QueueError>(
+                    self.inner
+                        .scripts
+                        .complete
+                        .key(keys.job(&id))
+                        .key(keys.of_queue(&held.queue, "active"))
+                        .key(keys.settled())
+                        .arg(&held.token)
+                        .arg(held.attempt)
+                        .arg(result)
+                        .arg(&id)
+                        .arg(keys.settled())
+                        .invoke_async(&mut conn)
+                        .await?,
+                )
+            })
             .await?;
         Ok(done == 1)
     }
@@ -485,23 +532,30 @@ impl RedisQueue {
     ) -> Result<Option<FailOutcome>, QueueError> {
         let id = held.id.to_string();
         let keys = &self.inner.keys;
+        let mut conn = self.conn();
         let reply: Vec<i64> = self
-            .inner
-            .scripts
-            .fail
-            .key(keys.job(&id))
-            .key(keys.of_queue(&held.queue, "active"))
-            .key(keys.of_queue(&held.queue, "delayed"))
-            .key(keys.settled())
-            .key(keys.of_queue(&held.queue, "wake"))
-            .arg(&held.token)
-            .arg(held.attempt)
-            .arg(error)
-            .arg(&id)
-            .arg(keys.settled())
-            .arg(delay_ms)
-            .arg(flag(retry == Retry::IfAttemptsLeft))
-            .invoke_async(&mut self.conn())
+            .gate()
+            .run(async {
+                Ok::<_, QueueError>(
+                    self.inner
+                        .scripts
+                        .fail
+                        .key(keys.job(&id))
+                        .key(keys.of_queue(&held.queue, "active"))
+                        .key(keys.of_queue(&held.queue, "delayed"))
+                        .key(keys.settled())
+                        .key(keys.of_queue(&held.queue, "wake"))
+                        .arg(&held.token)
+                        .arg(held.attempt)
+                        .arg(error)
+                        .arg(&id)
+                        .arg(keys.settled())
+                        .arg(delay_ms)
+                        .arg(flag(retry == Retry::IfAttemptsLeft))
+                        .invoke_async(&mut conn)
+                        .await?,
+                )
+            })
             .await?;
         match reply.as_slice() {
             [1, at, ..] => {
@@ -516,22 +570,30 @@ impl RedisQueue {
 
     pub(super) async fn status(&self, id: JobId) -> Result<Option<JobView>, QueueError> {
         let id = id.to_string();
-        let fields: Vec<Option<String>> = ::redis::cmd("HMGET")
-            .arg(self.inner.keys.job(&id))
-            .arg(&[
-                "queue",
-                "state",
-                "attempts",
-                "max_attempts",
-                "result",
-                "error",
-                "enqueued_at",
-                "started_at",
-                "finished_at",
-                "progress",
-                "cancelled",
-            ])
-            .query_async(&mut self.conn())
+        let mut conn = self.conn();
+        let fields: Vec<Option<String>> = self
+            .gate()
+            .run(async {
+                Ok::<_, QueueError>(
+                    ::redis::cmd("HMGET")
+                        .arg(self.inner.keys.job(&id))
+                        .arg(&[
+                            "queue",
+                            "state",
+                            "attempts",
+                            "max_attempts",
+                            "result",
+                            "error",
+                            "enqueued_at",
+                            "started_at",
+                            "finished_at",
+                            "progress",
+                            "cancelled",
+                        ])
+                        .query_async(&mut conn)
+                        .await?,
+                )
+            })
             .await?;
         let [queue, state, attempts, max_attempts, result, error, enqueued_at, started_at, finished_at, progress, cancelled] =
             <[Option<String>; 11]>::try_from(fields).map_err(|f| QueueError::Corrupt {
@@ -667,8 +729,12 @@ impl RedisQueue {
     }
 
     pub(super) async fn ping(&self) -> Result<(), QueueError> {
-        let _: String = ::redis::cmd("PING").query_async(&mut self.conn()).await?;
-        Ok(())
+        self.gate()
+            .run(async {
+                let _: String = ::redis::cmd("PING").query_async(&mut self.conn()).await?;
+                Ok::<_, QueueError>(())
+            })
+            .await
     }
 }
 

@@ -103,7 +103,8 @@ async fn work_slot<J, H, Fut>(
     H: Fn(J) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<J::Output, J::Error>> + Send + 'static,
 {
-    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    // At most 2 s apart: a queue back from an outage gets its workers back within that.
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut errors = 0u32;
     // The job reserved while settling the previous one, if any: it is ours and must be run.
     let mut next: Option<Lease> = None;

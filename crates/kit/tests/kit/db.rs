@@ -18,6 +18,7 @@ fn quick_policy(retries: u32) -> ConnectPolicy {
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(40)),
         max_connections: 4,
         connect_timeout: Duration::from_millis(500),
+        ..ConnectPolicy::default()
     }
 }
 

@@ -5,6 +5,7 @@ mod auth;
 mod db;
 mod events;
 mod grpc;
+mod outage;
 mod peer;
 mod queue;
 mod ratelimit;

@@ -6,6 +6,7 @@ mod sql;
 
 use chrono::{DateTime, Utc};
 use kit::db::{Database, Migrations};
+use kit::outage::{Failure, Gate, Gated, Unavailable};
 use sqlx::migrate::Migrator;
 use sqlx::{Postgres, Sqlite};
 
@@ -50,6 +51,21 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Detached database work did not finish (it panicked, or the service is stopping).
+    #[error(transparent)]
+    Interrupted(#[from] kit::db::Detached),
+    /// The database is down, or cannot take this write now (a SQLite file locked or read-only).
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+}
+
+impl Gated for StoreError {
+    fn failure(&self) -> Option<Failure> {
+        match self {
+            StoreError::Database(e) => kit::db::failure_of(e),
+            _ => None,
+        }
+    }
 }
 
 /// Maps a unique-constraint violation to [`StoreError::Taken`]; the index is
@@ -61,7 +77,8 @@ fn taken_or(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// Users and failed logins, in the engine the service was started with.
+/// Users and failed logins, in the engine the service was started with. Every call goes through
+/// the database's [`Gate`]: while the database is down it fails at once with [`StoreError::Unavailable`].
 #[derive(Debug, Clone)]
 pub enum Store {
     /// In a SQLite file.
@@ -71,47 +88,63 @@ pub enum Store {
 }
 
 impl Store {
-    /// The store for a connected, migrated database.
-    pub fn new(db: Database) -> Self {
+    /// The store for a connected, migrated database, its calls going through `gate` (see [`Database::gate`]).
+    pub fn new(db: Database, gate: Gate) -> Self {
         match db {
-            Database::Sqlite(pool) => Self::Sqlite(SqlStore::new(pool)),
-            Database::Postgres(pool) => Self::Postgres(SqlStore::new(pool)),
+            Database::Sqlite(pool) => Self::Sqlite(SqlStore::new(pool, gate)),
+            Database::Postgres(pool) => Self::Postgres(SqlStore::new(pool, gate)),
         }
     }
 
-    /// Adds a user; [`StoreError::Taken`] if `username_key` exists.
-    pub async fn create_user(&self, user: &User, username_key: &str) -> Result<(), StoreError> {
-        kit::with_engine!(self, store => store.create_user(user, username_key).await)
+    /// The database's gate.
+    pub fn gate(&self) -> &Gate {
+        kit::with_engine!(self, store => &store.gate)
+    }
+
+    /// Adds a user; [`StoreError::Taken`] if `username_key` exists. Runs detached (`kit::db::detached`):
+    /// neither a client that hangs up nor the gate giving up on a stuck database cuts it short.
+    pub async fn create_user(&self, user: User, username_key: String) -> Result<(), StoreError> {
+        let store = self.clone();
+        kit::db::detached_through(self.gate(), async move {
+            kit::with_engine!(&store, store => store.create_user(&user, &username_key).await)
+        })
+        .await
     }
 
     /// The user whose name has this key.
     pub async fn user_by_key(&self, username_key: &str) -> Result<Option<User>, StoreError> {
-        kit::with_engine!(self, store => store.user_by_key(username_key).await)
+        self.gate().run(async { kit::with_engine!(self, store => store.user_by_key(username_key).await) }).await
     }
 
     /// The user with this id.
     pub async fn user_by_id(&self, id: uuid::Uuid) -> Result<Option<User>, StoreError> {
-        kit::with_engine!(self, store => store.user_by_id(id).await)
+        self.gate().run(async { kit::with_engine!(self, store => store.user_by_id(id).await) }).await
     }
 
     /// The `limit` most recent failures of `subject` after `since_ms` (Unix ms).
     pub async fn recent_failures(&self, subject: &str, since_ms: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
-        kit::with_engine!(self, store => store.recent_failures(subject, since_ms, limit).await)
+        self.gate()
+            .run(async { kit::with_engine!(self, store => store.recent_failures(subject, since_ms, limit).await) })
+            .await
     }
 
-    /// Records one failure at `at_ms` for each subject, together.
-    pub async fn record_failure(&self, subjects: &[String], at_ms: i64) -> Result<(), StoreError> {
-        kit::with_engine!(self, store => store.record_failure(subjects, at_ms).await)
+    /// Records one failure at `at_ms` for each subject, together, in a transaction that runs detached.
+    pub async fn record_failure(&self, subjects: Vec<String>, at_ms: i64) -> Result<(), StoreError> {
+        let store = self.clone();
+        kit::db::detached_through(self.gate(), async move {
+            kit::with_engine!(&store, store => store.record_failure(&subjects, at_ms).await)
+        })
+        .await
     }
 
     /// Forgets every failure of `subject`.
     pub async fn clear_failures(&self, subject: &str) -> Result<(), StoreError> {
-        kit::with_engine!(self, store => store.clear_failures(subject).await)
+        self.gate().run(async { kit::with_engine!(self, store => store.clear_failures(subject).await) }).await
     }
 
     /// Deletes failures older than `before_ms`; returns how many.
     pub async fn prune_failures(&self, before_ms: i64) -> Result<u64, StoreError> {
-        kit::with_engine!(self, store => store.prune_failures(before_ms).await)
+        self.gate().run(async { kit::with_engine!(self, store => store.prune_failures(before_ms).await) }).await
     }
 
     /// Whether the database answers (for `/readyz`).

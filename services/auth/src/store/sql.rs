@@ -13,18 +13,20 @@ use super::{taken_or, StoreError, User};
 #[derive(Debug)]
 pub struct SqlStore<DB: Dialect> {
     pool: Pool<DB>,
+    /// The database's gate, which [`Store`](super::Store) runs every call through.
+    pub(super) gate: kit::outage::Gate,
 }
 
 impl<DB: Dialect> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone() }
+        Self { pool: self.pool.clone(), gate: self.gate.clone() }
     }
 }
 
 impl<DB: Dialect> SqlStore<DB> {
     /// A store over a migrated pool.
-    pub fn new(pool: Pool<DB>) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool<DB>, gate: kit::outage::Gate) -> Self {
+        Self { pool, gate }
     }
 }
 

@@ -122,14 +122,10 @@ pub async fn forward(
         match sent {
             Ok(Ok(response)) => {
                 let status = response.status();
-                let unhealthy = matches!(
-                    status,
-                    StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
-                );
-                if unhealthy {
-                    permit.failure();
-                } else {
-                    permit.success();
+                match health_of(&response) {
+                    Answer::Healthy => permit.success(),
+                    Answer::Shedding => permit.neutral(),
+                    Answer::Failing => permit.failure(),
                 }
                 upstream.count(status.is_server_error());
                 *responded_by = Some(instance);
@@ -182,6 +178,27 @@ pub async fn forward(
     Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", format!("{} could not be reached", route.service))
         .titled("Bad Gateway")
         .into_response()
+}
+
+/// What an instance's response says about the instance, for its upstream's circuit.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    /// It answered (any status but the ones below, 4xx and 500 included: those are about the request).
+    Healthy,
+    /// A 503 with `Retry-After`: a live instance shedding load while one of its own backends is
+    /// down (or it is busy). It is passed on and not held against the circuit, which would hide the
+    /// instance's quick answers (and stale pages) behind the gateway's own 503s.
+    Shedding,
+    /// 502, 504, or a 503 without `Retry-After`: the instance, or what is behind it, is failing.
+    Failing,
+}
+
+fn health_of<B>(response: &http::Response<B>) -> Answer {
+    match response.status() {
+        StatusCode::SERVICE_UNAVAILABLE if response.headers().contains_key(header::RETRY_AFTER) => Answer::Shedding,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT => Answer::Failing,
+        _ => Answer::Healthy,
+    }
 }
 
 fn too_large(limit: usize) -> Response {
@@ -267,5 +284,28 @@ fn forwarded_headers(
     put(&X_FORWARDED_FOR, &forwarded_for);
     for (name, value) in &context {
         put(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, retry_after: Option<&str>) -> http::Response<()> {
+        let mut builder = http::Response::builder().status(status);
+        if let Some(secs) = retry_after {
+            builder = builder.header(header::RETRY_AFTER, secs);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn a_503_with_retry_after_is_load_shedding_and_not_held_against_the_circuit() {
+        assert_eq!(health_of(&response(503, Some("1"))), Answer::Shedding);
+        assert_eq!(health_of(&response(503, None)), Answer::Failing);
+        assert_eq!(health_of(&response(502, Some("1"))), Answer::Failing, "only a 503 sheds load");
+        assert_eq!(health_of(&response(504, None)), Answer::Failing);
+        assert_eq!(health_of(&response(500, None)), Answer::Healthy, "an error about the request");
+        assert_eq!(health_of(&response(200, None)), Answer::Healthy);
     }
 }

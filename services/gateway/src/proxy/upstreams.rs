@@ -25,6 +25,9 @@ pub struct Instance {
     pub version: String,
     /// Whether its `/readyz` answered 200 at the last probe.
     pub ready: AtomicBool,
+    /// Whether that answer said `degraded`: one of its backends (database, queue) is down, and it
+    /// answers what it can (503s with `Retry-After`, stale pages). It stays in rotation.
+    pub degraded: AtomicBool,
     /// Not picked before this time (ms since the gateway started): set after a connection failure.
     ejected_until_ms: AtomicU64,
     /// Milliseconds since its last heartbeat, as the registry said.
@@ -138,6 +141,7 @@ impl Upstream {
                     version: e.version,
                     // Trusted until the first probe says otherwise: it just registered.
                     ready: AtomicBool::new(true),
+                    degraded: AtomicBool::new(false),
                     ejected_until_ms: AtomicU64::new(0),
                     last_heartbeat_ms_ago: AtomicU64::new(e.last_heartbeat_ms_ago),
                 })),
@@ -175,11 +179,12 @@ impl Upstream {
         let rates = *self.rates.read().unwrap_or_else(|p| p.into_inner());
         let circuit = self.breaker.state();
         let ready = instances.iter().filter(|t| t.ready.load(Ordering::Relaxed)).count();
+        let degraded = instances.iter().any(|t| t.degraded.load(Ordering::Relaxed));
         let status = if !self.refreshed.load(Ordering::Relaxed) {
             "unknown"
         } else if ready == 0 || circuit == CircuitState::Open {
             "down"
-        } else if ready < instances.len() || circuit == CircuitState::HalfOpen {
+        } else if ready < instances.len() || circuit == CircuitState::HalfOpen || degraded {
             "degraded"
         } else {
             "up"
@@ -197,6 +202,7 @@ impl Upstream {
                     address: t.address.to_string(),
                     version: t.version.clone(),
                     healthy: t.ready.load(Ordering::Relaxed),
+                    degraded: t.degraded.load(Ordering::Relaxed),
                     last_seen_secs: t.last_heartbeat_ms_ago.load(Ordering::Relaxed) as f64 / 1000.0,
                 })
                 .collect(),
@@ -232,6 +238,8 @@ pub struct InstanceStatus {
     pub version: String,
     /// Whether its last readiness probe passed.
     pub healthy: bool,
+    /// Whether that probe said one of its backends is down (it still answers).
+    pub degraded: bool,
     /// Seconds since its last heartbeat.
     pub last_seen_secs: f64,
 }
@@ -270,14 +278,19 @@ impl Upstreams {
             }
             let instances = up.instances();
             let probes = instances.iter().map(|t| async move {
-                let ok = http
-                    .get(format!("http://{}/readyz", t.address))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
+                let (ok, degraded) = match http.get(format!("http://{}/readyz", t.address)).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        (true, body["status"] == "degraded")
+                    }
+                    _ => (false, false),
+                };
                 let was = t.ready.swap(ok, Ordering::Relaxed);
                 if was != ok {
                     tracing::info!(service = up.name, instance = %t.id, ready = ok, "instance readiness changed");
+                }
+                if t.degraded.swap(degraded, Ordering::Relaxed) != degraded {
+                    tracing::warn!(service = up.name, instance = %t.id, degraded, "instance degraded state changed");
                 }
             });
             futures::future::join_all(probes).await;
@@ -337,6 +350,17 @@ mod tests {
             instance(&up, id).ready.store(false, Ordering::Relaxed);
         }
         assert!(picks(&up, 4, None).iter().all(|p| p == "a" || p == "b"));
+    }
+
+    #[test]
+    fn a_service_whose_instance_has_a_backend_down_shows_as_degraded_and_stays_in_rotation() {
+        let up = upstream(&["a", "b"]);
+        assert_eq!(up.status().status, "up");
+        instance(&up, "a").degraded.store(true, Ordering::Relaxed);
+        let status = up.status();
+        assert_eq!(status.status, "degraded");
+        assert!(status.instances.iter().any(|i| i.id == "a" && i.degraded && i.healthy));
+        assert!(picks(&up, 4, None).contains(&"a".to_string()), "still picked");
     }
 
     #[test]

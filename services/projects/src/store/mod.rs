@@ -12,6 +12,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use kit::db::{Database, Dialect, Migrations};
+use kit::outage::{Failure, Gate, Gated, Unavailable};
 use sqlx::migrate::Migrator;
 use sqlx::{Pool, Postgres, Sqlite, Transaction};
 
@@ -102,9 +103,25 @@ pub enum StoreError {
     /// Detached database work did not finish (it panicked, or the service is stopping).
     #[error(transparent)]
     Interrupted(#[from] kit::db::Detached),
+    /// The database is down, or cannot take this write now (a SQLite file locked or read-only).
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
 }
 
-/// Projects, tags and the thread outbox, in the engine the service was started with.
+impl Gated for StoreError {
+    fn failure(&self) -> Option<Failure> {
+        match self {
+            StoreError::Database(e) => kit::db::failure_of(e),
+            // Staging the event failed with its transaction's connection.
+            StoreError::Event(kit::events::EventsError::Unavailable { .. }) => Some(Failure::Unreachable),
+            _ => None,
+        }
+    }
+}
+
+/// Projects, tags and the thread outbox, in the engine the service was started with. Every call
+/// goes through the database's [`Gate`]: while the database is down it fails at once with
+/// [`StoreError::Unavailable`].
 #[derive(Debug, Clone)]
 pub enum Store {
     /// In a SQLite file.
@@ -114,54 +131,71 @@ pub enum Store {
 }
 
 impl Store {
-    /// The store for a connected, migrated database.
-    pub fn new(db: Database) -> Self {
+    /// The store for a connected, migrated database, its calls going through `gate` (see [`Database::gate`]).
+    pub fn new(db: Database, gate: Gate) -> Self {
         match db {
-            Database::Sqlite(pool) => Self::Sqlite(SqlStore::new(pool)),
-            Database::Postgres(pool) => Self::Postgres(SqlStore::new(pool)),
+            Database::Sqlite(pool) => Self::Sqlite(SqlStore::new(pool, gate)),
+            Database::Postgres(pool) => Self::Postgres(SqlStore::new(pool, gate)),
         }
+    }
+
+    /// The database's gate.
+    pub fn gate(&self) -> &Gate {
+        kit::with_engine!(self, store => &store.gate)
     }
 
     /// Stores a project, its tags and one outbox row per problem and solution,
     /// in one transaction: all of it or nothing. Returns the project and its outbox rows.
+    /// The transaction runs detached (`kit::db::detached`): neither a client that disconnects nor the
+    /// gate giving up on a database that stopped answering cuts it short.
     pub async fn propose(
         &self,
-        proposal: &ValidProposal,
-        by: Proposer<'_>,
+        proposal: ValidProposal,
+        author: (String, String),
+        at: DateTime<Utc>,
     ) -> Result<(Project, Vec<OutboxItem>), StoreError> {
-        kit::with_engine!(self, store => store.propose(proposal, by).await)
+        let store = self.clone();
+        kit::db::detached_through(self.gate(), async move {
+            let by = Proposer { id: &author.0, name: &author.1, at };
+            kit::with_engine!(&store, store => store.propose(&proposal, by).await)
+        })
+        .await
     }
 
     /// Projects newest first, those older than `before` (a project id) if given.
     pub async fn list(&self, limit: u32, before: Option<i64>) -> Result<Vec<Project>, StoreError> {
-        kit::with_engine!(self, store => store.list(limit, before).await)
+        self.gate().run(async { kit::with_engine!(self, store => store.list(limit, before).await) }).await
     }
 
     /// One project.
     pub async fn get(&self, project_id: i64) -> Result<Option<Project>, StoreError> {
-        kit::with_engine!(self, store => store.get(project_id).await)
+        self.gate().run(async { kit::with_engine!(self, store => store.get(project_id).await) }).await
     }
 
     /// Removes then adds tags atomically, checking the limits on the result; returns the new list.
-    /// Only the project's author (`by`) may change them.
+    /// Only the project's author (`by`) may change them. Detached, like [`Store::propose`].
     pub async fn update_tags(
         &self,
         project_id: i64,
-        by: &str,
-        add: &[String],
-        remove: &[String],
+        by: String,
+        add: Vec<String>,
+        remove: Vec<String>,
     ) -> Result<Vec<String>, StoreError> {
-        kit::with_engine!(self, store => store.update_tags(project_id, by, add, remove).await)
+        let store = self.clone();
+        kit::db::detached_through(self.gate(), async move {
+            kit::with_engine!(&store, store => store.update_tags(project_id, &by, &add, &remove).await)
+        })
+        .await
     }
 
     /// Outbox rows whose next attempt is due, oldest first.
     pub async fn due_outbox(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
-        kit::with_engine!(self, store => store.due_outbox(now, limit).await)
+        self.gate().run(async { kit::with_engine!(self, store => store.due_outbox(now, limit).await) }).await
     }
 
     /// Deletes delivered outbox rows.
     pub async fn outbox_delivered(&self, outbox_ids: &[i64]) -> Result<(), StoreError> {
-        kit::with_engine!(self, store => store.outbox_delivered(outbox_ids).await)
+        self.gate().run(async { kit::with_engine!(self, store => store.outbox_delivered(outbox_ids).await) }).await
     }
 
     /// Records a failed delivery and when to try again.
@@ -171,7 +205,11 @@ impl Store {
         error: &str,
         next_attempt_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        kit::with_engine!(self, store => store.outbox_failed(outbox_ids, error, next_attempt_at).await)
+        self.gate()
+            .run(async {
+                kit::with_engine!(self, store => store.outbox_failed(outbox_ids, error, next_attempt_at).await)
+            })
+            .await
     }
 
     /// Whether the database answers (`/readyz`).

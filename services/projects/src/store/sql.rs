@@ -39,18 +39,20 @@ fn proposed(project: &Project) -> ProjectProposed {
 #[derive(Debug)]
 pub struct SqlStore<DB: EngineSql> {
     pool: Pool<DB>,
+    /// The database's gate, which [`Store`](super::Store) runs every call through.
+    pub(super) gate: kit::outage::Gate,
 }
 
 impl<DB: EngineSql> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone() }
+        Self { pool: self.pool.clone(), gate: self.gate.clone() }
     }
 }
 
 impl<DB: EngineSql> SqlStore<DB> {
     /// A store over a migrated pool.
-    pub fn new(pool: Pool<DB>) -> Self {
-        Self { pool }
+    pub fn new(pool: Pool<DB>, gate: kit::outage::Gate) -> Self {
+        Self { pool, gate }
     }
 }
 

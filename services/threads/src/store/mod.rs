@@ -12,6 +12,7 @@
 mod sql;
 
 use kit::db::{Database, Migrations};
+use kit::outage::Gate;
 use sqlx::migrate::Migrator;
 use sqlx::{Postgres, Sqlite};
 
@@ -26,7 +27,8 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// The threads service's migrations, embedded in the binary.
 pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-/// Threads and votes, in the engine the service was started with.
+/// Threads and votes, in the engine the service was started with. Every call goes through the
+/// database's [`Gate`]: while the database is down it fails at once with `UNAVAILABLE`.
 #[derive(Debug, Clone)]
 pub enum Store {
     /// In a SQLite file.
@@ -36,12 +38,17 @@ pub enum Store {
 }
 
 impl Store {
-    /// The store for a connected, migrated database.
-    pub fn new(db: Database) -> Self {
+    /// The store for a connected, migrated database, its calls going through `gate` (see [`Database::gate`]).
+    pub fn new(db: Database, gate: Gate) -> Self {
         match db {
-            Database::Sqlite(pool) => Self::Sqlite(SqlStore::new(pool)),
-            Database::Postgres(pool) => Self::Postgres(SqlStore::new(pool)),
+            Database::Sqlite(pool) => Self::Sqlite(SqlStore::new(pool, gate)),
+            Database::Postgres(pool) => Self::Postgres(SqlStore::new(pool, gate)),
         }
+    }
+
+    /// The database's gate.
+    pub fn gate(&self) -> &Gate {
+        kit::with_engine!(self, store => &store.gate)
     }
 
     /// The first `limit` threads of a project by id (oldest first), with
@@ -52,24 +59,35 @@ impl Store {
         limit: u32,
         voter: Option<&str>,
     ) -> Result<Vec<Thread>, ThreadsError> {
-        kit::with_engine!(self, store => store.project_threads(project_id, limit, voter).await)
+        self.gate()
+            .run(async { kit::with_engine!(self, store => store.project_threads(project_id, limit, voter).await) })
+            .await
     }
 
     /// Applies every change in one transaction (all or nothing) and returns
-    /// the threads as stored, in the same order.
-    pub async fn apply(&self, changes: &[Change]) -> Result<Vec<Thread>, ThreadsError> {
-        kit::with_engine!(self, store => store.apply(changes).await)
+    /// the threads as stored, in the same order. The transaction runs detached
+    /// (`kit::db::detached`): neither a caller that gives up nor the gate cuts it short.
+    pub async fn apply(&self, changes: Vec<Change>) -> Result<Vec<Thread>, ThreadsError> {
+        let store = self.clone();
+        kit::db::detached_through(self.gate(), async move {
+            kit::with_engine!(&store, store => store.apply(&changes).await)
+        })
+        .await
     }
 
     /// Applies votes on one thread in one transaction, in order (a voter may
-    /// appear twice), and returns the counts right after each of them.
-    pub async fn vote(&self, thread_id: i64, ballots: &[Ballot]) -> Result<Vec<Tally>, ThreadsError> {
-        kit::with_engine!(self, store => store.vote(thread_id, ballots).await)
+    /// appear twice), and returns the counts right after each of them. Detached, like [`Store::apply`].
+    pub async fn vote(&self, thread_id: i64, ballots: Vec<Ballot>) -> Result<Vec<Tally>, ThreadsError> {
+        let store = self.clone();
+        kit::db::detached_through(self.gate(), async move {
+            kit::with_engine!(&store, store => store.vote(thread_id, &ballots).await)
+        })
+        .await
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> Result<(), ThreadsError> {
-        kit::with_engine!(self, store => store.ping().await)
+        self.gate().run(async { kit::with_engine!(self, store => store.ping().await) }).await
     }
 }
 

@@ -26,18 +26,20 @@ pub struct SqlStore<DB: Dialect> {
     pool: Pool<DB>,
     /// The turn of this process's writers, taken only when the engine has one writer at a time.
     writer: Arc<Mutex<()>>,
+    /// The database's gate, which [`Store`](super::Store) runs every call through.
+    pub(super) gate: kit::outage::Gate,
 }
 
 impl<DB: Dialect> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
-        Self { pool: self.pool.clone(), writer: self.writer.clone() }
+        Self { pool: self.pool.clone(), writer: self.writer.clone(), gate: self.gate.clone() }
     }
 }
 
 impl<DB: Dialect> SqlStore<DB> {
     /// A store over a migrated pool.
-    pub fn new(pool: Pool<DB>) -> Self {
-        Self { pool, writer: Arc::default() }
+    pub fn new(pool: Pool<DB>, gate: kit::outage::Gate) -> Self {
+        Self { pool, writer: Arc::default(), gate }
     }
 }
 

@@ -10,6 +10,8 @@ use kit::test_support::{client, fresh_db, Backend, Running, TestDb, TestIssuer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+mod outage;
+
 /// A running projects service whose threads service is unreachable.
 struct TestProjects {
     url: String,
@@ -18,7 +20,7 @@ struct TestProjects {
     /// The event bus the service publishes to.
     events: EventsConfig,
     _service: Running,
-    _db: TestDb,
+    _db: Option<TestDb>,
 }
 
 /// A loopback URL where nothing listens.
@@ -29,11 +31,18 @@ fn nowhere() -> String {
 
 async fn spawn_projects(backend: &Backend) -> TestProjects {
     let db = fresh_db(backend, "projects").await;
+    let mut svc = spawn_projects_on(&db.url).await;
+    svc._db = Some(db);
+    svc
+}
+
+/// A projects service on the database at `database_url`.
+async fn spawn_projects_on(database_url: &str) -> TestProjects {
     let issuer = TestIssuer::new();
-    let config = projects::Config::for_tests(&db.url, &nowhere(), issuer.key_source());
+    let config = projects::Config::for_tests(database_url, &nowhere(), issuer.key_source());
     let events = config.events.clone();
     let service = projects::testing::spawn(config).await;
-    TestProjects { url: service.url.clone(), http: client(), issuer, events, _service: service, _db: db }
+    TestProjects { url: service.url.clone(), http: client(), issuer, events, _service: service, _db: None }
 }
 
 fn popee() -> Value {
