@@ -167,3 +167,36 @@ async fn a_job_stored_as_plain_json_is_classified_and_one_that_is_no_classificat
     let job = app.queue.status(garbled).await.unwrap().expect("the job");
     assert_eq!(job.attempts, 1, "a payload that cannot parse is not retried");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(no_redis, ignore = "set AGORA_TEST_REDIS_URL to run it against Redis")]
+async fn while_redis_is_unreachable_classifications_are_503s_and_no_job_is_lost() {
+    use kit::test_support::{Fault, FaultProxy};
+    let Some(server) = redis_url() else { return };
+    let proxy = FaultProxy::in_front_of(&server).await;
+    let app = spawn_classifier(Some(proxy.url(&server)), |_| {}).await;
+    let http = reqwest::Client::new();
+    let classify = || {
+        http.post(format!("{}/classifications", app.url))
+            .json(&serde_json::json!({"model_id": "efficientnet-lite0", "image_id": "cat"}))
+            .send()
+    };
+    let resp = classify().await.unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+
+    proxy.set(Fault::Refuse);
+    for _ in 0..3 {
+        let resp = classify().await.unwrap();
+        assert!(resp.headers().contains_key("retry-after"), "{resp:?}");
+        assert_eq!(problem(resp, 503).await["dependency"], "queue");
+    }
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", app.url)).await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+
+    proxy.set(Fault::Pass);
+    let done = finished(&app.url, &location).await;
+    assert_eq!(done["task_status"], "finished", "the job enqueued before the outage is done: {done}");
+    let resp = classify().await.unwrap();
+    assert_eq!(resp.status(), 202, "enqueueing works again");
+}
