@@ -26,10 +26,10 @@ run() { # backend workers
   PIDS=()
   QUEUE_URL=$queue_url DATA_DIR=$dir PORT=$port RUST_LOG=warn "$AGORA" serve classifier >/dev/null 2>&1 & PIDS+=($!)
   for _ in $(seq "$workers"); do
-    QUEUE_URL=$queue_url DATA_DIR=$dir RUST_LOG=warn "$AGORA" serve classifier-worker >/dev/null 2>&1 & PIDS+=($!)
+    CLASSIFIER_PRELOAD=1 QUEUE_URL=$queue_url DATA_DIR=$dir RUST_LOG=warn "$AGORA" serve classifier-worker >/dev/null 2>&1 & PIDS+=($!)
   done
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-  sleep 1 # workers load their models
+  sleep 1 # workers load their models (CLASSIFIER_PRELOAD=1: not in the first jobs' time)
   python3 - "$port" "$JOBS" "$MODEL" "$backend" "$workers" <<'PY'
 import json, sys, time, urllib.request, concurrent.futures as cf
 port, jobs, model, backend, workers = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]

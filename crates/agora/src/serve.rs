@@ -47,6 +47,22 @@ impl ServiceName {
     }
 }
 
+/// Threads of a service's async runtime: `ASYNC_THREADS`, 1 by default (a single-threaded runtime on
+/// the main thread), whatever the service: none does CPU work on it. Raise it for a service that serves
+/// much traffic from one process on a many-core machine; in `agora up` and on a cluster, replicas
+/// scale a service instead.
+pub fn async_threads<S: kit::config::Source>(env: &Env<S>) -> Result<usize, kit::config::ConfigError> {
+    let threads: usize = env.parse_or("ASYNC_THREADS", 1)?;
+    if !(1..=1024).contains(&threads) {
+        return Err(kit::config::ConfigError::Invalid {
+            name: "ASYNC_THREADS".into(),
+            value: threads.to_string(),
+            reason: "expected a number of threads between 1 and 1024".into(),
+        });
+    }
+    Ok(threads)
+}
+
 /// Runs `service` until a shutdown signal.
 pub async fn run(service: ServiceName) -> anyhow::Result<()> {
     kit::telemetry::init(service.as_str());

@@ -81,6 +81,9 @@ pub enum RegistryError {
     /// The registry could not be reached.
     #[error("registry unreachable: {0}")]
     Unreachable(#[from] reqwest::Error),
+    /// The registry's answer to a watch had no index: a registry without watches.
+    #[error("the registry's answer has no {INDEX_HEADER} header: it cannot be watched")]
+    NoIndex,
     /// The registry answered with an unexpected status.
     #[error("registry answered {status}: {body}")]
     Status {
@@ -90,6 +93,9 @@ pub enum RegistryError {
         body: String,
     },
 }
+
+/// The header with which the registry's `GET /v1/services` says the index of the instances it shows.
+pub const INDEX_HEADER: &str = "x-registry-index";
 
 /// Result of a heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +159,27 @@ impl RegistryClient {
         let resp = self.http.get(format!("{}/v1/services/{service}", self.base)).send().await?;
         let found: ServiceInstances = Self::json(resp).await?;
         Ok(found.instances)
+    }
+
+    /// Waits until the registry's instances (of any service) are no longer those of `index`, for at
+    /// most `wait`, and returns the index of the current ones (the same after a timeout). With no
+    /// `index` it answers at once: the first call of a watch loop.
+    pub async fn watch(&self, index: Option<u64>, wait: Duration) -> Result<u64, RegistryError> {
+        let url = match index {
+            Some(index) => format!("{}/v1/services?index={index}&wait={}ms", self.base, wait.as_millis()),
+            None => format!("{}/v1/services", self.base),
+        };
+        // The client's timeout is for ordinary calls; a watch is held up to `wait` by design.
+        let resp = self.http.get(url).timeout(wait + Duration::from_secs(5)).send().await?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(RegistryError::Status { status: status.as_u16(), body: resp.text().await.unwrap_or_default() });
+        }
+        resp.headers()
+            .get(INDEX_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse().ok())
+            .ok_or(RegistryError::NoIndex)
     }
 
     async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, RegistryError> {

@@ -9,6 +9,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+/// Lines (or pre-formatted batches) the background log writer queues before loggers wait for it.
+const LOG_QUEUE_LINES: usize = 8192;
+
 static GUARD: OnceLock<tracing_appender::non_blocking::WorkerGuard> = OnceLock::new();
 
 /// The background writer of the JSON lines, once [`init`] has chosen JSON.
@@ -55,6 +58,10 @@ pub fn init(service: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,tower=warn,h2=warn"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        // The queue is allocated, and every slot touched, up front: the default 128 000 lines made
+        // ~4 MB of every process's idle memory. A full queue makes loggers wait (not lossy); 8192
+        // lines (or access-log batches) leave the writer ample slack.
+        .buffered_lines_limit(LOG_QUEUE_LINES)
         // Buffered: the background writer flushes whenever its queue runs dry, so
         // under load many lines share one write instead of one syscall each.
         .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()));

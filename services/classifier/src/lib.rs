@@ -6,8 +6,9 @@
 //! * [`images`]: what may be classified. Uploads are checked (format, bytes, pixels from the header
 //!   before decoding) before anything is enqueued; samples are looked up by id in a fixed table.
 //! * [`preprocess`]: an image → the `[1, 3, 224, 224]` tensor the models were converted with.
-//! * [`model`]: the embedded models, loaded once ([`Models::load`]) and shared (`Models` is a cheap
-//!   `Arc` clone); [`Models::classify`] returns the top 5 classes with softmax scores.
+//! * [`model`]: the embedded models, each loaded once, when first needed ([`Models::lazy`]) or all at
+//!   start ([`Models::load`]), and shared (`Models` is a cheap `Arc` clone); [`Models::classify`] returns
+//!   the top 5 classes with softmax scores.
 //! * [`engine`]: which library runs them (`CLASSIFIER_ENGINE`): tract, pure Rust, by default; ONNX Runtime,
 //!   ~5× faster, loaded at run time from `ORT_DYLIB_PATH` in a build with the `ort` cargo feature.
 //!
@@ -74,6 +75,9 @@ pub struct Config {
     pub lease: Duration,
     /// What runs the models in a worker (`CLASSIFIER_ENGINE`, `ORT_DYLIB_PATH`, `CLASSIFIER_ORT_THREADS`).
     pub engine: Engine,
+    /// Whether a worker loads every model before taking jobs (`CLASSIFIER_PRELOAD`, default off: each
+    /// model is loaded by the first job that needs it).
+    pub preload: bool,
 }
 
 impl Config {
@@ -93,6 +97,7 @@ impl Config {
             concurrency: env.parse_or("CLASSIFIER_WORKER_CONCURRENCY", 1usize)?.max(1),
             lease: env.secs_or("CLASSIFIER_LEASE_SECS", Duration::from_secs(30))?.max(Duration::from_millis(300)),
             engine: Engine::from_env(env)?,
+            preload: env.bool_or("CLASSIFIER_PRELOAD", false)?,
         })
     }
 }
@@ -110,6 +115,7 @@ impl Config {
             concurrency: 1,
             lease: Duration::from_secs(2),
             engine: Engine::Tract,
+            preload: false,
         }
     }
 }
@@ -120,6 +126,9 @@ pub enum StartError {
     /// The embedded models are unusable.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The task loading the models (`CLASSIFIER_PRELOAD`) panicked.
+    #[error("loading the models failed")]
+    Preload(#[source] tokio::task::JoinError),
     /// The queue is unreachable.
     #[error("job queue: {0}")]
     Queue(#[from] kit::queue::QueueError),
@@ -128,10 +137,10 @@ pub enum StartError {
     Serve(#[from] kit::http::ServeError),
 }
 
-/// Starts the web service: it checks requests and enqueues jobs; it never runs a model.
+/// Starts the web service: it checks requests and enqueues jobs; it never loads or runs a model.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
-    // Only the model ids are used here, so the engine is always tract: no ONNX Runtime in the web server.
-    let models = Models::load()?;
+    // Only the model ids are used here: nothing classifies, so no model is ever loaded (tens of MB each).
+    let models = Models::lazy(&Engine::Tract)?;
     let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
     queue.spawn_maintenance(config.retention, shutdown.clone());
     let (readiness, dependencies) = match queue.gate() {
@@ -150,13 +159,22 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
 /// order, holds a renewed lease while the model runs, and finishes its current
 /// job before stopping.
 pub async fn run_worker(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
-    let models = Models::load_with(&config.engine)?;
+    let models = Models::lazy(&config.engine)?;
+    if config.preload {
+        // Parsing and optimising a graph is CPU work: off the async threads, like inference.
+        let loading = models.clone();
+        match tokio::task::spawn_blocking(move || loading.load_all()).await {
+            Ok(loaded) => loaded?,
+            Err(join) => return Err(StartError::Preload(join)),
+        }
+    }
     let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
     queue.spawn_maintenance(config.retention, shutdown.clone());
     tracing::info!(
         backend = queue.backend(),
         concurrency = config.concurrency,
         engine = models.engine(),
+        preloaded = ?models.loaded(),
         "classifier worker ready"
     );
     let limits = config.limits;

@@ -2,15 +2,18 @@
 //! in a build with the `ort` feature, ONNX Runtime (see [`crate::engine`]).
 //!
 //! Both ONNX files and the label list are embedded with `include_bytes!`, so `agora` runs from any
-//! directory and nothing is read or downloaded at run time. [`Models::load`] parses and optimises each
-//! graph once (a few hundred milliseconds in total, in release); [`Models::classify`] then takes about
+//! directory and nothing is read or downloaded at run time. A graph is parsed and optimised once (a few
+//! hundred milliseconds and tens of megabytes each, in release): by [`Models::load`] for every model at
+//! once, or, from [`Models::lazy`], when a model is first asked to classify — so a process that only
+//! lists or checks model ids (the web service) never holds one. [`Models::classify`] then takes about
 //! 20 ms of one core per image with tract (~4 ms with ONNX Runtime) and is meant to run in
 //! `tokio::task::spawn_blocking`. `Models` is `Send + Sync` and a clone is an `Arc` clone, so every handler
 //! and worker can hold one.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Instant;
 
 use image::DynamicImage;
 use tract_onnx::prelude::tract_ndarray::Array4;
@@ -114,14 +117,40 @@ pub struct Models {
 }
 
 struct Inner {
-    engine: &'static str,
-    models: Vec<LoadedModel>,
+    engine: Engine,
+    models: Vec<Slot>,
     labels: Vec<&'static str>,
 }
 
-struct LoadedModel {
+/// One embedded model, and its runner once something asked for it.
+struct Slot {
     info: ModelInfo,
-    runner: Runner,
+    bytes: &'static [u8],
+    runner: OnceLock<Runner>,
+    /// Held while the runner is being built, so that two jobs arriving together load it once.
+    loading: Mutex<()>,
+}
+
+impl Slot {
+    /// The runner, built (and logged) now if this is the first time it is needed.
+    fn runner(&self, engine: &Engine) -> Result<&Runner, ModelError> {
+        if let Some(runner) = self.runner.get() {
+            return Ok(runner);
+        }
+        let _loading = self.loading.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(runner) = self.runner.get() {
+            return Ok(runner);
+        }
+        let started = Instant::now();
+        let runner = Runner::load(engine, self.info.id, self.bytes)?;
+        tracing::info!(
+            model = self.info.id,
+            engine = engine.id(),
+            load_ms = started.elapsed().as_millis() as u64,
+            "model loaded"
+        );
+        Ok(self.runner.get_or_init(|| runner))
+    }
 }
 
 // Handlers and workers share one `Models` across threads; keep that a compile-time guarantee.
@@ -138,25 +167,46 @@ impl Models {
 
     /// Loads every embedded model into `engine` (what `CLASSIFIER_ENGINE` chose); call once at start-up.
     pub fn load_with(engine: &Engine) -> Result<Models, ModelError> {
+        let models = Self::lazy(engine)?;
+        models.load_all()?;
+        Ok(models)
+    }
+
+    /// Loads every model not loaded yet (`CLASSIFIER_PRELOAD=1`: a slower start rather than a slower first job).
+    pub fn load_all(&self) -> Result<(), ModelError> {
+        for slot in &self.inner.models {
+            slot.runner(&self.inner.engine)?;
+        }
+        Ok(())
+    }
+
+    /// The embedded models with none loaded yet: each is loaded into `engine` when it is first asked to
+    /// classify (and the log says so). Listing and checking ids never loads one.
+    pub fn lazy(engine: &Engine) -> Result<Models, ModelError> {
         let labels: Vec<&'static str> = LABELS.lines().collect();
         if labels.len() != CLASSES {
             return Err(ModelError::Labels(labels.len()));
         }
         let models = EMBEDDED
             .iter()
-            .map(|(info, bytes)| Ok(LoadedModel { info: *info, runner: Runner::load(engine, info.id, bytes)? }))
-            .collect::<Result<_, ModelError>>()?;
-        Ok(Models { inner: Arc::new(Inner { engine: engine.id(), models, labels }) })
+            .map(|(info, bytes)| Slot { info: *info, bytes, runner: OnceLock::new(), loading: Mutex::new(()) })
+            .collect();
+        Ok(Models { inner: Arc::new(Inner { engine: engine.clone(), models, labels }) })
     }
 
     /// The engine running the models: `tract` or `ort`.
     pub fn engine(&self) -> &'static str {
-        self.inner.engine
+        self.inner.engine.id()
     }
 
     /// Every model, in a stable order (the default first).
     pub fn list(&self) -> impl Iterator<Item = &ModelInfo> {
         self.inner.models.iter().map(|model| &model.info)
+    }
+
+    /// The ids of the models loaded so far, in [`Models::list`]'s order.
+    pub fn loaded(&self) -> Vec<&'static str> {
+        self.inner.models.iter().filter(|model| model.runner.get().is_some()).map(|model| model.info.id).collect()
     }
 
     /// The model with this id, if there is one.
@@ -183,20 +233,20 @@ impl Models {
         self.run(model, input)
     }
 
-    fn find(&self, id: &str) -> Option<&LoadedModel> {
+    fn find(&self, id: &str) -> Option<&Slot> {
         self.inner.models.iter().find(|model| model.info.id == id)
     }
 
-    fn find_or_err(&self, id: &str) -> Result<&LoadedModel, ModelError> {
+    fn find_or_err(&self, id: &str) -> Result<&Slot, ModelError> {
         self.find(id).ok_or_else(|| ModelError::UnknownModel {
             id: crate::images::truncate_for_message(id),
             known: self.list().map(|info| info.id).collect::<Vec<_>>().join(", "),
         })
     }
 
-    fn run(&self, model: &LoadedModel, input: Array4<f32>) -> Result<Vec<Prediction>, ModelError> {
+    fn run(&self, model: &Slot, input: Array4<f32>) -> Result<Vec<Prediction>, ModelError> {
         let inference = |source| ModelError::Inference { model: model.info.id, source };
-        let logits = model.runner.logits(input).map_err(inference)?;
+        let logits = model.runner(&self.inner.engine)?.logits(input).map_err(inference)?;
         if logits.len() != CLASSES {
             return Err(inference(format!("{} logits, expected {CLASSES}", logits.len()).into()));
         }

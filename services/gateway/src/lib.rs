@@ -196,6 +196,10 @@ pub enum StartError {
     Serve(#[from] kit::http::ServeError),
 }
 
+/// Every this many refresh periods the instances are looked up even though the registry's watch said
+/// nothing changed: a safety net, and it keeps the heartbeat ages on `/status` fresh.
+const RESYNC_ROUNDS: u32 = 10;
+
 /// Starts the gateway; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     if let Some(path) = &config.access_log_file {
@@ -229,16 +233,24 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         ready: AtomicBool::new(false),
     });
 
+    // Instances are looked up when the registry's watch says they changed (at once, so a new instance
+    // gets traffic without waiting for a period), and otherwise only every `RESYNC_ROUNDS` periods, or
+    // every period while the watch is down; readiness is probed every period.
     let refresher = gw.clone();
     let stop = shutdown.clone();
+    let changes = discovery.watch(shutdown.clone());
     tokio::spawn(async move {
+        let mut lookup = true;
+        let mut rounds = 0u32;
         loop {
-            refresher.upstreams.refresh_once(&discovery, &refresher.side).await;
+            refresher.upstreams.refresh_once(&discovery, lookup, &refresher.side).await;
             refresher.ready.store(true, Ordering::Relaxed);
-            tokio::select! {
+            rounds = rounds.wrapping_add(1);
+            lookup = tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(refresher.config.refresh) => {}
-            }
+                () = changes.changed() => true,
+                () = tokio::time::sleep(refresher.config.refresh) => !changes.is_live() || rounds.is_multiple_of(RESYNC_ROUNDS),
+            };
         }
     });
 

@@ -84,6 +84,38 @@ impl Registration {
     }
 }
 
+/// The longest a watch (`GET /v1/services?index=N&wait=…`) may be held.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+/// How long a watch is held when it names no `wait`.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+
+/// A watch's `wait`: a whole number of milliseconds, seconds or minutes (`500ms`, `30s`, `5m`), at
+/// most [`MAX_WAIT`].
+pub fn parse_wait(raw: &str) -> Result<Duration, Invalid> {
+    let bad = || invalid("wait", "must be a whole number of ms, s or m (e.g. 30s), at most 5m");
+    let unit_at = raw.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (digits, unit) = raw.split_at(unit_at);
+    if digits.is_empty() || digits.len() > 9 {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let wait = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        _ => return Err(bad()),
+    };
+    if wait > MAX_WAIT {
+        return Err(bad());
+    }
+    Ok(wait)
+}
+
+/// A watch's `index`: the `index` of an earlier answer (a whole number).
+pub fn parse_index(raw: &str) -> Result<u64, Invalid> {
+    raw.parse().map_err(|_| invalid("index", "must be the index of an earlier answer, a whole number"))
+}
+
 fn valid_address(address: &str) -> bool {
     if address.parse::<std::net::SocketAddr>().is_ok() {
         return !address.ends_with(":0");
@@ -126,19 +158,38 @@ impl Entry {
     }
 }
 
-/// Every known instance, keyed by instance id.
-#[derive(Debug, Default)]
+/// Every known instance, keyed by instance id, and the index of the table's last change.
+#[derive(Debug)]
 pub struct Table {
     entries: HashMap<String, Entry>,
+    index: u64,
 }
 
 impl Table {
+    /// An empty table whose index starts at `first_index` (at least 1, so that a watcher's `index=0`
+    /// always differs). The registry starts it at its start time in milliseconds: a restarted registry
+    /// does not hand out again an index a watcher of the previous one may still hold.
+    pub fn new(first_index: u64) -> Self {
+        Self { entries: HashMap::new(), index: first_index.max(1) }
+    }
+
+    /// Changes with every registration, deregistration and eviction (never with a mere heartbeat):
+    /// a watcher that holds the current index has seen the current instances.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    fn changed(&mut self) {
+        self.index = self.index.wrapping_add(1).max(1);
+    }
+
     /// Adds or refreshes an instance (re-registering an id replaces it).
     pub fn register(&mut self, reg: Registration, now: Instant) -> Instance {
         let id = reg.instance_id.clone();
         let entry = Entry { reg, registered_at: chrono::Utc::now(), last_seen: now };
         let view = entry.view(now);
         self.entries.insert(id, entry);
+        self.changed();
         view
     }
 
@@ -151,6 +202,7 @@ impl Table {
             }
             Some(_) => {
                 self.entries.remove(id);
+                self.changed();
                 false
             }
             None => false,
@@ -159,14 +211,23 @@ impl Table {
 
     /// Removes an instance; `false` if unknown.
     pub fn deregister(&mut self, id: &str) -> bool {
-        self.entries.remove(id).is_some()
+        let removed = self.entries.remove(id).is_some();
+        if removed {
+            self.changed();
+        }
+        removed
     }
 
     /// Drops every instance whose TTL passed; returns the evicted ones.
     pub fn evict_expired(&mut self, now: Instant) -> Vec<Instance> {
         let expired: Vec<String> =
             self.entries.iter().filter(|(_, e)| !e.alive_at(now)).map(|(id, _)| id.clone()).collect();
-        expired.iter().filter_map(|id| self.entries.remove(id)).map(|e| e.view(now)).collect()
+        let evicted: Vec<Instance> =
+            expired.iter().filter_map(|id| self.entries.remove(id)).map(|e| e.view(now)).collect();
+        if !evicted.is_empty() {
+            self.changed();
+        }
+        evicted
     }
 
     /// Live instances of one service, oldest registration first.
@@ -215,8 +276,23 @@ mod tests {
     }
 
     #[test]
+    fn a_wait_is_a_whole_number_of_ms_s_or_m_up_to_five_minutes() {
+        assert_eq!(parse_wait("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_wait("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_wait("5m"), Ok(MAX_WAIT));
+        assert_eq!(parse_wait("0s"), Ok(Duration::ZERO));
+        for bad in ["", "30", "s", "-1s", "1.5s", "6m", "301s", "30 s", "1h", "99999999999s", "١s"] {
+            assert_eq!(parse_wait(bad).map_err(|e| e.field), Err("wait"), "{bad:?}");
+        }
+        assert_eq!(parse_index("42"), Ok(42));
+        for bad in ["", "-1", "x", "18446744073709551616"] {
+            assert_eq!(parse_index(bad).map_err(|e| e.field), Err("index"), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn an_instance_that_stops_heartbeating_is_evicted_after_its_ttl() {
-        let mut table = Table::default();
+        let mut table = Table::new(1);
         let t0 = Instant::now();
         let a = table.register(Registration::parse(req("jokes", "127.0.0.1:1000")).unwrap(), t0);
         let b = table.register(Registration::parse(req("jokes", "127.0.0.1:1001")).unwrap(), t0);
@@ -232,8 +308,36 @@ mod tests {
     }
 
     #[test]
+    fn the_index_moves_with_every_change_of_the_instances_and_only_then() {
+        let mut table = Table::new(0);
+        let t0 = Instant::now();
+        let mut last = table.index();
+        assert!(last >= 1, "index 0 always means: answer at once");
+        let mut moved = |table: &Table, what: &str| {
+            assert_ne!(table.index(), last, "{what} changes the index");
+            last = table.index();
+        };
+        let a = table.register(Registration::parse(req("jokes", "127.0.0.1:1000")).unwrap(), t0);
+        moved(&table, "a registration");
+        let b = table.register(Registration::parse(req("jokes", "127.0.0.1:1001")).unwrap(), t0);
+        moved(&table, "a second registration");
+        assert!(table.heartbeat(&a.instance_id, t0 + Duration::from_millis(1500)));
+        assert!(!table.deregister("nobody"));
+        assert!(table.evict_expired(t0 + Duration::from_millis(1500)).is_empty());
+        assert_eq!(table.index(), last, "heartbeats and no-ops change nothing");
+        assert!(table.deregister(&a.instance_id));
+        assert_ne!(table.index(), last, "a deregistration changes the index");
+        let before_eviction = table.index();
+        assert_eq!(table.evict_expired(t0 + Duration::from_secs(5)).len(), 1, "{b:?} is evicted");
+        assert_ne!(table.index(), before_eviction, "an eviction changes the index");
+        let quiet = table.index();
+        assert!(!table.heartbeat(&b.instance_id, t0 + Duration::from_secs(5)));
+        assert_eq!(table.index(), quiet, "a heartbeat of an unknown instance changes nothing");
+    }
+
+    #[test]
     fn services_count_only_live_instances() {
-        let mut table = Table::default();
+        let mut table = Table::new(1);
         let t0 = Instant::now();
         table.register(Registration::parse(req("jokes", "127.0.0.1:1000")).unwrap(), t0);
         table.register(Registration::parse(req("auth", "127.0.0.1:1001")).unwrap(), t0);

@@ -8,8 +8,7 @@ pub mod domain;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kit::config::{ConfigError, Env, ServiceConfig, Source};
 use kit::http::{service_router, RouterOptions};
@@ -44,7 +43,9 @@ impl Config {
 
 /// Starts the registry; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, kit::http::ServeError> {
-    let table = Arc::new(RwLock::new(domain::Table::default()));
+    // The index starts at the start time: a restarted registry never repeats an index a watcher holds.
+    let first_index = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |since| since.as_millis() as u64);
+    let table = api::Shared::new(domain::Table::new(first_index), shutdown.clone());
     tokio::spawn(evict_forever(table.clone(), config.eviction_interval, shutdown.clone()));
     let app = service_router(api::router(table), RouterOptions { body_limit: 16 * 1024, ..Default::default() });
     kit::service::start_http(&config.service, app, shutdown).await
@@ -56,18 +57,11 @@ async fn evict_forever(table: api::SharedTable, every: Duration, shutdown: Shutd
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let evicted = table.write().unwrap_or_else(|p| p.into_inner()).evict_expired(Instant::now());
+        let evicted = api::write(&table).evict_expired(Instant::now());
         for gone in evicted {
             tracing::warn!(service = %gone.service, instance_id = %gone.instance_id, silent_ms = gone.last_heartbeat_ms_ago, "instance evicted: missed its heartbeats");
         }
-        metrics::gauge!("registry_instances").set(
-            table
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .services(Instant::now())
-                .iter()
-                .map(|(_, n)| *n as f64)
-                .sum::<f64>(),
-        );
+        metrics::gauge!("registry_instances")
+            .set(api::read(&table).services(Instant::now()).iter().map(|(_, n)| *n as f64).sum::<f64>());
     }
 }

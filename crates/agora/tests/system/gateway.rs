@@ -139,3 +139,26 @@ async fn the_access_log_goes_to_its_own_file_when_one_is_set() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ACCESS_LOG_FILE"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_gateway_routes_to_a_new_instance_when_it_registers_without_waiting_for_a_poll() {
+    let registry = registry::testing::spawn(registry::Config::for_tests()).await;
+    let mut config = gateway::Config::for_tests(registry.as_url());
+    // No refresh period ends within the test: only the registry's watch can tell the gateway.
+    config.refresh = Duration::from_secs(3600);
+    let gateway = gateway::testing::spawn(config).await;
+    let http = kit::test_support::client();
+    kit::test_support::eventually("the gateway to be ready", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("{}/readyz", gateway.url));
+        async move { http.get(url).send().await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+
+    let jokes_config = kit::config::ServiceConfig::for_tests("jokes", Some(registry.as_url()));
+    let _jokes = jokes::testing::spawn(jokes::Config { service: jokes_config }).await;
+    kit::test_support::eventually("the gateway to route /joke to the new instance", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), format!("{}/joke", gateway.url));
+        async move { http.get(url).send().await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+}

@@ -379,3 +379,27 @@ fn every_sample_is_listed_decodes_and_path_like_ids_are_refused() {
         assert!(matches!(images::sample(id), Err(UploadError::UnknownSample(_))), "{id}");
     }
 }
+
+#[test]
+fn a_lazy_catalogue_lists_and_checks_models_without_loading_any() {
+    let models = Models::lazy(&classifier::Engine::Tract).expect("the catalogue");
+    let ids: Vec<&str> = models.list().map(|info| info.id).collect();
+    assert_eq!(ids, MODEL_IDS);
+    assert!(models.get("efficientnet-lite1").is_some());
+    assert!(models.get("resnet").is_none());
+    assert!(models.loaded().is_empty(), "listing and checking ids loads nothing");
+    assert!(models.classify("resnet", &sample_image("cat")).is_err(), "an unknown model is refused");
+    assert!(models.loaded().is_empty(), "refusing an unknown model loads nothing");
+}
+
+#[test]
+fn a_model_is_loaded_by_its_first_classification_and_only_that_one() {
+    let models = Models::lazy(&classifier::Engine::Tract).expect("the catalogue");
+    let first = models.classify("efficientnet-lite0", &sample_image("cat")).expect("classification succeeds");
+    assert_eq!(models.loaded(), ["efficientnet-lite0"]);
+    let again = models.classify("efficientnet-lite0", &sample_image("cat")).expect("classification succeeds");
+    assert_eq!(first, again, "the loaded model is reused");
+    assert_eq!(first, classify("efficientnet-lite0", "cat"), "same answer as an eagerly loaded model");
+    models.load_all().expect("the rest loads");
+    assert_eq!(models.loaded(), MODEL_IDS);
+}

@@ -269,12 +269,15 @@ impl Upstreams {
         self.order.iter().filter_map(|n| self.by_name.get(n))
     }
 
-    /// One refresh round: ask the registry, probe every instance's `/readyz`, update rates.
-    pub async fn refresh_once(&self, discovery: &Discovery, http: &reqwest::Client) {
+    /// One refresh round: ask the registry (when `lookup`: the instances may have changed), probe every
+    /// instance's `/readyz`, update rates.
+    pub async fn refresh_once(&self, discovery: &Discovery, lookup: bool, http: &reqwest::Client) {
         let rounds = self.all().map(|up| async move {
-            match discovery.endpoints(up.name).await {
-                Ok(found) => up.replace_instances(found),
-                Err(err) => tracing::warn!(service = up.name, error = %err, "registry lookup failed; keeping the last known instances"),
+            if lookup {
+                match discovery.endpoints(up.name).await {
+                    Ok(found) => up.replace_instances(found),
+                    Err(err) => tracing::warn!(service = up.name, error = %err, "registry lookup failed; keeping the last known instances"),
+                }
             }
             let instances = up.instances();
             let probes = instances.iter().map(|t| async move {

@@ -1,0 +1,3 @@
+//! The registry's tests: one test binary (faster to link), one module per concern.
+
+mod watch;
