@@ -255,9 +255,15 @@ impl Gate {
             call.await
         };
         match result {
-            Ok(value) => Ok(value),
+            Ok(value) => {
+                self.answered();
+                Ok(value)
+            }
             Err(err) => match err.failure() {
-                None => Err(err),
+                None => {
+                    self.answered();
+                    Err(err)
+                }
                 Some(Failure::Unreachable) => {
                     tracing::warn!(dependency = self.inner.dependency, error = %err, "backend unreachable; probing it");
                     self.suspect(true);
@@ -271,6 +277,14 @@ impl Gate {
         }
     }
 
+    /// Notes that the backend just answered a call: while calls are being answered, a slow one is
+    /// contention (a busy pool, a lock), not an outage, and starts no probe.
+    fn answered(&self) {
+        if self.inner.watch_slow {
+            *self.inner.verified_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+    }
+
     /// Reports a failure seen outside [`Gate::run`] (a background task's call): `Unreachable` makes the gate probe.
     pub fn report(&self, failure: Failure) {
         if failure == Failure::Unreachable {
@@ -278,7 +292,8 @@ impl Gate {
         }
     }
 
-    /// Starts a probe unless one runs already (or, for a mere slow call, one succeeded within half of `detect`).
+    /// Starts a probe unless one runs already (or, for a mere slow call, the backend answered a probe
+    /// or a call within half of `detect`).
     fn suspect(&self, failed: bool) {
         let half = self.inner.policy.detect / 2;
         if !failed {
