@@ -45,6 +45,7 @@ pub mod grpc;
 pub mod http;
 pub mod json_body;
 pub mod metrics;
+pub mod openapi;
 pub mod outage;
 pub mod peer;
 pub mod problem;

@@ -18,6 +18,7 @@ use base64::Engine;
 use chrono::{DateTime, SubsecRound, Utc};
 use kit::auth::{AuthError, Claims};
 use kit::json_body::JsonBody;
+use kit::openapi::PublicApi;
 use kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -43,14 +44,26 @@ pub struct AppState {
 
 /// `POST /signup` and JSON `POST /login` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({ "username": "ada", "password": "correct horse battery staple" }))]
 pub struct Credentials {
     /// 1–64 characters (trimmed), no control characters; unique case-insensitively.
     #[serde(default)]
+    #[schema(schema_with = username_schema, required = true)]
     pub username: String,
-    /// 8–256 characters, not the username, not a common password.
+    /// 8–256 characters, not one character repeated, not the username, not a common password.
     #[serde(default)]
-    #[schema(value_type = String, format = Password)]
+    #[schema(schema_with = password_schema, required = true)]
     pub password: Secret<String>,
+}
+
+/// `username` as signup checks it.
+fn username_schema() -> utoipa::openapi::Object {
+    kit::openapi::account::username()
+}
+
+/// `password` as signup checks it.
+fn password_schema() -> utoipa::openapi::Object {
+    kit::openapi::account::password()
 }
 
 /// A user, as shown (never the password hash).
@@ -208,7 +221,8 @@ fn parse_ip(raw: &str) -> Option<String> {
     responses(
         (status = 201, body = UserResponse, headers(("Location" = String, description = "the new user"))),
         (status = 409, description = "the name is taken (case-insensitively)", body = Problem),
-        (status = 422, description = "a bad username or a weak password; `field` names which", body = Problem)))]
+        (status = 422, description = "a bad username or a weak password; `field` names which", body = Problem),
+        (status = 503, description = "the database is unavailable", body = Problem)))]
 async fn signup(State(state): State<AppState>, JsonBody(creds): JsonBody<Credentials>) -> Result<Response, ApiError> {
     let username = Username::parse(&creds.username)?;
     domain::check_password(creds.password.expose(), &username)?;
@@ -280,8 +294,11 @@ async fn throttled(
     security(("basic" = []), ()),
     responses(
         (status = 200, body = TokenResponse),
-        (status = 401, description = "bad credentials (which part is never said)", body = Problem),
-        (status = 429, description = "too many failed logins; see Retry-After", body = Problem)))]
+        (status = 401, description = "bad credentials (which part is never said)", body = Problem,
+            headers(("WWW-Authenticate" = String, description = "the Basic challenge"))),
+        (status = 429, description = "too many failed logins, or too many requests; see Retry-After", body = Problem,
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+        (status = 503, description = "the database is unavailable", body = Problem)))]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -346,7 +363,10 @@ async fn jwks(State(state): State<AppState>) -> Response {
 
 /// A user's public profile.
 #[utoipa::path(get, path = "/users/{id}", params(("id" = String, Path, description = "the user's id")),
-    responses((status = 200, body = UserResponse), (status = 404, body = Problem)))]
+    responses(
+        (status = 200, body = UserResponse),
+        (status = 404, body = Problem),
+        (status = 503, description = "the database is unavailable", body = Problem)))]
 async fn user(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<UserResponse>, ApiError> {
     let parsed = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::UnknownUser(id.clone()))?;
     let user = state.store.user_by_id(parsed).await?.ok_or(ApiError::UnknownUser(id))?;
@@ -362,10 +382,6 @@ impl utoipa::Modify for SecuritySchemes {
             "basic",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-        );
     }
 }
 
@@ -374,11 +390,11 @@ impl utoipa::Modify for SecuritySchemes {
 #[openapi(
     info(
         title = "Agora auth",
-        description = "Users, logins and EdDSA-signed access tokens (SPEC §3.4)."
+        description = "Users, logins and EdDSA-signed access tokens."
     ),
     paths(signup, login, validate, jwks, user),
     components(schemas(Credentials, UserResponse, TokenResponse, Claims, Jwks, Jwk, Problem)),
-    modifiers(&SecuritySchemes)
+    modifiers(&SecuritySchemes, &PublicApi)
 )]
 pub struct ApiDoc;
 
@@ -397,6 +413,16 @@ pub fn router(state: AppState) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_limits_are_the_checked_ones() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let props = &doc["components"]["schemas"]["Credentials"]["properties"];
+        assert_eq!(props["username"]["maxLength"], domain::USERNAME_MAX_CHARS);
+        assert_eq!(props["password"]["minLength"], domain::PASSWORD_MIN_CHARS);
+        assert_eq!(props["password"]["maxLength"], domain::PASSWORD_MAX_CHARS);
+        assert_eq!(props["username"]["pattern"], kit::openapi::account::USERNAME_PATTERN);
+    }
 
     #[test]
     fn the_client_ip_is_the_last_forwarded_entry() {

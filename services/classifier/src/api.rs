@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use kit::openapi::PublicApi;
 use kit::queue::{EnqueueOptions, Job, JobId, JobState, Queue};
 use kit::Problem;
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,9 @@ pub enum ApiError {
     /// No such job.
     #[error("no classification job {0:?}")]
     UnknownJob(String),
+    /// No sample image with that id.
+    #[error("no sample image {0:?}")]
+    UnknownSample(String),
     /// The queue failed.
     #[error("the job queue is unavailable")]
     Queue(#[source] kit::queue::QueueError),
@@ -66,7 +70,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Upload(UploadError::UnknownSample(_)) => Problem::invalid_field("image_id", self.to_string()),
             ApiError::Upload(_) => Problem::invalid_field("file", self.to_string()),
-            ApiError::UnknownJob(_) => Problem::not_found(self.to_string()),
+            ApiError::UnknownJob(_) | ApiError::UnknownSample(_) => Problem::not_found(self.to_string()),
             ApiError::Queue(kit::queue::QueueError::Outage(unavailable)) => unavailable.problem(),
             ApiError::Queue(err) => {
                 tracing::error!(error = %err, "queue failure");
@@ -98,10 +102,13 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
 
 /// `POST /classifications` JSON body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({ "model_id": "efficientnet-lite0", "image_id": "cat" }))]
 pub struct ClassifyRequest {
     /// One of `/info`'s models.
+    #[schema(min_length = 1)]
     pub model_id: String,
     /// One of `/info`'s images.
+    #[schema(min_length = 1)]
     pub image_id: String,
 }
 
@@ -171,9 +178,16 @@ async fn read_multipart(state: &AppState, mut form: Multipart) -> Result<Classif
     Ok(ClassifyJob { model_id, image })
 }
 
-/// Enqueues a classification and answers at once with the job id.
+/// Enqueues a classification and answers at once with the job id. Besides this JSON body, a
+/// `multipart/form-data` upload is accepted: `model_id`, and a `file` (JPEG, PNG, WebP or GIF) or an
+/// `image_id`; a file too large is 413, of another format 415, not an image 422.
 #[utoipa::path(post, path = "/classifications", request_body = ClassifyRequest,
-    responses((status = 202, body = Accepted), (status = 413, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)))]
+    responses(
+        (status = 202, body = Accepted, headers(("Location" = String, description = "the job's status"))),
+        (status = 413, body = Problem),
+        (status = 415, body = Problem),
+        (status = 422, description = "an unknown model or image; `field` names which", body = Problem),
+        (status = 503, description = "the job queue is unavailable", body = Problem)))]
 async fn classify(State(state): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let job = if content_type.starts_with("multipart/form-data") {
@@ -200,8 +214,11 @@ async fn classify(State(state): State<Arc<AppState>>, req: Request) -> Result<Re
 }
 
 /// The state of a job, and its top 5 once finished.
-#[utoipa::path(get, path = "/classifications/{job_id}", params(("job_id" = String, Path)),
-    responses((status = 200, body = JobStatus), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/classifications/{job_id}", params(("job_id" = String, Path, description = "`job_id` of the 202")),
+    responses(
+        (status = 200, body = JobStatus),
+        (status = 404, body = Problem),
+        (status = 503, description = "the job queue is unavailable", body = Problem)))]
 async fn status(State(state): State<Arc<AppState>>, Path(job_id): Path<String>) -> Result<Json<JobStatus>, ApiError> {
     let Ok(id) = job_id.parse::<JobId>() else { return Err(ApiError::UnknownJob(job_id)) };
     let view = state.queue.status(id).await.map_err(ApiError::Queue)?.ok_or(ApiError::UnknownJob(job_id))?;
@@ -214,9 +231,14 @@ async fn status(State(state): State<Arc<AppState>>, Path(job_id): Path<String>) 
     Ok(Json(JobStatus { task_status: task_status.into(), data: view.result, error: view.error }))
 }
 
-/// A sample image, for previews.
+/// A sample image (JPEG), for previews.
+#[utoipa::path(get, path = "/classifications/images/{id}", params(("id" = String, Path, description = "one of `/info`'s images")),
+    responses(
+        (status = 200, description = "the image", content_type = "image/jpeg", body = Vec<u8>,
+            headers(("Cache-Control" = String))),
+        (status = 404, body = Problem)))]
 async fn sample_image(Path(id): Path<String>) -> Result<Response, ApiError> {
-    let sample = images::sample(&id)?;
+    let sample = images::sample(&id).map_err(|_| ApiError::UnknownSample(id))?;
     Ok((
         [(header::CONTENT_TYPE, images::Sample::MIME_TYPE), (header::CACHE_CONTROL, "public, max-age=86400")],
         sample.bytes,
@@ -231,10 +253,27 @@ async fn sample_image(Path(id): Path<String>) -> Result<Response, ApiError> {
         title = "Agora image classification",
         description = "EfficientNet-Lite classification through an asynchronous job queue."
     ),
-    paths(info, classify, status),
-    components(schemas(Info, ClassifyRequest, Accepted, JobStatus, Problem))
+    paths(info, classify, status, sample_image),
+    components(schemas(Info, ClassifyRequest, Accepted, JobStatus, Problem)),
+    modifiers(&PublicApi)
 )]
 pub struct ApiDoc;
+
+/// The document, with the ids `model_id` and `image_id` accept (this instance's models, the
+/// bundled samples) as enumerations.
+fn document(state: &AppState) -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let models: Vec<&str> = state.models.list().map(|m| m.id).collect();
+    let samples: Vec<&str> = images::SAMPLES.iter().map(|s| s.id).collect();
+    if let Some(props) = doc.pointer_mut("/components/schemas/ClassifyRequest/properties") {
+        props["model_id"]["enum"] = serde_json::json!(models);
+        props["image_id"]["enum"] = serde_json::json!(samples);
+    }
+    if let Some(params) = doc.pointer_mut("/paths/~1classifications~1images~1{id}/get/parameters/0/schema") {
+        params["enum"] = serde_json::json!(samples);
+    }
+    doc
+}
 
 /// The classifier's routes.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -243,6 +282,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/classifications", post(classify))
         .route("/classifications/{job_id}", get(status))
         .route("/classifications/images/{id}", get(sample_image))
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(|State(state): State<Arc<AppState>>| async move { Json(document(&state)) }))
         .with_state(state)
 }

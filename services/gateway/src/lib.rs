@@ -278,6 +278,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .route("/docs/", get(web::docs::docs_file))
         .route("/docs/{*path}", get(web::docs::docs_file))
         .route("/openapi/{file}", get(web::docs::openapi))
+        .route("/openapi.json", get(web::docs::merged))
         .route("/account/login", get(web::account::login_page).post(web::account::login))
         .route("/account/signup", get(web::account::signup_page).post(web::account::signup))
         .route("/account/logout", post(web::account::logout))

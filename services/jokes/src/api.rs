@@ -4,6 +4,7 @@ use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use kit::openapi::PublicApi;
 use kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
@@ -58,7 +59,9 @@ impl IntoResponse for ApiError {
 
 /// A random joke, optionally from one category.
 #[utoipa::path(get, path = "/joke", params(JokeQuery),
-    responses((status = 200, body = JokeResponse), (status = 404, description = "unknown category", body = Problem)))]
+    responses(
+        (status = 200, body = JokeResponse),
+        (status = 404, description = "unknown category; `known_categories` lists the others", body = Problem)))]
 async fn joke(Query(q): Query<JokeQuery>) -> Result<Json<JokeResponse>, ApiError> {
     let category = q.category.as_deref().filter(|c| !c.trim().is_empty());
     let joke = Corpus::bundled().random(category)?.ok_or(ApiError::Empty)?;
@@ -74,9 +77,10 @@ async fn categories() -> Json<Categories> {
 /// The jokes service's OpenAPI description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Agora jokes", description = "Random jokes from our own corpus (SPEC §3.3)."),
+    info(title = "Agora jokes", description = "Random jokes from our own corpus."),
     paths(joke, categories),
-    components(schemas(JokeResponse, Categories, Problem))
+    components(schemas(JokeResponse, Categories, Problem)),
+    modifiers(&PublicApi)
 )]
 pub struct ApiDoc;
 

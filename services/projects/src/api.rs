@@ -15,6 +15,7 @@ use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use kit::auth::{CurrentUser, Verifier};
 use kit::json_body::JsonBody;
+use kit::openapi::PublicApi;
 use kit::Problem;
 use serde::{Deserialize, Serialize};
 use tonic_types::StatusExt;
@@ -195,8 +196,10 @@ pub struct ProjectPage {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PageQuery {
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<i64>, minimum = 1)]
     pub cursor: Option<String>,
 }
 
@@ -268,14 +271,18 @@ pub struct ProjectDetail {
 
 /// `PUT /projects/tags` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({ "project_id": 1, "add": ["drums"], "remove": ["circus"] }))]
 pub struct TagChange {
     /// The project.
+    #[schema(minimum = 1)]
     pub project_id: i64,
     /// Tags to add.
     #[serde(default)]
+    #[schema(schema_with = domain::schema::tag_change)]
     pub add: Vec<String>,
     /// Tags to remove.
     #[serde(default)]
+    #[schema(schema_with = domain::schema::tag_change)]
     pub remove: Vec<String>,
 }
 
@@ -290,17 +297,21 @@ pub struct TagList {
 
 /// `POST /projects/{project_id}/threads` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({ "thread_type": "COMMENT", "message": "What about juggling?" }))]
 pub struct NewThread {
     /// PROBLEM, SOLUTION or COMMENT.
     pub thread_type: ThreadType,
     /// 1–10 000 characters.
+    #[schema(schema_with = domain::schema::message)]
     pub message: String,
-    /// The thread this one replies to.
+    /// The thread this one replies to (of the same project).
+    #[schema(minimum = 1)]
     pub parent_thread_id: Option<i64>,
 }
 
 /// `POST /threads/{thread_id}/vote` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({ "direction": "up" }))]
 pub struct VoteBody {
     /// `up`, `down`, or `none` to withdraw.
     pub direction: Direction,
@@ -320,8 +331,12 @@ pub struct VoteCounts {
 }
 
 /// Proposes a project: stored with its tags at once; its problems and solutions become threads.
-#[utoipa::path(post, path = "/projects/propose", request_body = Proposal,
-    responses((status = 201, body = Proposed), (status = 401, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(post, path = "/projects/propose", request_body = Proposal, security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 201, body = Proposed, headers(("Location" = String, description = "the new project"))),
+        (status = 401, body = Problem),
+        (status = 422, body = Problem),
+        (status = 503, description = "the database is unavailable", body = Problem)))]
 async fn propose(
     State(state): State<Arc<AppState>>,
     user: CurrentUser,
@@ -340,7 +355,10 @@ async fn propose(
 
 /// Lists projects, newest first, a page at a time.
 #[utoipa::path(get, path = "/projects", params(PageQuery),
-    responses((status = 200, body = ProjectPage), (status = 422, body = Problem)))]
+    responses(
+        (status = 200, body = ProjectPage),
+        (status = 422, description = "`limit` or `cursor` out of range", body = Problem),
+        (status = 503, description = "the database is unavailable", body = Problem)))]
 async fn list(State(state): State<Arc<AppState>>, Query(q): Query<PageQuery>) -> Result<Json<ProjectPage>, ApiError> {
     let limit = domain::page_size(q.limit)?;
     let before = domain::cursor(q.cursor.as_deref())?;
@@ -358,8 +376,12 @@ async fn reader(verifier: &Verifier, headers: &HeaderMap) -> Option<String> {
 }
 
 /// One project with its threads; still answers, with `threads: null`, when the threads service is down.
-#[utoipa::path(get, path = "/projects/{project_id}",
-    responses((status = 200, body = ProjectDetail), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/projects/{project_id}", security((), ("bearer" = []), ("session" = [])),
+    params(("project_id" = i64, Path, minimum = 1, description = "the project's id")),
+    responses(
+        (status = 200, body = ProjectDetail),
+        (status = 404, body = Problem),
+        (status = 503, description = "the database is unavailable", body = Problem)))]
 async fn detail(
     State(state): State<Arc<AppState>>,
     Path(project_id): Path<i64>,
@@ -423,8 +445,14 @@ fn stale_page(page: &[u8], age: std::time::Duration) -> Response {
 }
 
 /// Adds and removes tags of a project, atomically: all of the change or none of it.
-#[utoipa::path(put, path = "/projects/tags", request_body = TagChange,
-    responses((status = 200, body = TagList), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+#[utoipa::path(put, path = "/projects/tags", request_body = TagChange, security(("bearer" = []), ("session" = [], "csrf" = [])),
+    responses(
+        (status = 200, body = TagList),
+        (status = 401, body = Problem),
+        (status = 403, description = "only the project's author may change its tags", body = Problem),
+        (status = 404, body = Problem),
+        (status = 422, description = "a bad tag, or more than 20 tags after the change", body = Problem),
+        (status = 503, description = "the database is unavailable", body = Problem)))]
 async fn update_tags(
     State(state): State<Arc<AppState>>,
     user: CurrentUser,
@@ -440,7 +468,18 @@ async fn update_tags(
 
 /// Starts a thread on a project, or replies to one of its threads.
 #[utoipa::path(post, path = "/projects/{project_id}/threads", request_body = NewThread,
-    responses((status = 201, body = ThreadView), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    params(
+        ("project_id" = i64, Path, minimum = 1, description = "the project's id"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "makes retries safe: the same key (1–200 characters) from the same user makes one thread")),
+    responses(
+        (status = 201, body = ThreadView, headers(("Location" = String, description = "the new thread"))),
+        (status = 401, body = Problem),
+        (status = 404, description = "no such project, or no such parent thread", body = Problem),
+        (status = 422, description = "a bad message, or a parent thread of another project", body = Problem),
+        (status = 502, description = "the threads service failed", body = Problem),
+        (status = 503, description = "the database or the threads service is unavailable", body = Problem)))]
 async fn new_thread(
     State(state): State<Arc<AppState>>,
     Path(project_id): Path<i64>,
@@ -482,7 +521,14 @@ async fn new_thread(
 
 /// Votes on a thread: one vote per user, which voting again changes or withdraws.
 #[utoipa::path(post, path = "/threads/{thread_id}/vote", request_body = VoteBody,
-    responses((status = 200, body = VoteCounts), (status = 401, body = Problem), (status = 404, body = Problem)))]
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    params(("thread_id" = i64, Path, minimum = 1, description = "the thread's id")),
+    responses(
+        (status = 200, body = VoteCounts),
+        (status = 401, body = Problem),
+        (status = 404, body = Problem),
+        (status = 502, description = "the threads service failed", body = Problem),
+        (status = 503, description = "the threads service is unavailable, or too many votes wait on this thread", body = Problem)))]
 async fn vote(
     State(state): State<Arc<AppState>>,
     Path(thread_id): Path<i64>,
@@ -525,7 +571,8 @@ async fn vote(
         ThreadType,
         Direction,
         Problem
-    ))
+    )),
+    modifiers(&PublicApi)
 )]
 pub struct ApiDoc;
 

@@ -62,21 +62,79 @@ pub fn tags(field: &str, raw: &[String]) -> Result<Vec<String>, Invalid> {
 
 /// A proposal as a client sends it.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "project_name": "Popee the Performer",
+    "tagline": "an apprentice clown in Wolf Circus",
+    "tags": ["clown", "circus"],
+    "problems": ["short temper"],
+    "solutions": ["play the drums"]
+}))]
 pub struct Proposal {
     /// 1–200 characters, not blank.
+    #[schema(schema_with = schema::project_name)]
     pub project_name: String,
     /// At most 500 characters (may be empty).
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub tagline: String,
     /// At most 20 tags of 1–50 characters.
     #[serde(default)]
+    #[schema(schema_with = schema::tags)]
     pub tags: Vec<String>,
     /// At most 100 problems of 1–10 000 characters; each becomes a PROBLEM thread.
     #[serde(default)]
+    #[schema(schema_with = schema::problems)]
     pub problems: Vec<String>,
     /// At most 100 solutions of 1–10 000 characters; each becomes a SOLUTION thread.
     #[serde(default)]
+    #[schema(schema_with = schema::solutions)]
     pub solutions: Vec<String>,
+}
+
+/// The OpenAPI schemas of the fields checked here, stating the rules this module applies.
+pub mod schema {
+    use kit::openapi::{text, texts};
+    use utoipa::openapi::schema::{Array, Object};
+
+    use super::{MAX_MESSAGE, MAX_NAME, MAX_PROBLEMS_OR_SOLUTIONS, MAX_TAG, MAX_TAGS};
+
+    /// `project_name`.
+    pub fn project_name() -> Object {
+        text(MAX_NAME, "1–200 characters, not blank.")
+    }
+
+    /// A thread's `message`.
+    pub fn message() -> Object {
+        text(MAX_MESSAGE, "1–10 000 characters, not blank.")
+    }
+
+    /// A project's `tags`.
+    pub fn tags() -> Array {
+        texts(MAX_TAGS, MAX_TAG, "At most 20 tags of 1–50 characters, not blank; duplicates are merged.")
+    }
+
+    /// Tags to add or remove.
+    pub fn tag_change() -> Array {
+        texts(MAX_TAGS, MAX_TAG, "Tags of 1–50 characters, not blank; a project keeps at most 20.")
+    }
+
+    /// A proposal's `problems`.
+    pub fn problems() -> Array {
+        texts(
+            MAX_PROBLEMS_OR_SOLUTIONS,
+            MAX_MESSAGE,
+            "At most 100 problems of 1–10 000 characters, not blank; each becomes a PROBLEM thread.",
+        )
+    }
+
+    /// A proposal's `solutions`.
+    pub fn solutions() -> Array {
+        texts(
+            MAX_PROBLEMS_OR_SOLUTIONS,
+            MAX_MESSAGE,
+            "At most 100 solutions of 1–10 000 characters, not blank; each becomes a SOLUTION thread.",
+        )
+    }
 }
 
 /// A proposal that passed every rule, trimmed.
@@ -182,9 +240,10 @@ pub fn page_size(limit: Option<u32>) -> Result<u32, Invalid> {
     }
 }
 
-/// Reads a listing cursor: the id of the last project of the previous page.
+/// Reads a listing cursor: the id of the last project of the previous page (an empty one is
+/// no cursor of a previous page either).
 pub fn cursor(raw: Option<&str>) -> Result<Option<i64>, Invalid> {
-    match raw.filter(|c| !c.is_empty()) {
+    match raw {
         None => Ok(None),
         Some(c) => match c.parse::<i64>() {
             Ok(id) if id > 0 => Ok(Some(id)),
@@ -276,5 +335,6 @@ mod tests {
         assert_eq!(cursor(None).unwrap(), None);
         assert_eq!(cursor(Some("../1")).unwrap_err().field, "cursor");
         assert_eq!(cursor(Some("-3")).unwrap_err().field, "cursor");
+        assert_eq!(cursor(Some("")).unwrap_err().field, "cursor");
     }
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use kit::json_body::JsonBody;
+use kit::openapi::InternalApi;
 use kit::registry_client::{Instance, RegisterRequest, ServiceInstances};
 use kit::{Problem, Shutdown};
 use serde::{Deserialize, Serialize};
@@ -121,7 +122,9 @@ pub fn write(table: &SharedTable) -> TableWriter<'_> {
 
 /// Registers an instance (or replaces one with the same id).
 #[utoipa::path(post, path = "/v1/instances", request_body = RegisterRequest,
-    responses((status = 201, body = Instance), (status = 422, body = Problem)))]
+    responses(
+        (status = 201, body = Instance, headers(("Location" = String, description = "the instance"))),
+        (status = 422, body = Problem)))]
 async fn register(
     State(table): State<SharedTable>,
     JsonBody(req): JsonBody<RegisterRequest>,
@@ -215,7 +218,8 @@ async fn services(
 }
 
 /// The healthy instances of one service (an empty list when it has none).
-#[utoipa::path(get, path = "/v1/services/{name}", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/v1/services/{name}",
+    params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", description = "a service name")),
     responses((status = 200, body = ServiceInstances), (status = 400, body = Problem)))]
 async fn service(
     State(table): State<SharedTable>,
@@ -231,9 +235,13 @@ async fn service(
 /// The registry's OpenAPI description.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Agora registry", description = "Service registry and discovery (SPEC §3.2)."),
+    info(
+        title = "Agora registry",
+        description = "Service registry and discovery. Internal: reached on the registry's own port, never through the gateway."
+    ),
     paths(register, heartbeat, deregister, services, service),
-    components(schemas(RegisterRequest, Instance, ServiceInstances, ServiceList, ServiceSummary, Problem))
+    components(schemas(RegisterRequest, Instance, ServiceInstances, ServiceList, ServiceSummary, Problem)),
+    modifiers(&InternalApi)
 )]
 pub struct ApiDoc;
 

@@ -66,7 +66,7 @@ impl Registration {
         if !valid_address(&address) {
             return Err(invalid("address", "must be host:port, e.g. 127.0.0.1:8101 or jokes:8080"));
         }
-        if req.version.len() > 64 {
+        if req.version.chars().count() > 64 {
             return Err(invalid("version", "must be at most 64 characters"));
         }
         let ttl = req.ttl_secs.unwrap_or(DEFAULT_TTL);
@@ -288,6 +288,15 @@ mod tests {
         for bad in ["", "-1", "x", "18446744073709551616"] {
             assert_eq!(parse_index(bad).map_err(|e| e.field), Err("index"), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_version_is_counted_in_characters_as_documented() {
+        let mut r = req("jokes", "jokes:8080");
+        r.version = "é".repeat(64);
+        assert!(Registration::parse(r.clone()).is_ok(), "64 characters, 128 bytes");
+        r.version.push('é');
+        assert_eq!(Registration::parse(r).unwrap_err().field, "version");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::support::{agora_serve, expect_problem, spawn_system, status_of, Proc};
-use crate::system::Service;
+use crate::system::{Service, System};
 
 #[tokio::test]
 async fn a_joke_comes_through_the_gateway_from_the_service_found_in_the_registry() {
@@ -106,6 +106,46 @@ async fn pages_status_and_docs_are_served_by_the_gateway() {
     assert!(init.contains("/openapi/jokes.json"), "{init}");
     let spec: serde_json::Value = reqwest::get(format!("{gw}/openapi/jokes.json")).await.unwrap().json().await.unwrap();
     assert!(spec["paths"]["/joke"].is_object(), "{spec}");
+}
+
+#[tokio::test]
+async fn the_whole_public_api_is_one_document_and_the_registry_is_not_in_it() {
+    let sys = System::builder()
+        .with(Service::Jokes)
+        .with(Service::Auth)
+        .with(Service::Classifier)
+        .with(Service::Threads)
+        .with(Service::Projects)
+        .start()
+        .await;
+    let gw = &sys.gateway.url;
+    let init = reqwest::get(format!("{gw}/docs/swagger-initializer.js")).await.unwrap().text().await.unwrap();
+    for doc in ["gateway", "jokes", "auth", "classifier", "projects"] {
+        assert!(init.contains(&format!("/openapi/{doc}.json")), "/docs lists {doc}: {init}");
+    }
+    assert!(!init.contains("registry"), "the registry's document is internal: {init}");
+    let own: serde_json::Value =
+        reqwest::get(format!("{gw}/openapi/gateway.json")).await.unwrap().json().await.unwrap();
+    for path in ["/api/status", "/account/login", "/account/signup", "/account/logout"] {
+        assert!(own["paths"][path].is_object(), "the gateway documents {path}");
+    }
+    let merged = kit::test_support::eventually("the merged document", Duration::from_secs(30), || async {
+        let resp = reqwest::get(format!("{gw}/openapi.json")).await.ok()?;
+        (resp.status() == 200).then_some(())?;
+        resp.json::<serde_json::Value>().await.ok()
+    })
+    .await;
+    for path in ["/api/status", "/joke", "/login", "/classifications", "/projects", "/threads/{thread_id}/vote"] {
+        assert!(merged["paths"][path].is_object(), "the merged document has {path}");
+    }
+    assert!(merged["paths"].get("/v1/instances").is_none(), "nor the registry's API");
+    // Errors are problem+json, the gateway's own answers included; no internal references.
+    let vote = &merged["paths"]["/threads/{thread_id}/vote"]["post"]["responses"];
+    for status in ["401", "422", "429", "502", "503", "504"] {
+        assert!(vote[status]["content"]["application/problem+json"].is_object(), "{status}: {vote}");
+    }
+    assert!(vote["503"]["headers"]["Retry-After"].is_object(), "{vote}");
+    assert!(!merged.to_string().contains("SPEC"), "public documents speak to users");
 }
 
 #[tokio::test]

@@ -141,6 +141,26 @@ async fn what_cannot_be_classified_is_refused_before_anything_is_enqueued() {
 }
 
 #[tokio::test]
+async fn a_sample_image_is_served_and_an_unknown_one_is_a_404_problem() {
+    let app = spawn_classifier(None, |_| {}).await;
+    let cat = reqwest::get(format!("{}/classifications/images/cat", app.url)).await.unwrap();
+    assert_eq!(cat.status(), 200);
+    assert_eq!(cat.headers()["content-type"], "image/jpeg");
+    let body = problem(reqwest::get(format!("{}/classifications/images/dog", app.url)).await.unwrap(), 404).await;
+    assert!(body["detail"].as_str().unwrap().contains("dog"));
+}
+
+#[tokio::test]
+async fn the_document_lists_the_ids_that_are_accepted() {
+    let app = spawn_classifier(None, |_| {}).await;
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", app.url)).await.unwrap().json().await.unwrap();
+    let info: serde_json::Value = reqwest::get(format!("{}/info", app.url)).await.unwrap().json().await.unwrap();
+    let request = &doc["components"]["schemas"]["ClassifyRequest"]["properties"];
+    assert_eq!(request["model_id"]["enum"], info["models"]);
+    assert_eq!(request["image_id"]["enum"], info["images"]);
+}
+
+#[tokio::test]
 async fn an_unknown_job_is_a_404_problem() {
     let app = spawn_classifier(None, |_| {}).await;
     for id in ["01a20255-ece4-773d-8d79-ad5d8c3f675a", "not-a-job"] {

@@ -211,7 +211,7 @@ impl Upstream {
 }
 
 /// One service's line on the status page.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ServiceStatus {
     /// Service name.
     pub name: &'static str,
@@ -228,7 +228,7 @@ pub struct ServiceStatus {
 }
 
 /// One instance's line on the status page.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InstanceStatus {
     /// Instance id.
     pub id: String,

@@ -13,28 +13,51 @@ use axum::{Extension, Form};
 use minijinja::context;
 use serde::Deserialize;
 
+use kit::Problem;
+
 use crate::proxy::edge::{Client, Session, CSRF_COOKIE, SESSION_COOKIE};
 use crate::web::templates::{render_page, user_name};
 use crate::Gateway;
 
 /// The log-in and sign-up forms.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = AccountForm, example = json!({
+    "username": "ada", "password": "correct horse battery staple",
+    "csrf": "0123456789abcdef0123456789abcdef", "next": "/crowdfunding"
+}))]
 pub struct Credentials {
+    /// The username.
+    #[schema(schema_with = kit::openapi::account::username)]
     username: String,
+    /// The password.
+    #[schema(schema_with = kit::openapi::account::password)]
     password: String,
+    /// The value of the `agora_csrf` cookie, which the gateway mints (the page's form carries it).
     #[serde(default)]
+    #[schema(required = true, pattern = "^[0-9a-f]{32}$")]
     csrf: String,
-    /// Where to go once logged in (see [`local_path`]).
+    /// Where to go once logged in: a path of this site (anything else means `/`).
     #[serde(default)]
     next: String,
 }
 
 /// The query of the log-in and sign-up pages.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NextQuery {
-    /// Where to go once logged in (see [`local_path`]).
+    /// Where to go once logged in: a path of this site (anything else means `/`).
     #[serde(default)]
     next: String,
+}
+
+/// The log-out form.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({ "csrf": "0123456789abcdef0123456789abcdef" }))]
+pub struct LogoutForm {
+    /// The value of the `agora_csrf` cookie, which the gateway mints (the page's form carries it).
+    #[serde(default)]
+    #[schema(required = true, pattern = "^[0-9a-f]{32}$")]
+    csrf: String,
 }
 
 /// `next` if it is a path of this site, else `/`: no scheme or host (`https://evil.example`,
@@ -68,13 +91,6 @@ fn returning_to(session: &Session, next: &str) -> Session {
     Session { return_to: Some(local_path(next).to_string()), ..session.clone() }
 }
 
-/// The log-out form.
-#[derive(Debug, Deserialize)]
-pub struct LogoutForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 fn csrf_ok(session: &Session, sent: &str) -> bool {
     !sent.is_empty() && sent == session.csrf
 }
@@ -86,12 +102,16 @@ fn forbidden() -> Response {
     )
 }
 
-/// `GET /account/login?next=/crowdfunding/7`.
+/// The log-in page (HTML).
+#[utoipa::path(get, path = "/account/login", params(NextQuery), tag = "account",
+    responses((status = 200, description = "the log-in form", content_type = "text/html", body = String)))]
 pub async fn login_page(Extension(session): Extension<Session>, Query(query): Query<NextQuery>) -> Response {
     render_page("login.html", &returning_to(&session, &query.next), context! { active => "login" })
 }
 
-/// `GET /account/signup?next=/crowdfunding/7`.
+/// The sign-up page (HTML).
+#[utoipa::path(get, path = "/account/signup", params(NextQuery), tag = "account",
+    responses((status = 200, description = "the sign-up form", content_type = "text/html", body = String)))]
 pub async fn signup_page(Extension(session): Extension<Session>, Query(query): Query<NextQuery>) -> Response {
     render_page("signup.html", &returning_to(&session, &query.next), context! { active => "signup" })
 }
@@ -157,7 +177,21 @@ fn detail(call: &AuthCall) -> String {
     call.body.get("detail").and_then(|d| d.as_str()).unwrap_or("the request was refused").to_string()
 }
 
-/// `POST /account/login`.
+/// Logs in: the session cookie is set and the browser goes to `next` (HTML form; the answers
+/// that are not a redirection are the form again, with what went wrong).
+#[utoipa::path(post, path = "/account/login", tag = "account",
+    request_body(content = Credentials, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "logged in: to `next`", headers(
+            ("Location" = String, description = "`next`, or `/`"),
+            ("Set-Cookie" = String, description = "the session cookie `agora_session` and a new `agora_csrf`"))),
+        (status = 401, description = "wrong username or password", content_type = "text/html", body = String),
+        (status = 403, description = "the form's `csrf` is not the `agora_csrf` cookie", content_type = "text/html", body = String),
+        (status = 429, description = "too many failed logins, or too many requests", content(
+            (String = "text/html"), (Problem = "application/problem+json")),
+            headers(("Retry-After" = u64, description = "seconds to wait"))),
+        (status = 502, description = "the sign-in service failed", content_type = "text/html", body = String),
+        (status = 503, description = "the sign-in service is unavailable", content_type = "text/html", body = String)))]
 pub async fn login(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(client): ConnectInfo<Arc<Client>>,
@@ -197,7 +231,21 @@ pub async fn login(
     }
 }
 
-/// `POST /account/signup`: creates the account, then logs in.
+/// Signs up, then logs in: the session cookie is set and the browser goes to `next` (HTML form;
+/// the answers that are not a redirection are the form again, with what went wrong).
+#[utoipa::path(post, path = "/account/signup", tag = "account",
+    request_body(content = Credentials, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "signed up: to `next` (logged in), or to the log-in page", headers(
+            ("Location" = String, description = "`next`, `/`, or the log-in page"),
+            ("Set-Cookie" = String, description = "the session cookie `agora_session` and a new `agora_csrf`"))),
+        (status = 403, description = "the form's `csrf` is not the `agora_csrf` cookie", content_type = "text/html", body = String),
+        (status = 409, description = "the username is taken", content_type = "text/html", body = String),
+        (status = 422, description = "a bad username or a weak password, or a form that lacks a field", content(
+            (String = "text/html"), (Problem = "application/problem+json"))),
+        (status = 503, description = "the sign-up service is unavailable", content(
+            (String = "text/html"), (Problem = "application/problem+json")),
+            headers(("Retry-After" = u64, description = "seconds to wait")))))]
 pub async fn signup(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(client): ConnectInfo<Arc<Client>>,
@@ -227,7 +275,14 @@ pub async fn signup(
     }
 }
 
-/// `POST /account/logout`: forgets the session cookie.
+/// Logs out: forgets the session cookie (HTML form).
+#[utoipa::path(post, path = "/account/logout", tag = "account",
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "logged out: to `/`", headers(
+            ("Location" = String, description = "`/`"),
+            ("Set-Cookie" = String, description = "the session cookie, emptied"))),
+        (status = 403, description = "the form's `csrf` is not the `agora_csrf` cookie", content_type = "text/html", body = String)))]
 pub async fn logout(
     State(gw): State<Arc<Gateway>>,
     Extension(session): Extension<Session>,

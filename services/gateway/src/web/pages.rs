@@ -166,7 +166,7 @@ pub async fn classify(State(gw): State<Arc<Gateway>>, Extension(session): Extens
 }
 
 /// The JSON of `/api/status`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct StatusReport {
     /// Every upstream service.
     pub services: Vec<ServiceStatus>,
@@ -181,7 +181,8 @@ fn report(gw: &Gateway) -> StatusReport {
     }
 }
 
-/// `GET /api/status`: services, instances, health, circuit state, rates.
+/// The services behind the gateway: their instances, health, circuit state and rates.
+#[utoipa::path(get, path = "/api/status", tag = "status", responses((status = 200, body = StatusReport)))]
 pub async fn api_status(State(gw): State<Arc<Gateway>>) -> Json<StatusReport> {
     Json(report(&gw))
 }

@@ -184,7 +184,7 @@ async fn projects_are_listed_newest_first_a_page_at_a_time(backend: Backend) {
         }
     }
     assert_eq!(seen, ids);
-    for bad in ["/projects?limit=0", "/projects?limit=1000", "/projects?cursor=abc"] {
+    for bad in ["/projects?limit=0", "/projects?limit=1000", "/projects?cursor=abc", "/projects?cursor="] {
         let resp = svc.get(bad).await;
         assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         let field = problem(resp).await["field"].clone();
