@@ -13,6 +13,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use kit::auth::{CurrentUser, Verifier};
+use kit::openapi::PublicApi;
 use kit::queue::{EnqueueOptions, Job, Queue};
 use kit::Problem;
 use serde::{Deserialize, Serialize};
@@ -177,8 +178,10 @@ pub struct VideoPage {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct PageQuery {
     /// Videos per page (1–100, default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Where the previous page ended (its `next_cursor`).
+    #[param(value_type = Option<String>, format = Uuid)]
     pub cursor: Option<String>,
 }
 
@@ -219,7 +222,7 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, limit: u64) ->
 }
 
 /// Uploads a video (multipart, one file): stored, then queued for conversion.
-#[utoipa::path(post, path = "/upload",
+#[utoipa::path(post, path = "/upload", security(("bearer" = []), ("session" = [], "csrf" = [])),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     responses(
         (status = 202, body = Uploaded, description = "Queued for conversion; `Location` is the video",
@@ -305,7 +308,7 @@ fn check_container(head: &[u8]) -> Result<(), ApiError> {
 }
 
 /// The caller's videos, newest first, a page at a time.
-#[utoipa::path(get, path = "/videos", params(PageQuery),
+#[utoipa::path(get, path = "/videos", params(PageQuery), security(("bearer" = []), ("session" = [])),
     responses(
         (status = 200, body = VideoPage),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -316,7 +319,7 @@ async fn list(
     Query(q): Query<PageQuery>,
 ) -> Result<Json<VideoPage>, ApiError> {
     let limit = domain::page_size(q.limit).map_err(|reason| ApiError::Invalid { field: "limit".into(), reason })?;
-    let cursor = match q.cursor.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+    let cursor = match q.cursor.as_deref() {
         Some(c) => Some(
             uuid::Uuid::parse_str(c)
                 .map_err(|_| ApiError::Invalid { field: "cursor".into(), reason: "not a cursor from this API".into() })?
@@ -336,7 +339,7 @@ fn not_found_video() -> ApiError {
 }
 
 /// One of the caller's videos: its status, progress, sizes and mp3.
-#[utoipa::path(get, path = "/videos/{video_id}",
+#[utoipa::path(get, path = "/videos/{video_id}", security(("bearer" = []), ("session" = [])),
     responses(
         (status = 200, body = VideoView),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -351,7 +354,7 @@ async fn detail(
 }
 
 /// Deletes one of the caller's videos and its mp3 (a conversion under way is cancelled).
-#[utoipa::path(delete, path = "/videos/{video_id}",
+#[utoipa::path(delete, path = "/videos/{video_id}", security(("bearer" = []), ("session" = [], "csrf" = [])),
     responses(
         (status = 204, description = "Deleted"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -375,7 +378,7 @@ async fn delete(
 }
 
 /// Downloads one of the caller's mp3s: `Range` requests, `ETag` and `If-None-Match`.
-#[utoipa::path(get, path = "/download", params(DownloadQuery),
+#[utoipa::path(get, path = "/download", params(DownloadQuery), security(("bearer" = []), ("session" = [])),
     responses(
         (status = 200, description = "The mp3", content_type = "audio/mpeg", body = Vec<u8>),
         (status = 206, description = "Part of the mp3", content_type = "audio/mpeg", body = Vec<u8>),
@@ -435,7 +438,8 @@ async fn download(
 #[openapi(
     info(title = "Agora media", description = "Upload a video, get its soundtrack as an mp3."),
     paths(upload, list, detail, delete, download),
-    components(schemas(Uploaded, VideoView, VideoPage, VideoStatus, UploadForm, Problem))
+    components(schemas(Uploaded, VideoView, VideoPage, VideoStatus, UploadForm, Problem)),
+    modifiers(&PublicApi)
 )]
 pub struct ApiDoc;
 

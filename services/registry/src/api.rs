@@ -186,9 +186,10 @@ pub struct WatchQuery {
     /// registration, deregistration or eviction, of any service), or `wait` ran out, and then
     /// carries the new index (the same one after a timeout). An index other than the current one
     /// is answered at once.
-    #[param(value_type = Option<u64>, minimum = 0)]
+    #[param(value_type = Option<u64>, minimum = 0, maximum = 9223372036854775807_u64)]
     pub index: Option<String>,
-    /// How long to hold a watch at most: a whole number of `ms`, `s` or `m`, up to `5m` (default `30s`).
+    /// How long to hold a watch at most: a whole number of `ms`, `s` or `m` (default `30s`); the
+    /// registry holds a watch for `5m` at the longest.
     /// Ignored without `index`.
     #[param(value_type = Option<String>, pattern = "^[0-9]{1,9}(ms|s|m)$", example = "30s")]
     pub wait: Option<String>,

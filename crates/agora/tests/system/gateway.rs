@@ -116,6 +116,7 @@ async fn the_whole_public_api_is_one_document_and_the_registry_is_not_in_it() {
         .with(Service::Classifier)
         .with(Service::Threads)
         .with(Service::Projects)
+        .with(Service::Media)
         .start()
         .await;
     let gw = &sys.gateway.url;

@@ -268,10 +268,10 @@ async fn videos_are_listed_newest_first_a_page_at_a_time_each_user_their_own(bac
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let page: Value = media.get("hank", &format!("/videos?limit=2&cursor={cursor}")).await.json().await.unwrap();
+        let page: Value = media.get("hank", &format!("/videos?limit=2{cursor}")).await.json().await.unwrap();
         seen.extend(page["videos"].as_array().unwrap().iter().map(|v| v["video_id"].as_str().unwrap().to_string()));
         match page["next_cursor"].as_str() {
-            Some(next) => cursor = next.to_string(),
+            Some(next) => cursor = format!("&cursor={next}"),
             None => break,
         }
     }

@@ -121,7 +121,8 @@ async fn bad_watch_parameters_are_400_problems_naming_the_parameter() {
     let cases = [
         ("?index=1&wait=30", "wait"),
         ("?index=1&wait=1h", "wait"),
-        ("?index=1&wait=6m", "wait"),
+        ("?index=1&wait=1.5s", "wait"),
+        ("?index=9223372036854775808", "index"),
         ("?index=1&wait=-1s", "wait"),
         ("?index=1&wait=", "wait"),
         ("?index=soon", "index"),
