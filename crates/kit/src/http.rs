@@ -72,6 +72,11 @@ pub struct RouterOptions {
     /// The gates of the backends the service uses (database, queue): their states are in `/readyz`'s
     /// body, which says `degraded` while one is down, still with a 200.
     pub dependencies: Vec<crate::outage::Gate>,
+    /// The event bus this process consumes from, if any: `/readyz`'s body lists its durable
+    /// subscriptions with their lag as last sampled (see [`crate::events::EventBus::consumed`]),
+    /// which the gateway's `/status` shows.
+    #[cfg(feature = "events")]
+    pub events: Option<crate::events::EventBus>,
     /// Access-log behaviour.
     pub observe: Observe,
     /// Whether `app` brings its own fallback (the gateway's); otherwise unknown paths get a 404 problem.
@@ -84,6 +89,8 @@ impl Default for RouterOptions {
             body_limit: 1024 * 1024,
             readiness: always_ready(),
             dependencies: Vec::new(),
+            #[cfg(feature = "events")]
+            events: None,
             observe: Observe { access_log: AccessLog::Debug },
             own_fallback: false,
         }
@@ -92,25 +99,14 @@ impl Default for RouterOptions {
 
 /// Wraps a service's routes with everything every service serves the same way.
 pub fn service_router(app: Router, options: RouterOptions) -> Router {
-    let readiness = options.readiness.clone();
-    let dependencies = Arc::new(options.dependencies.clone());
+    let report = Arc::new(ReadinessReport::of(&options));
     let app = if options.own_fallback { app } else { app.fallback(problem::not_found) };
     app.route("/healthz", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
         .route(
             "/readyz",
             get(move || {
-                let (readiness, dependencies) = (readiness.clone(), dependencies.clone());
-                async move {
-                    match readiness().await {
-                        Ok(()) => {
-                            let states: Vec<_> = dependencies.iter().map(crate::outage::Gate::health).collect();
-                            let status = if states.iter().all(|d| d.status == "up") { "ready" } else { "degraded" };
-                            let body = serde_json::json!({ "status": status, "dependencies": states });
-                            (StatusCode::OK, Json(body)).into_response()
-                        }
-                        Err(why) => Problem::unavailable(format!("not ready: {why}")).into_response(),
-                    }
-                }
+                let report = report.clone();
+                async move { report.answer().await }
             }),
         )
         .route("/metrics", get(crate::metrics::render))
@@ -118,6 +114,42 @@ pub fn service_router(app: Router, options: RouterOptions) -> Router {
         .layer(middleware::from_fn(problem::problem_for_rejections))
         .layer(CatchPanicLayer::custom(problem::panic_response))
         .layer(middleware::from_fn_with_state(options.observe, observe))
+}
+
+/// What `/readyz` answers: 503 while the instance cannot take traffic; otherwise 200 with the
+/// state of each backend (`degraded` while one is down) and, in a process that consumes events,
+/// its durable subscriptions and their lag.
+struct ReadinessReport {
+    readiness: Readiness,
+    dependencies: Vec<crate::outage::Gate>,
+    #[cfg(feature = "events")]
+    events: Option<crate::events::EventBus>,
+}
+
+impl ReadinessReport {
+    fn of(options: &RouterOptions) -> Self {
+        Self {
+            readiness: options.readiness.clone(),
+            dependencies: options.dependencies.clone(),
+            #[cfg(feature = "events")]
+            events: options.events.clone(),
+        }
+    }
+
+    async fn answer(&self) -> Response {
+        if let Err(why) = (self.readiness)().await {
+            return Problem::unavailable(format!("not ready: {why}")).into_response();
+        }
+        let states: Vec<_> = self.dependencies.iter().map(crate::outage::Gate::health).collect();
+        let status = if states.iter().all(|d| d.status == "up") { "ready" } else { "degraded" };
+        #[allow(unused_mut)]
+        let mut body = serde_json::json!({ "status": status, "dependencies": states });
+        #[cfg(feature = "events")]
+        if let Some(bus) = &self.events {
+            body["subscriptions"] = serde_json::json!(bus.consumed());
+        }
+        (StatusCode::OK, Json(body)).into_response()
+    }
 }
 
 /// Middleware: sets up the request context, then records metrics and the access log (see [`Observation`]).

@@ -292,7 +292,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
             readiness,
             observe: Observe { access_log: proxy::ACCESS_LOG },
             own_fallback: true,
-            dependencies: Vec::new(),
+            ..RouterOptions::default()
         },
     );
     Ok(server::start(&config.service, gw, app, config.threads, shutdown).await?)

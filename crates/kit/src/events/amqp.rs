@@ -435,51 +435,76 @@ impl AmqpBus {
     }
 
     /// Reads the dead letters of `subscription` without taking them: every message is got
-    /// unacknowledged and goes back to the queue when the channel closes.
+    /// unacknowledged, then handed back with one explicit nack (requeue) on the same channel.
+    /// The explicit nack matters: the requeue a closing channel does happens after the
+    /// broker confirms the close, so a `replay` right after could find the queue empty.
     pub(super) async fn dead_letters(&self, subscription: Option<&str>) -> Result<Vec<DeadLetter>, EventsError> {
         let subscription = subscription.ok_or_else(|| self.unavailable("with RabbitMQ, name the subscription"))?;
         let channel = self.channel().await?;
-        let mut letters = Vec::new();
-        while let Some(got) = channel
-            .basic_get(self.inner.names.dead_queue(subscription).as_str().into(), BasicGetOptions::default())
-            .await
-            .map_err(|e| self.unavailable(e))?
-        {
-            letters.push(dead_letter_of(subscription, &got.delivery));
-        }
+        let read = self.read_dead_letters(&channel, subscription, None).await;
         let _ = channel.close(200, "read".into()).await;
+        let (letters, _) = read?;
         Ok(letters.into_iter().flatten().collect())
     }
 
     pub(super) async fn replay(&self, subscription: &str, event_id: uuid::Uuid) -> Result<(), EventsError> {
         let channel = self.channel().await?;
-        let mut found = None;
-        while let Some(got) = channel
-            .basic_get(self.inner.names.dead_queue(subscription).as_str().into(), BasicGetOptions::default())
-            .await
-            .map_err(|e| self.unavailable(e))?
-        {
-            if dead_letter_of(subscription, &got.delivery).is_some_and(|l| l.envelope.event_id == event_id) {
-                found = Some(got.delivery);
-                break;
-            }
-        }
-        let result = match found {
-            None => Err(EventsError::NoSuchDeadLetter { subscription: subscription.to_string(), event_id }),
-            Some(letter) => {
+        let result = match self.read_dead_letters(&channel, subscription, Some(event_id)).await {
+            Err(e) => Err(e),
+            Ok((_, None)) => Err(EventsError::NoSuchDeadLetter { subscription: subscription.to_string(), event_id }),
+            Ok((_, Some(letter))) => {
                 // Straight to the subscription's queue (the default exchange routes by queue name),
                 // as a fresh message: no headers, so its attempts start again.
                 let properties = BasicProperties::default()
                     .with_delivery_mode(PERSISTENT)
                     .with_content_type("application/json".into())
                     .with_message_id(event_id.to_string().into());
-                self.confirmed("", &self.inner.names.queue(subscription), &letter.data, properties).await?;
-                letter.acker.ack(BasicAckOptions::default()).await.map_err(|e| self.unavailable(e))?;
-                Ok(())
+                match self.confirmed("", &self.inner.names.queue(subscription), &letter.data, properties).await {
+                    Ok(()) => {
+                        letter.acker.ack(BasicAckOptions::default()).await.map_err(|e| self.unavailable(e))?;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let requeue = BasicNackOptions { requeue: true, ..BasicNackOptions::default() };
+                        let _ = letter.acker.nack(requeue).await;
+                        Err(e)
+                    }
+                }
             }
         };
         let _ = channel.close(200, "replayed".into()).await;
         result
+    }
+
+    /// Gets the dead letters of `subscription` one by one, up to the one with `wanted`'s id
+    /// (or all of them), and hands every one it does not return back to the queue, in place.
+    async fn read_dead_letters(
+        &self,
+        channel: &Channel,
+        subscription: &str,
+        wanted: Option<uuid::Uuid>,
+    ) -> Result<(Vec<Option<DeadLetter>>, Option<lapin::message::Delivery>), EventsError> {
+        let queue = self.inner.names.dead_queue(subscription);
+        let mut letters = Vec::new();
+        let mut last_read: Option<lapin::message::Delivery> = None;
+        let mut found = None;
+        loop {
+            let got = channel.basic_get(queue.as_str().into(), BasicGetOptions::default()).await;
+            let Some(got) = got.map_err(|e| self.unavailable(e))? else { break };
+            let letter = dead_letter_of(subscription, &got.delivery);
+            if wanted.is_some() && letter.as_ref().map(|l| l.envelope.event_id) == wanted {
+                found = Some(got.delivery);
+                break;
+            }
+            letters.push(letter);
+            last_read = Some(got.delivery);
+        }
+        if let Some(last) = last_read {
+            // One nack for every message read before `last` too (`multiple`), requeued in place.
+            let every_one = BasicNackOptions { multiple: true, requeue: true };
+            last.acker.nack(every_one).await.map_err(|e| self.unavailable(e))?;
+        }
+        Ok((letters, found))
     }
 
     pub(super) async fn purge(&self, subscription: Option<&str>) -> Result<u64, EventsError> {

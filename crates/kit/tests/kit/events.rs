@@ -443,12 +443,28 @@ async fn a_subscription_counts_its_waiting_events_as_lag(backend: &Backend) {
     bus.subscribe(quick("slow", "test.greeting"), recorder("slow", seen.clone()), resumed.clone())
         .await
         .expect("subscribe");
-    eventually("the backlog drains", LONG, || async { (bus.lag("slow").await.ok() == Some(0)).then_some(()) }).await;
+    // Lag counts waiting events, not those a handler holds: wait for both.
+    eventually("the backlog drains and every greeting is handled", LONG, || async {
+        let handled = seen.lock().unwrap().len();
+        (handled >= 7 && bus.lag("slow").await.ok() == Some(0)).then_some(())
+    })
+    .await;
     assert_eq!(seen.lock().unwrap().len(), 7);
     // The consuming process reports the subscription, with its lag as last sampled.
     let consumed = bus.consumed();
     assert_eq!(consumed.len(), 1, "{consumed:?}");
     assert_eq!(consumed[0].subscription, "slow");
+    // So does the `/readyz` of a service that serves with that bus (the gateway's /status reads it).
+    let app = kit::http::service_router(
+        axum::Router::new(),
+        kit::http::RouterOptions { events: Some(bus.clone()), ..Default::default() },
+    );
+    let config = kit::config::ServiceConfig::for_tests("consumer", None);
+    let started = kit::service::start_http(&config, app, resumed.clone()).await.expect("serve");
+    let ready = kit::test_support::client().get(format!("{}/readyz", started.url())).send().await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.expect("readyz body");
+    assert_eq!(ready["subscriptions"][0]["subscription"], "slow", "{ready}");
     resumed.cancel();
     eventually("a stopped subscription is no longer reported", LONG, || async {
         bus.consumed().is_empty().then_some(())

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kit::circuit_breaker::{BreakerConfig, CircuitBreaker, CircuitState};
 use kit::discovery::{Discovery, Endpoint};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use http::HeaderValue;
 
@@ -28,6 +28,8 @@ pub struct Instance {
     /// Whether that answer said `degraded`: one of its backends (database, queue) is down, and it
     /// answers what it can (503s with `Retry-After`, stale pages). It stays in rotation.
     pub degraded: AtomicBool,
+    /// The event subscriptions it consumes, with their lag, as its last `/readyz` said.
+    pub subscriptions: RwLock<Vec<SubscriptionLag>>,
     /// Not picked before this time (ms since the gateway started): set after a connection failure.
     ejected_until_ms: AtomicU64,
     /// Milliseconds since its last heartbeat, as the registry said.
@@ -142,6 +144,7 @@ impl Upstream {
                     // Trusted until the first probe says otherwise: it just registered.
                     ready: AtomicBool::new(true),
                     degraded: AtomicBool::new(false),
+                    subscriptions: RwLock::new(Vec::new()),
                     ejected_until_ms: AtomicU64::new(0),
                     last_heartbeat_ms_ago: AtomicU64::new(e.last_heartbeat_ms_ago),
                 })),
@@ -193,6 +196,7 @@ impl Upstream {
             name: self.name,
             status,
             circuit: circuit.as_str(),
+            subscriptions: subscriptions_of(&instances),
             requests_per_sec: (rates.rps * 10.0).round() / 10.0,
             error_rate: (rates.error_rate * 1000.0).round() / 1000.0,
             instances: instances
@@ -223,8 +227,35 @@ pub struct ServiceStatus {
     pub requests_per_sec: f64,
     /// Share of those requests that failed (0–1).
     pub error_rate: f64,
+    /// The durable event subscriptions its instances consume, by name, with the events waiting
+    /// in each (the largest of its instances' last samples; `null` while none could say).
+    pub subscriptions: Vec<SubscriptionLag>,
     /// Its instances.
     pub instances: Vec<InstanceStatus>,
+}
+
+/// A durable event subscription and the events waiting in it, as a consuming instance reports
+/// it in `/readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SubscriptionLag {
+    /// The subscription's name.
+    pub subscription: String,
+    /// Events waiting to be handled, as last sampled (every few seconds); `null` while unknown.
+    pub lag: Option<u64>,
+}
+
+/// Every subscription `instances` consume, once each, sorted by name. Instances of one service
+/// share a subscription (competing consumers), so each reports the same backlog sampled at a
+/// different moment: the largest is shown.
+fn subscriptions_of(instances: &[Arc<Instance>]) -> Vec<SubscriptionLag> {
+    let mut by_name: std::collections::BTreeMap<String, Option<u64>> = Default::default();
+    for t in instances {
+        for s in t.subscriptions.read().unwrap_or_else(|p| p.into_inner()).iter() {
+            let lag = by_name.entry(s.subscription.clone()).or_insert(None);
+            *lag = (*lag).max(s.lag);
+        }
+    }
+    by_name.into_iter().map(|(subscription, lag)| SubscriptionLag { subscription, lag }).collect()
 }
 
 /// One instance's line on the status page.
@@ -284,6 +315,8 @@ impl Upstreams {
                 let (ok, degraded) = match http.get(format!("http://{}/readyz", t.address)).send().await {
                     Ok(r) if r.status().is_success() => {
                         let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        let subscriptions = serde_json::from_value(body["subscriptions"].clone()).unwrap_or_default();
+                        *t.subscriptions.write().unwrap_or_else(|p| p.into_inner()) = subscriptions;
                         (true, body["status"] == "degraded")
                     }
                     _ => (false, false),
@@ -393,6 +426,16 @@ mod tests {
         let alone = upstream(&["a"]);
         assert_eq!(picks(&alone, 2, Some("a")), ["none"; 2]);
         assert_eq!(picks(&upstream(&[]), 1, None), ["none"]);
+    }
+
+    #[test]
+    fn a_subscription_shared_by_instances_shows_once_with_the_largest_backlog() {
+        let up = upstream(&["a", "b"]);
+        let lag = |name: &str, lag| SubscriptionLag { subscription: name.into(), lag };
+        *instance(&up, "a").subscriptions.write().unwrap() = vec![lag("mail", Some(3)), lag("store", None)];
+        *instance(&up, "b").subscriptions.write().unwrap() = vec![lag("store", Some(0)), lag("mail", Some(7))];
+        assert_eq!(up.status().subscriptions, [lag("mail", Some(7)), lag("store", Some(0))]);
+        assert!(upstream(&["a"]).status().subscriptions.is_empty(), "a service that consumes nothing");
     }
 
     #[test]

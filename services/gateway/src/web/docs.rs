@@ -41,6 +41,7 @@ pub const GATEWAY_DOC: &str = "gateway";
         crate::web::pages::StatusReport,
         crate::proxy::upstreams::ServiceStatus,
         crate::proxy::upstreams::InstanceStatus,
+        crate::proxy::upstreams::SubscriptionLag,
         crate::web::account::Credentials,
         crate::web::account::LogoutForm,
         Problem
