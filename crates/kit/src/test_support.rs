@@ -274,8 +274,36 @@ pub async fn fresh_db(backend: &Backend, service: &str) -> TestDb {
 /// PostgreSQL (`postgres::<name>`) when `AGORA_TEST_POSTGRES_URL` is set: without it the
 /// PostgreSQL tests show as ignored, and fail when `AGORA_REQUIRE_BACKENDS=1`. The calling crate's
 /// build script calls `test_backends::declare()`, which sets the `no_postgres` cfg.
+///
+/// `on_every_backend!(ffmpeg: …)` does the same for tests that also need ffmpeg, in a module
+/// `ffmpeg` (so CI's filters can find them): ignored without it (the build script calls
+/// `test_backends::declare_ffmpeg()`, which sets `no_ffmpeg`).
 #[macro_export]
 macro_rules! on_every_backend {
+    (ffmpeg: $($test:ident),* $(,)?) => {
+        mod ffmpeg {
+            mod sqlite {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    #[cfg_attr(no_ffmpeg, ignore = "install ffmpeg to run it")]
+                    async fn $test() {
+                        super::super::$test($crate::test_support::Backend::Sqlite).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    #[cfg_attr(any(no_ffmpeg, no_postgres), ignore = "needs ffmpeg and AGORA_TEST_POSTGRES_URL")]
+                    async fn $test() {
+                        if let Some(url) = $crate::test_support::postgres_url() {
+                            super::super::$test($crate::test_support::Backend::Postgres(url)).await;
+                        }
+                    }
+                )*
+            }
+        }
+    };
     ($($test:ident),* $(,)?) => {
         mod sqlite {
             $(

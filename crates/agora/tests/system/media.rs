@@ -17,34 +17,7 @@ use crate::system::{Service, System, User};
 
 const LONG: Duration = Duration::from_secs(120);
 
-macro_rules! ffmpeg_on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod ffmpeg {
-            mod sqlite {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    #[cfg_attr(no_ffmpeg, ignore = "install ffmpeg to run it")]
-                    async fn $test() {
-                        super::super::$test(kit::test_support::Backend::Sqlite).await;
-                    }
-                )*
-            }
-            mod postgres {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    #[cfg_attr(any(no_ffmpeg, no_postgres), ignore = "needs ffmpeg and AGORA_TEST_POSTGRES_URL")]
-                    async fn $test() {
-                        if let Some(url) = kit::test_support::postgres_url() {
-                            super::super::$test(kit::test_support::Backend::Postgres(url)).await;
-                        }
-                    }
-                )*
-            }
-        }
-    };
-}
-
-ffmpeg_on_every_backend!(a_converter_killed_mid_conversion_hands_its_job_on_and_the_mp3_is_whole);
+kit::on_every_backend!(ffmpeg: a_converter_killed_mid_conversion_hands_its_job_on_and_the_mp3_is_whole);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[cfg_attr(no_ffmpeg, ignore = "install ffmpeg to run it")]

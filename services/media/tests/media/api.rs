@@ -10,10 +10,9 @@ use kit::test_support::{eventually, Backend};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::on_every_backend_with;
 use crate::support::{probe_mp3, temp_files, test_video, TestMedia, LONG};
 
-on_every_backend_with!(ffmpeg:
+on_every_backend!(ffmpeg:
     a_video_converts_to_an_mp3_its_owner_alone_can_download,
     a_video_without_sound_and_a_file_that_is_not_a_video_fail_once_with_their_reason,
     uploads_that_are_not_videos_or_too_large_are_refused_and_leave_no_temp_file,

@@ -10,36 +10,6 @@ use media::testing::RunningConverter;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-/// Runs the same async test on SQLite and on PostgreSQL (`postgres::…`, ignored without it);
-/// with `ffmpeg`, both under `ffmpeg::` and ignored without ffmpeg.
-#[macro_export]
-macro_rules! on_every_backend_with {
-    (ffmpeg: $($test:ident),* $(,)?) => {
-        mod ffmpeg {
-            mod sqlite {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    #[cfg_attr(no_ffmpeg, ignore = "install ffmpeg to run it")]
-                    async fn $test() {
-                        super::super::$test(kit::test_support::Backend::Sqlite).await;
-                    }
-                )*
-            }
-            mod postgres {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    #[cfg_attr(any(no_ffmpeg, no_postgres), ignore = "needs ffmpeg and AGORA_TEST_POSTGRES_URL")]
-                    async fn $test() {
-                        if let Some(url) = kit::test_support::postgres_url() {
-                            super::super::$test(kit::test_support::Backend::Postgres(url)).await;
-                        }
-                    }
-                )*
-            }
-        }
-    };
-}
-
 /// Generous: a conversion in a debug build on a busy machine.
 pub const LONG: Duration = Duration::from_secs(90);
 
