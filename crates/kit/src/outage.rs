@@ -29,7 +29,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -141,8 +141,28 @@ struct Inner {
     since: Mutex<std::time::SystemTime>,
     /// A probe (or the recovery loop) is running.
     probing: AtomicBool,
-    /// When a probe last succeeded.
-    verified_at: Mutex<Option<Instant>>,
+    /// When the backend was last seen answering (a probe, or a call while `watch_slow`), in
+    /// milliseconds since `epoch`, plus one (0: never). An atomic: every answered call writes it.
+    verified_at_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Inner {
+    fn mark_verified(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+        self.verified_at_ms.store(ms + 1, Ordering::Relaxed);
+    }
+
+    /// Whether the backend was seen answering within `recently`.
+    fn verified_within(&self, recently: Duration) -> bool {
+        match self.verified_at_ms.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+                now.saturating_sub(at - 1) < u64::try_from(recently.as_millis()).unwrap_or(u64::MAX)
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Gate {
@@ -183,7 +203,8 @@ impl Gate {
                 state,
                 since: Mutex::new(std::time::SystemTime::now()),
                 probing: AtomicBool::new(false),
-                verified_at: Mutex::new(None),
+                verified_at_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
             }),
         }
     }
@@ -281,7 +302,7 @@ impl Gate {
     /// contention (a busy pool, a lock), not an outage, and starts no probe.
     fn answered(&self) {
         if self.inner.watch_slow {
-            *self.inner.verified_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            self.inner.mark_verified();
         }
     }
 
@@ -296,11 +317,8 @@ impl Gate {
     /// or a call within half of `detect`).
     fn suspect(&self, failed: bool) {
         let half = self.inner.policy.detect / 2;
-        if !failed {
-            let verified = *self.inner.verified_at.lock().unwrap_or_else(|p| p.into_inner());
-            if verified.is_some_and(|at| at.elapsed() < half) {
-                return;
-            }
+        if !failed && self.inner.verified_within(half) {
+            return;
         }
         if self.inner.probing.swap(true, Ordering::AcqRel) {
             return;
@@ -311,7 +329,7 @@ impl Gate {
             let verdict = probe_within(&inner, half).await;
             match verdict {
                 Ok(()) => {
-                    *inner.verified_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                    inner.mark_verified();
                     inner.probing.store(false, Ordering::Release);
                 }
                 Err(reason) => {
@@ -378,7 +396,7 @@ async fn recover(weak: Weak<Inner>) {
         let every = inner.policy.probe_every;
         match probe_within(&inner, inner.policy.detect).await {
             Ok(()) => {
-                *inner.verified_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                inner.mark_verified();
                 set_state(&inner, State::Up);
                 inner.probing.store(false, Ordering::Release);
                 return;

@@ -63,6 +63,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `QUEUE_URL` (`redis://…`), or the embedded queue when unset.
     pub queue_url: Option<String>,
+    /// Queue tuning, with how a Redis outage is detected (`DB_OUTAGE_DETECT_MS`).
+    pub queue: kit::queue::QueueOptions,
     /// Upload limits (`CLASSIFIER_MAX_UPLOAD_BYTES`).
     pub limits: UploadLimits,
     /// Attempts per job (`CLASSIFIER_MAX_ATTEMPTS`).
@@ -91,6 +93,7 @@ impl Config {
             service: ServiceConfig::from_env(env, name, DEFAULT_PORT)?,
             data_dir: kit::config::data_dir(env),
             queue_url: env.url_opt("QUEUE_URL", &["redis", "rediss", "sqlite"])?.map(|u| u.to_string()),
+            queue: kit::queue::QueueOptions::from_env(env)?,
             limits,
             max_attempts: env.parse_or("CLASSIFIER_MAX_ATTEMPTS", 3u32)?.max(1),
             retention: env.secs_or("CLASSIFIER_RESULT_TTL_SECS", Duration::from_secs(24 * 3600))?,
@@ -109,6 +112,7 @@ impl Config {
             service: ServiceConfig::for_tests("classifier", None),
             data_dir: data_dir.to_path_buf(),
             queue_url,
+            queue: kit::queue::QueueOptions::default(),
             limits: UploadLimits::default(),
             max_attempts: 3,
             retention: Duration::from_secs(3600),
@@ -141,7 +145,7 @@ pub enum StartError {
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     // Only the model ids are used here: nothing classifies, so no model is ever loaded (tens of MB each).
     let models = Models::lazy(&Engine::Tract)?;
-    let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
+    let queue = Queue::connect_with(config.queue_url.as_deref(), &config.data_dir, config.queue.clone()).await?;
     queue.spawn_maintenance(config.retention, shutdown.clone());
     let (readiness, dependencies) = match queue.gate() {
         // Redis's state is in `/readyz`'s body; its outage does not make the instance unready (SPEC §2).
@@ -168,7 +172,7 @@ pub async fn run_worker(config: Config, shutdown: Shutdown) -> Result<(), StartE
             Err(join) => return Err(StartError::Preload(join)),
         }
     }
-    let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
+    let queue = Queue::connect_with(config.queue_url.as_deref(), &config.data_dir, config.queue.clone()).await?;
     queue.spawn_maintenance(config.retention, shutdown.clone());
     tracing::info!(
         backend = queue.backend(),

@@ -61,6 +61,8 @@ pub struct Config {
     pub blobs: BlobPlace,
     /// `QUEUE_URL` (`redis://…`), or the embedded queue under `DATA_DIR`.
     pub queue_url: Option<String>,
+    /// Queue tuning, with how a Redis outage is detected (`DB_OUTAGE_DETECT_MS`).
+    pub queue: kit::queue::QueueOptions,
     /// Where "mp3 ready" and "conversion failed" go (`EVENTS_URL`).
     pub events: EventsConfig,
     /// What tokens must say (`AUTH_ISSUER`, `AUTH_AUDIENCE`).
@@ -115,6 +117,7 @@ impl Config {
             database,
             blobs,
             queue_url: env.url_opt("QUEUE_URL", &["redis", "rediss", "sqlite"])?.map(|u| u.to_string()),
+            queue: kit::queue::QueueOptions::from_env(env)?,
             events: EventsConfig::from_env(env)?,
             auth: AuthConfig::from_env(env)?,
             keys,
@@ -145,6 +148,7 @@ impl Config {
             data_dir: data_dir.to_path_buf(),
             blobs,
             queue_url: None,
+            queue: kit::queue::QueueOptions::default(),
             events: EventsConfig::embedded_in(data_dir),
             auth: AuthConfig { issuer: "agora-auth".into(), audience: "agora".into() },
             keys,
@@ -192,7 +196,7 @@ pub enum StartError {
 /// Starts the API; it stops when `shutdown` trips.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartError> {
     let (db, store) = config.open_store().await?;
-    let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
+    let queue = Queue::connect_with(config.queue_url.as_deref(), &config.data_dir, config.queue.clone()).await?;
     queue.spawn_maintenance(config.retention, shutdown.clone());
     let verifier = Arc::new(Verifier::new(config.auth.clone(), config.keys.clone()));
     let state = Arc::new(api::AppState {
@@ -215,7 +219,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
 /// it can, and stops its conversions (handing their jobs back) when stopped.
 pub async fn run_converter(config: Config, shutdown: Shutdown) -> Result<(), StartError> {
     let (db, store) = config.open_store().await?;
-    let queue = Queue::connect(config.queue_url.as_deref(), &config.data_dir).await?;
+    let queue = Queue::connect_with(config.queue_url.as_deref(), &config.data_dir, config.queue.clone()).await?;
     queue.spawn_maintenance(config.retention, shutdown.clone());
     let bus = EventBus::connect(&config.events, contracts::TOPICS).await?;
     let relay = OutboxRelay::start(db.clone(), bus, Duration::from_secs(1), shutdown.clone()).await?;

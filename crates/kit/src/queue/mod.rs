@@ -385,11 +385,24 @@ pub struct QueueOptions {
     /// How often a waiting SQLite reserve looks for work enqueued by other
     /// processes (work enqueued in this process wakes it at once).
     pub sqlite_poll: Duration,
+    /// How a Redis outage is detected (`DB_OUTAGE_DETECT_MS`, as for databases).
+    pub outage: crate::outage::OutagePolicy,
 }
 
 impl Default for QueueOptions {
     fn default() -> Self {
-        Self { redis_prefix: "agora:queue".into(), sqlite_poll: Duration::from_millis(25) }
+        Self {
+            redis_prefix: "agora:queue".into(),
+            sqlite_poll: Duration::from_millis(25),
+            outage: crate::outage::OutagePolicy::default(),
+        }
+    }
+}
+
+impl QueueOptions {
+    /// The defaults, with the outage policy read from the environment (`DB_OUTAGE_DETECT_MS`).
+    pub fn from_env<S: crate::config::Source>(env: &crate::config::Env<S>) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self { outage: crate::outage::OutagePolicy::from_env(env)?, ..Self::default() })
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, OnceCell};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::outage::{Gate, OutagePolicy};
+use crate::outage::Gate;
 
 use super::{
     lease_token, record_depth, FailOutcome, JobId, JobView, Lease, NewJob, QueueError, QueueOptions, Reserved, Retry,
@@ -201,7 +201,7 @@ impl RedisQueue {
         let probe_client = client.clone();
         let gate = Gate::new(
             "queue",
-            OutagePolicy::default(),
+            options.outage,
             true,
             Arc::new(move || {
                 let client = probe_client.clone();

@@ -132,3 +132,24 @@ async fn a_sqlite_file_locked_by_another_process_refuses_writes_with_a_503_while
     let after = svc.propose("written after the lock").await;
     assert!(after > id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_sqlite_file_refuses_writes_with_a_503_while_reads_go_on() {
+    let db = fresh_db(&Backend::Sqlite, "projects").await;
+    let id = {
+        let svc = super::spawn_projects_on(&db.url).await;
+        svc.propose("written while the file was writable").await
+    };
+    // The same file opened read-only, as on a file system remounted read-only.
+    let read_only = format!("sqlite://{}?mode=ro", sqlite_file(&db.url));
+    let svc = super::spawn_projects_on(&read_only).await;
+
+    let resp = svc.get(&format!("/projects/{id}")).await;
+    assert_eq!(resp.status(), StatusCode::OK, "reads go on");
+    let resp = svc.get("/projects").await;
+    assert_eq!(resp.status(), StatusCode::OK, "reads go on");
+    unavailable(svc.propose_as("alice", &super::popee()).await, "a proposal to a read-only file").await;
+    let tags = serde_json::json!({"project_id": id, "add": ["read-only"]});
+    unavailable(svc.put_tags("alice", tags).await, "a tag change to a read-only file").await;
+    assert_eq!(readiness(&svc).await["status"], "ready", "a read-only file is not an outage");
+}
