@@ -294,6 +294,49 @@ async fn probe<C: sqlx::Connection>(options: &C::Options) -> Result<(), String> 
     Ok(())
 }
 
+/// The probe of a database across a network: a ping on a connection of the probe's own, kept
+/// between probes, and a fresh connection only when that one fails. Opening a PostgreSQL
+/// connection starts a server process; on a busy machine that alone can outlast the probe's time
+/// and read as an outage, where a ping on an open connection answers. A partition still fails it:
+/// the ping hangs, and the probe's time runs out. The connection is taken out while in use, so
+/// a probe cut short by its time drops it rather than keeping it mid-query.
+struct WarmProbe<C: sqlx::Connection> {
+    options: C::Options,
+    connection: std::sync::Mutex<Option<C>>,
+}
+
+impl<C: sqlx::Connection> WarmProbe<C> {
+    async fn probe(&self) -> Result<(), String> {
+        use sqlx::ConnectOptions;
+        let kept = self.connection.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let answered = match kept {
+            Some(mut conn) => conn.ping().await.is_ok().then_some(conn),
+            None => None,
+        };
+        let conn = match answered {
+            Some(conn) => conn,
+            None => {
+                let mut conn = self.options.connect().await.map_err(|e| e.to_string())?;
+                conn.ping().await.map_err(|e| e.to_string())?;
+                conn
+            }
+        };
+        let spare = {
+            let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+            if slot.is_none() {
+                *slot = Some(conn);
+                None
+            } else {
+                Some(conn)
+            }
+        };
+        if let Some(conn) = spare {
+            let _ = conn.close().await;
+        }
+        Ok(())
+    }
+}
+
 /// [`detached`] work through `gate` (see [`crate::outage`]): refused at once while the database is
 /// down, and given up on (not cancelled: it still commits or rolls back) as soon as the gate finds
 /// the database down while it waits. Use it for every write transaction made for a request.
@@ -371,14 +414,17 @@ impl Database {
                 )
             }
             Database::Postgres(pool) => {
-                let options = pool.connect_options();
+                let warm = std::sync::Arc::new(WarmProbe::<sqlx::PgConnection> {
+                    options: (*pool.connect_options()).clone(),
+                    connection: std::sync::Mutex::new(None),
+                });
                 Gate::new(
                     "database",
                     policy,
                     true,
                     std::sync::Arc::new(move || {
-                        let options = options.clone();
-                        Box::pin(async move { probe::<sqlx::PgConnection>(&options).await })
+                        let warm = warm.clone();
+                        Box::pin(async move { warm.probe().await })
                     }),
                 )
             }

@@ -13,8 +13,9 @@
 //! failed to reach the backend (refused, reset: the caller's error type says which errors those are,
 //! [`Gated`]), and — for a backend across a network, where a partition makes connects and queries
 //! hang instead of failing — a call still running after half of [`OutagePolicy::detect`]. Either
-//! starts one probe (a fresh connection and a trivial query, within the other half): if it fails,
-//! the gate is Down, and every call waiting on the backend, and every later one, is answered with
+//! starts one probe (a fresh connection and a trivial query, within the other half): if it fails
+//! and no call was answered meanwhile (a busy machine can make a probe slow, but an outage answers
+//! nobody), the gate is Down, and every call waiting on the backend, and every later one, is answered with
 //! [`Unavailable`] at once. So only the first calls of an outage wait, for at most `detect`. A slow
 //! call to a backend that answers the probe (a query waiting on a row lock) is left to finish.
 //!
@@ -326,10 +327,18 @@ impl Gate {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let Some(inner) = weak.upgrade() else { return };
+            let answered_before = inner.verified_at_ms.load(Ordering::Relaxed);
             let verdict = probe_within(&inner, half).await;
+            // A call answered while the probe ran: the backend is there, the probe was only slow
+            // (a starved machine, a full connection limit); an outage answers nobody.
+            let answered_meanwhile = inner.verified_at_ms.load(Ordering::Relaxed) != answered_before;
             match verdict {
                 Ok(()) => {
                     inner.mark_verified();
+                    inner.probing.store(false, Ordering::Release);
+                }
+                Err(reason) if answered_meanwhile => {
+                    tracing::debug!(dependency = inner.dependency, %reason, "probe failed while calls were answered");
                     inner.probing.store(false, Ordering::Release);
                 }
                 Err(reason) => {

@@ -28,8 +28,14 @@ async fn spawn_threads(db: &TestDb, registry: Option<&url::Url>, listen: SocketA
     config.service = ServiceConfig::for_tests("threads", registry.cloned());
     config.service.listen = listen;
     config.tls = tls;
+    config.database.outage.detect = PATIENT_OUTAGE_DETECTION;
     threads::testing::spawn(config).await
 }
+
+/// These tests load a 2-core machine that other tests load too (a thousand voters at once): with
+/// the default 500 ms, a database probe starved of CPU can read as an outage. Outage detection
+/// has its own tests (`outage`), with the default.
+const PATIENT_OUTAGE_DETECTION: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// A projects instance calling threads at `threads_url` (or through `registry`), trusting `issuer`'s tokens.
 async fn spawn_projects(
@@ -44,6 +50,7 @@ async fn spawn_projects(
         config.service = ServiceConfig::for_tests("projects", Some(registry.clone()));
     }
     config.tls = tls;
+    config.database.outage.detect = PATIENT_OUTAGE_DETECTION;
     projects::testing::spawn(config).await
 }
 
