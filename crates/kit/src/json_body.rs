@@ -72,9 +72,79 @@ where
     }
 }
 
+/// An integer field of a JSON body as JSON Schema's `integer` means it: any number without a
+/// fractional part, `153.0` as well as `153` (serde's integers refuse the first). For
+/// `#[serde(deserialize_with = "kit::json_body::integer")]`; anything else, or a number out of the
+/// type's range, is the usual 422.
+pub fn integer<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    let number = <serde_json::Number as serde::Deserialize>::deserialize(deserializer)?;
+    whole(&number).and_then(|n| T::try_from(n).ok()).ok_or_else(|| {
+        serde::de::Error::invalid_value(serde::de::Unexpected::Other(&number.to_string()), &"an integer in range")
+    })
+}
+
+/// [`integer`] for an optional field (which then needs `#[serde(default)]` too).
+pub fn optional_integer<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i128>,
+{
+    #[derive(serde::Deserialize)]
+    struct Whole<T: TryFrom<i128>>(#[serde(deserialize_with = "integer")] T);
+    Ok(<Option<Whole<T>> as serde::Deserialize>::deserialize(deserializer)?.map(|Whole(n)| n))
+}
+
+/// The number's value if it has no fractional part (and fits an `i128`, as any `i64` or `u64` does).
+fn whole(number: &serde_json::Number) -> Option<i128> {
+    if let Some(n) = number.as_i64() {
+        return Some(n.into());
+    }
+    if let Some(n) = number.as_u64() {
+        return Some(n.into());
+    }
+    let f = number.as_f64()?;
+    // 2^127: every whole f64 below it converts exactly.
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 1.7e38).then_some(f as i128)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Body {
+        #[serde(deserialize_with = "integer")]
+        id: i64,
+        #[serde(default, deserialize_with = "optional_integer")]
+        ttl: Option<u8>,
+    }
+
+    fn body(json: &str) -> Result<Body, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn integers_are_whole_numbers_however_they_are_written() {
+        let b = body(r#"{"id": 153.0, "ttl": 2e1}"#).unwrap();
+        assert_eq!((b.id, b.ttl), (153, Some(20)));
+        let b = body(r#"{"id": -7}"#).unwrap();
+        assert_eq!((b.id, b.ttl), (-7, None));
+        assert_eq!(body(r#"{"id": 1, "ttl": null}"#).unwrap().ttl, None);
+        for bad in [
+            r#"{"id": 1.5}"#,
+            r#"{"id": "1"}"#,
+            r#"{"id": 1e300}"#,
+            r#"{"id": 18446744073709551615}"#,
+            r#"{"id": 1, "ttl": 256}"#,
+            r#"{"id": 1, "ttl": -1.0}"#,
+        ] {
+            assert!(body(bad).is_err(), "{bad}");
+        }
+    }
 
     fn of(value: &'static str) -> Declared {
         declared(Some(&HeaderValue::from_static(value)))

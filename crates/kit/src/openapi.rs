@@ -39,7 +39,8 @@ pub const NOT_BLANK: &str =
     "[^\t\n\u{b}\u{c}\r \u{85}\u{a0}\u{1680}\u{2000}-\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}]";
 
 /// The schema of a text field that must not be blank and has at most `max_chars` characters
-/// (as the services check it: trimmed, counted in characters).
+/// (as the services check it: counted in characters as sent, white space at either end included,
+/// then stored trimmed).
 pub fn text(max_chars: usize, description: &str) -> utoipa::openapi::Object {
     utoipa::openapi::ObjectBuilder::new()
         .schema_type(utoipa::openapi::schema::Type::String)
@@ -71,14 +72,16 @@ pub mod account {
         [^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]\
         [^\\u0000-\\u001f\\u007f-\\u009f]*$";
 
-    /// A username: 1–64 characters once trimmed, not blank, no control characters.
+    /// A username: 1–64 characters as sent, not blank, no control characters (stored trimmed).
     pub fn username() -> Object {
         ObjectBuilder::new()
             .schema_type(Type::String)
             .min_length(Some(1))
             .max_length(Some(64))
             .pattern(Some(USERNAME_PATTERN))
-            .description(Some("1–64 characters (trimmed), no control characters; unique case-insensitively."))
+            .description(Some(
+                "1–64 characters, not blank, no control characters (stored trimmed); unique case-insensitively.",
+            ))
             .build()
     }
 

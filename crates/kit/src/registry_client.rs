@@ -44,7 +44,7 @@ pub struct RegisterRequest {
     #[schema(max_length = 64)]
     pub version: String,
     /// Seconds without heartbeat after which the instance is evicted: 1–300, default 10.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json_body::optional_integer")]
     #[schema(minimum = 1, maximum = 300)]
     pub ttl_secs: Option<u64>,
 }

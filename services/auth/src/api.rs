@@ -46,7 +46,7 @@ pub struct AppState {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(example = json!({ "username": "ada", "password": "correct horse battery staple" }))]
 pub struct Credentials {
-    /// 1–64 characters (trimmed), no control characters; unique case-insensitively.
+    /// 1–64 characters, not blank, no control characters (stored trimmed); unique case-insensitively.
     #[serde(default)]
     #[schema(schema_with = username_schema, required = true)]
     pub username: String,

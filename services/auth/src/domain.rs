@@ -67,20 +67,22 @@ pub const PASSWORD_MIN_CHARS: usize = 8;
 /// Longest password, in characters (argon2 would take more, but nobody types more).
 pub const PASSWORD_MAX_CHARS: usize = 256;
 
-/// A valid username: trimmed, 1–64 characters, no control characters; any
-/// other Unicode (quotes, SQL, emoji) is fine and is stored as given.
+/// A valid username: at most 64 characters as sent (what its OpenAPI schema says), not blank,
+/// no control characters, stored trimmed; any other Unicode (quotes, SQL, emoji) is fine and is
+/// stored as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
 impl Username {
     /// Checks a username as given at signup.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        // Counted before trimming: white space at either end counts, as the schema's maxLength.
+        if raw.chars().count() > USERNAME_MAX_CHARS {
+            return Err(Invalid::username(format!("must be at most {USERNAME_MAX_CHARS} characters")));
+        }
         let name = raw.trim();
         if name.is_empty() {
             return Err(Invalid::username("must not be empty"));
-        }
-        if name.chars().count() > USERNAME_MAX_CHARS {
-            return Err(Invalid::username(format!("must be at most {USERNAME_MAX_CHARS} characters")));
         }
         if name.chars().any(char::is_control) {
             return Err(Invalid::username("must not contain control characters"));
@@ -292,6 +294,10 @@ mod tests {
         }
         assert!(Username::parse(&"é".repeat(64)).is_ok());
         assert!(Username::parse(&"é".repeat(65)).is_err());
+        // The limit is on the name as sent, white space at either end included.
+        assert!(Username::parse(&format!(" {}", "a".repeat(63))).is_ok());
+        assert!(Username::parse(&format!(" {}", "a".repeat(64))).is_err());
+        assert!(Username::parse(&format!("{}\u{3000}", "a".repeat(64))).is_err());
     }
 
     #[test]

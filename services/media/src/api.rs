@@ -192,13 +192,31 @@ pub struct DownloadQuery {
     pub fid: String,
 }
 
-/// `POST /upload` body (documentation only: it is read as a stream).
+/// `POST /upload` body (documentation only: it is read as a stream). Its one part is `file`;
+/// any other part is refused (422), as is a second `file`.
 #[derive(utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct UploadForm {
-    /// The video: one file.
+    /// The video: one file (its `filename` names it; a part without one is named `video`).
     #[schema(value_type = String, format = Binary)]
     file: Vec<u8>,
+}
+
+/// The name of the form's one part, the video.
+const FILE_PART: &str = "file";
+
+/// The 422 for a part of the upload form that is not its one `file`.
+fn unexpected_part(name: Option<&str>) -> ApiError {
+    let reason = match name {
+        Some(FILE_PART) => "one file per upload".to_string(),
+        Some(name) => {
+            let shown: String = name.chars().take(64).collect();
+            format!("unexpected part {shown:?}: an upload has one part, `{FILE_PART}`")
+        }
+        None => format!("a part without a name: an upload has one part, `{FILE_PART}`"),
+    };
+    ApiError::Invalid { field: FILE_PART.into(), reason }
 }
 
 /// Whether conversion is possible now; the 503 saying why when it is not.
@@ -227,11 +245,14 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, limit: u64) ->
     responses(
         (status = 202, body = Uploaded, description = "Queued for conversion; `Location` is the video",
             headers(("Location" = String, description = "`/videos/{video_id}`"))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, body = Problem, content_type = "application/problem+json",
+            description = "The multipart body is malformed (e.g. a part header with a control character)"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json",
+            description = "The file is not a video container this service reads (told by its first bytes)"),
+        (status = 422, body = Problem, content_type = "application/problem+json",
+            description = "No `file` part, a second one, or a part other than `file`"),
         (status = 503, body = Problem, content_type = "application/problem+json",
             description = "No converter can convert (ffmpeg missing), or the queue is down")))]
 async fn upload(
@@ -246,12 +267,10 @@ async fn upload(
         return Err(ApiError::TooLarge(limit));
     }
     check_capability(&state.store).await?;
-    let mut field = loop {
-        match multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
-            Some(field) if field.file_name().is_some() => break field,
-            Some(_) => continue,
-            None => return Err(ApiError::Invalid { field: "file".into(), reason: "no file in the upload".into() }),
-        }
+    let mut field = match multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
+        Some(field) if field.name() == Some(FILE_PART) => field,
+        Some(other) => return Err(unexpected_part(other.name())),
+        None => return Err(ApiError::Invalid { field: FILE_PART.into(), reason: "no file in the upload".into() }),
     };
     let file_name = domain::upload_file_name(field.file_name());
     // Dropped (and its temp file deleted) on every early return.
@@ -272,9 +291,7 @@ async fn upload(
     }
     drop(field);
     if let Some(extra) = multipart.next_field().await.map_err(|e| multipart_error(e, limit))? {
-        if extra.file_name().is_some() {
-            return Err(ApiError::Invalid { field: "file".into(), reason: "one file per upload".into() });
-        }
+        return Err(unexpected_part(extra.name()));
     }
     let received = writer.finish().await?;
     let size = received.size;

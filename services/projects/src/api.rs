@@ -274,6 +274,7 @@ pub struct ProjectDetail {
 #[schema(example = json!({ "project_id": 1, "add": ["drums"], "remove": ["circus"] }))]
 pub struct TagChange {
     /// The project.
+    #[serde(deserialize_with = "kit::json_body::integer")]
     #[schema(minimum = 1)]
     pub project_id: i64,
     /// Tags to add.
@@ -305,6 +306,7 @@ pub struct NewThread {
     #[schema(schema_with = domain::schema::message)]
     pub message: String,
     /// The thread this one replies to (of the same project).
+    #[serde(default, deserialize_with = "kit::json_body::optional_integer")]
     #[schema(minimum = 1)]
     pub parent_thread_id: Option<i64>,
 }

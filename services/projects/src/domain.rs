@@ -35,20 +35,21 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Invalid {
     Invalid { field: field.into(), reason: reason.into() }
 }
 
-/// Trims `value` and checks it has 1..=`max` characters.
+/// Checks `value` has 1..=`max` characters as sent (white space at either end counts, as in the
+/// schema's maxLength) and is not blank; it is kept trimmed.
 fn text(field: &str, value: &str, max: usize) -> Result<String, Invalid> {
-    let value = value.trim();
-    if value.is_empty() {
-        return Err(invalid(field, "must not be empty or blank"));
-    }
     let chars = value.chars().count();
     if chars > max {
         return Err(invalid(field, format!("must be at most {max} characters (got {chars})")));
     }
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty or blank"));
+    }
     Ok(value.to_string())
 }
 
-/// Checks tags: each 1..=50 characters after trimming; exact duplicates are merged.
+/// Checks tags: each 1..=50 characters as sent, not blank, kept trimmed; exact duplicates are merged.
 pub fn tags(field: &str, raw: &[String]) -> Result<Vec<String>, Invalid> {
     let mut out: Vec<String> = Vec::with_capacity(raw.len());
     for (i, tag) in raw.iter().enumerate() {
@@ -168,11 +169,11 @@ impl Proposal {
     /// Applies every rule of SPEC §3.5, reporting the first field at fault.
     pub fn validate(&self) -> Result<ValidProposal, Invalid> {
         let project_name = text("project_name", &self.project_name, MAX_NAME)?;
-        let tagline = self.tagline.trim().to_string();
-        let chars = tagline.chars().count();
+        let chars = self.tagline.chars().count();
         if chars > MAX_TAGLINE {
             return Err(invalid("tagline", format!("must be at most {MAX_TAGLINE} characters (got {chars})")));
         }
+        let tagline = self.tagline.trim().to_string();
         if self.tags.len() > MAX_TAGS {
             return Err(invalid("tags", format!("at most {MAX_TAGS} tags are allowed (got {})", self.tags.len())));
         }
@@ -305,6 +306,10 @@ mod tests {
             (Proposal { problems: vec!["p".into(); 101], ..proposal() }, "problems"),
             (Proposal { solutions: vec!["ok".into(), " ".into()], ..proposal() }, "solutions[1]"),
             (Proposal { problems: vec!["x".repeat(10_001)], ..proposal() }, "problems[0]"),
+            // White space at either end counts towards a limit, as the schema's maxLength says.
+            (Proposal { project_name: format!(" {}", "x".repeat(200)), ..proposal() }, "project_name"),
+            (Proposal { tagline: format!("{} ", "x".repeat(500)), ..proposal() }, "tagline"),
+            (Proposal { tags: vec![format!(" {} ", "x".repeat(49))], ..proposal() }, "tags[0]"),
         ];
         for (p, field) in cases {
             assert_eq!(p.validate().unwrap_err().field, field);

@@ -16,6 +16,7 @@ on_every_backend!(ffmpeg:
     a_video_converts_to_an_mp3_its_owner_alone_can_download,
     a_video_without_sound_and_a_file_that_is_not_a_video_fail_once_with_their_reason,
     uploads_that_are_not_videos_or_too_large_are_refused_and_leave_no_temp_file,
+    an_upload_form_has_one_part_named_file_and_anything_else_is_refused,
     the_same_bytes_uploaded_twice_share_a_blob_until_both_are_deleted,
     deleting_a_video_while_it_converts_cancels_its_job,
     a_converter_stopped_gracefully_hands_its_job_back_to_another,
@@ -171,6 +172,51 @@ async fn uploads_that_are_not_videos_or_too_large_are_refused_and_leave_no_temp_
     let listed: Value = media.get("carol", "/videos").await.json().await.unwrap();
     assert_eq!(listed["videos"], serde_json::json!([]), "nothing is kept");
     assert_eq!(media.store().await.blob_counts().await.unwrap(), (0, 0));
+}
+
+async fn an_upload_form_has_one_part_named_file_and_anything_else_is_refused(backend: Backend) {
+    use reqwest::multipart::{Form, Part};
+    let media = TestMedia::start(&backend).await;
+    let video = test_video(media.data.path(), 1, true);
+    media.upload_ok("kate", "first.mp4", video.clone()).await;
+
+    let with_note = Form::new().part("file", Part::bytes(video.clone()).file_name("a.mp4")).text("note", "hi");
+    let resp = media.upload_form("kate", with_note).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem(resp).await["detail"].as_str().unwrap().contains("unexpected part \"note\""));
+
+    let note_first = Form::new().text("note", "hi").part("file", Part::bytes(video.clone()).file_name("a.mp4"));
+    assert_eq!(media.upload_form("kate", note_first).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let two_files = Form::new()
+        .part("file", Part::bytes(video.clone()).file_name("a.mp4"))
+        .part("file", Part::bytes(video.clone()).file_name("b.mp4"));
+    let resp = media.upload_form("kate", two_files).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem(resp).await["detail"].as_str().unwrap().contains("one file per upload"));
+
+    let other_name = Form::new().part("video", Part::bytes(video.clone()).file_name("a.mp4"));
+    assert_eq!(media.upload_form("kate", other_name).await.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A part header with a control character in it is no HTTP header: the body is malformed.
+    let mut raw = b"--xyz\r\nContent-Disposition: form-data; name=\"a\x7fb\"\r\n\r\nhi\r\n".to_vec();
+    raw.extend_from_slice(b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n");
+    raw.extend_from_slice(&video);
+    raw.extend_from_slice(b"\r\n--xyz--\r\n");
+    let resp = media.upload_raw("kate", "xyz", raw).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(problem(resp).await["detail"].as_str().unwrap().contains("malformed"));
+
+    // The one part, `file`, without a file name: the video is named `video`.
+    let unnamed = media.upload_form("kate", Form::new().part("file", Part::bytes(video))).await;
+    assert_eq!(unnamed.status(), StatusCode::ACCEPTED);
+    let id = unnamed.json::<Value>().await.unwrap()["video_id"].as_str().unwrap().to_string();
+    let shown: Value = media.get("kate", &format!("/videos/{id}")).await.json().await.unwrap();
+    assert_eq!(shown["file_name"], "video");
+
+    let listed: Value = media.get("kate", "/videos").await.json().await.unwrap();
+    assert_eq!(listed["videos"].as_array().unwrap().len(), 2, "only the two good uploads are kept: {listed}");
+    assert!(temp_files(media.data.path()).is_empty(), "{:?}", temp_files(media.data.path()));
 }
 
 async fn the_same_bytes_uploaded_twice_share_a_blob_until_both_are_deleted(backend: Backend) {

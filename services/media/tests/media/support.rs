@@ -92,9 +92,21 @@ impl TestMedia {
     /// Uploads `bytes` as `name` for `user`.
     pub async fn upload(&self, user: &str, name: &str, bytes: Vec<u8>) -> reqwest::Response {
         let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
-        let form = reqwest::multipart::Form::new().part("file", part);
+        self.upload_form(user, reqwest::multipart::Form::new().part("file", part)).await
+    }
+
+    /// Sends `form` to `POST /upload` for `user`.
+    pub async fn upload_form(&self, user: &str, form: reqwest::multipart::Form) -> reqwest::Response {
         let url = format!("{}/upload", self.url);
         self.http.post(url).bearer_auth(self.token(user)).multipart(form).send().await.unwrap()
+    }
+
+    /// Sends `body`, a multipart body with the boundary `boundary` as written, to `POST /upload`.
+    pub async fn upload_raw(&self, user: &str, boundary: &str, body: Vec<u8>) -> reqwest::Response {
+        let url = format!("{}/upload", self.url);
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let request = self.http.post(url).bearer_auth(self.token(user)).header("content-type", content_type);
+        request.body(body).send().await.unwrap()
     }
 
     /// Uploads, waiting while no converter has reported yet (uploads are refused until one
