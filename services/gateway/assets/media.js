@@ -30,6 +30,16 @@
     return Math.floor(secs / 60) + ":" + (rest < 10 ? "0" : "") + rest;
   }
 
+  /** `2 Dec 2026, 04:30 UTC`, as the server writes times (its `when` filter). */
+  function when(rfc3339) {
+    var d = new Date(rfc3339);
+    if (isNaN(d.getTime())) { return rfc3339; }
+    var months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    var two = function (n) { return (n < 10 ? "0" : "") + n; };
+    return d.getUTCDate() + " " + months[d.getUTCMonth()] + " " + d.getUTCFullYear() + ", " +
+      two(d.getUTCHours()) + ":" + two(d.getUTCMinutes()) + " UTC";
+  }
+
   function el(tag, className, text) {
     var node = document.createElement(tag);
     if (className) { node.className = className; }
@@ -48,7 +58,7 @@
       el("span", "badge badge-" + (BADGES[v.status] || "unknown") + " video-status", v.status));
     li.appendChild(head);
     var meta = el("p", "video-meta muted small");
-    var time = el("time", "", new Date(v.created_at).toLocaleString());
+    var time = el("time", "", when(v.created_at));
     time.dateTime = v.created_at;
     meta.append(humanSize(v.video_size) + (v.duration_ms != null ? " \u00b7 " + length(v.duration_ms) : "") +
       " \u00b7 uploaded ", time);
