@@ -23,10 +23,14 @@
     };
     if (body !== undefined) {
       var json = !(window.FormData && body instanceof FormData);
-      init.headers = Object.assign(init.headers, json ? { "Content-Type": "application/json" } : {},
-        csrfHeader(), extraHeaders || {});
+      init.headers = Object.assign(init.headers, json ? { "Content-Type": "application/json" } : {});
       init.body = json ? JSON.stringify(body) : body;
     }
+    if (method !== "GET" && method !== "HEAD") {
+      // A write, with or without a body (DELETE), carries the CSRF header.
+      init.headers = Object.assign(init.headers, csrfHeader());
+    }
+    init.headers = Object.assign(init.headers, extraHeaders || {});
     var res;
     try {
       res = await fetch(url, init);

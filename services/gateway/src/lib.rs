@@ -269,6 +269,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         .route("/", get(web::pages::home))
         .route("/jokes", get(web::pages::jokes))
         .route("/classify", get(web::pages::classify))
+        .route("/media", get(web::media::page))
         .route("/crowdfunding", get(web::crowdfunding::list))
         .route("/crowdfunding/{project_id}", get(web::crowdfunding::project))
         .route("/status", get(web::pages::status))

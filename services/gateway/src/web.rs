@@ -5,6 +5,7 @@ pub mod account;
 pub mod assets;
 pub mod crowdfunding;
 pub mod docs;
+pub mod media;
 pub mod page_data;
 pub mod pages;
 pub mod templates;

@@ -1,7 +1,8 @@
 //! The media service's REST API (seed 001's names kept): `POST /upload` a video (multipart, one
 //! file, streamed to the blob store) → 202 and a conversion job; `GET /videos`, `GET /videos/{id}`,
-//! `DELETE /videos/{id}`; `GET /download?fid=<mp3 id>` the mp3 (ranges, ETag). Every route needs
-//! a signed-in user, and another user's video or mp3 is 404, not 403: no existence oracle.
+//! `DELETE /videos/{id}`; `GET /download?fid=<mp3 id>` the mp3 (ranges, ETag); `GET /conversion`
+//! whether uploads are converted now. Every route but that one needs a signed-in user, and another
+//! user's video or mp3 is 404, not 403: no existence oracle.
 
 use std::sync::Arc;
 
@@ -219,16 +220,49 @@ fn unexpected_part(name: Option<&str>) -> ApiError {
     ApiError::Invalid { field: FILE_PART.into(), reason }
 }
 
-/// Whether conversion is possible now; the 503 saying why when it is not.
-async fn check_capability(store: &Store) -> Result<(), ApiError> {
-    match store.capability(REPORT_EVERY * 3).await? {
-        Capability::Available => Ok(()),
-        Capability::Unavailable(why) => Err(ApiError::Unavailable(format!("video conversion is unavailable: {why}"))),
-        Capability::NoConverter => Err(ApiError::Unavailable(format!(
+/// `GET /conversion` answer: whether uploads are converted now.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "available": false,
+    "reason": "video conversion is unavailable: ffmpeg: it is not installed (apt-get install -y --no-install-recommends ffmpeg)",
+    "install": "apt-get install -y --no-install-recommends ffmpeg"
+}))]
+pub struct Conversion {
+    /// At least one converter reported recently that it can convert (ffmpeg with libmp3lame);
+    /// while none has, uploads are refused with 503.
+    pub available: bool,
+    /// Why conversion is unavailable (absent while it is available).
+    pub reason: Option<String>,
+    /// The command that installs what converters need (Debian's ffmpeg).
+    pub install: String,
+}
+
+/// Whether conversion is possible now, from the converters' latest reports.
+async fn conversion_state(store: &Store) -> Result<Conversion, ApiError> {
+    let reason = match store.capability(REPORT_EVERY * 3).await? {
+        Capability::Available => None,
+        Capability::Unavailable(why) => Some(format!("video conversion is unavailable: {why}")),
+        Capability::NoConverter => Some(format!(
             "video conversion is unavailable: no converter is running (start `agora serve converter`; it needs \
              ffmpeg: {INSTALL_HINT})"
-        ))),
+        )),
+    };
+    Ok(Conversion { available: reason.is_none(), reason, install: INSTALL_HINT.to_string() })
+}
+
+/// Whether conversion is possible now; the 503 saying why when it is not.
+async fn check_capability(store: &Store) -> Result<(), ApiError> {
+    match conversion_state(store).await?.reason {
+        None => Ok(()),
+        Some(why) => Err(ApiError::Unavailable(why)),
     }
+}
+
+/// Whether uploads are converted now, and if not why and how to install ffmpeg (what the
+/// web pages show). Anyone may ask.
+#[utoipa::path(get, path = "/conversion", responses((status = 200, body = Conversion)))]
+async fn conversion(State(state): State<Arc<AppState>>) -> Result<Json<Conversion>, ApiError> {
+    Ok(Json(conversion_state(&state.store).await?))
 }
 
 fn multipart_error(err: axum::extract::multipart::MultipartError, limit: u64) -> ApiError {
@@ -254,7 +288,9 @@ fn multipart_error(err: axum::extract::multipart::MultipartError, limit: u64) ->
         (status = 422, body = Problem, content_type = "application/problem+json",
             description = "No `file` part, a second one, or a part other than `file`"),
         (status = 503, body = Problem, content_type = "application/problem+json",
-            description = "No converter can convert (ffmpeg missing), or the queue is down")))]
+            description = "Conversion is unavailable: no converter can convert (ffmpeg with libmp3lame is \
+                missing; `detail` says why, with the install command \
+                `apt-get install -y --no-install-recommends ffmpeg`; see `GET /conversion`), or the queue is down")))]
 async fn upload(
     State(state): State<Arc<AppState>>,
     user: CurrentUser,
@@ -454,8 +490,8 @@ async fn download(
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Agora media", description = "Upload a video, get its soundtrack as an mp3."),
-    paths(upload, list, detail, delete, download),
-    components(schemas(Uploaded, VideoView, VideoPage, VideoStatus, UploadForm, Problem)),
+    paths(upload, list, detail, delete, download, conversion),
+    components(schemas(Uploaded, VideoView, VideoPage, VideoStatus, UploadForm, Conversion, Problem)),
     modifiers(&PublicApi)
 )]
 pub struct ApiDoc;
@@ -469,6 +505,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/videos", get(list))
         .route("/videos/{video_id}", get(detail).delete(delete))
         .route("/download", get(download))
+        .route("/conversion", get(conversion))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .layer(Extension(verifier))
         .with_state(state)

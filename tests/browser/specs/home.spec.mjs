@@ -10,10 +10,10 @@ test('the home page welcomes the visitor and lists the applications with their l
   await expect(cards.locator('.card-title')).toHaveText([
     'Jokes', 'Crowdfunding', 'Image classification', 'Media conversion', 'Shop', 'Drone delivery',
   ]);
-  await expect(page.locator('.card-disabled .coming-soon')).toHaveText(['Coming soon', 'Coming soon', 'Coming soon']);
+  await expect(page.locator('.card-disabled .coming-soon')).toHaveText(['Coming soon', 'Coming soon']);
 
   // Rendered by the server, then kept up to date by polling /api/status: every service is running.
-  for (const service of ['jokes', 'projects', 'classifier']) {
+  for (const service of ['jokes', 'projects', 'classifier', 'media']) {
     const badge = page.locator(`.card [data-service-status="${service}"]`);
     await expect(badge).toHaveText('up');
     await expect(badge).toHaveClass(/\bbadge-up\b/);
@@ -25,6 +25,7 @@ test('the home page leads to each application', async ({ page }) => {
     ['Jokes', 'Jokes', '/jokes'],
     ['Crowdfunding', 'Crowdfunding', '/crowdfunding'],
     ['Image classification', 'Image classification', '/classify'],
+    ['Media conversion', 'Media conversion', '/media'],
   ]) {
     await page.goto('/');
     await page.locator('.card').getByRole('link', { name: title, exact: true }).click();
@@ -37,7 +38,7 @@ test('the home page leads to each application', async ({ page }) => {
 
 test('every page fits a phone screen without sideways scrolling', async ({ page }) => {
   await page.setViewportSize({ width: 375, height: 740 });
-  for (const path of ['/', '/jokes', '/crowdfunding', '/classify', '/status', '/account/login', '/account/signup']) {
+  for (const path of ['/', '/jokes', '/crowdfunding', '/classify', '/media', '/status', '/account/login', '/account/signup']) {
     await page.goto(path);
     await expect(page.getByRole('heading', { level: 1 })).toBeVisible();
     const width = await page.evaluate(() => document.documentElement.scrollWidth);
@@ -51,6 +52,7 @@ test('the navigation leads to each application and marks the page the visitor is
   for (const [name, path, heading] of [
     ['Crowdfunding', '/crowdfunding', 'Crowdfunding'],
     ['Image classification', '/classify', 'Image classification'],
+    ['Media', '/media', 'Media conversion'],
   ]) {
     await nav.getByRole('link', { name, exact: true }).click();
     await expect(page).toHaveURL(path);

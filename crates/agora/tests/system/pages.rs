@@ -9,6 +9,7 @@ use kit::test_support::eventually;
 use serde_json::{json, Value};
 
 use crate::support::spawn_registry;
+use crate::system::{Service, System};
 
 /// `agora up` on a free port with a throw-away data directory; SIGTERM when dropped, so its
 /// children stop with it.
@@ -226,4 +227,47 @@ async fn logging_in_returns_to_the_page_the_user_came_from_and_never_to_another_
     let resp = post("/account/login", &wrong).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert!(resp.text().await.unwrap().contains("name=\"next\" value=\"&#x2f;classify\">"));
+}
+
+/// The page at `url` as the holder of `token` sees it.
+async fn page_as(url: &str, token: &str) -> (u16, String) {
+    let resp =
+        kit::test_support::client().get(url).header("accept", "text/html").bearer_auth(token).send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_media_page_asks_a_visitor_to_log_in_and_every_page_says_when_conversion_is_unavailable() {
+    // The media service without a converter: what a machine without ffmpeg looks like.
+    let system = System::builder().with(Service::Auth).with(Service::Media).start().await;
+    let install = "<code>apt-get install -y --no-install-recommends ffmpeg</code>";
+
+    let (status, html) = page(&system.url("/media")).await;
+    assert_eq!(status, 200);
+    let login = between(&html, "id=\"media-login\">", "</div>");
+    assert!(login.contains("href=\"/account/login?next=%2Fmedia\""), "{login}");
+    assert!(!html.contains("id=\"upload-form\""), "a visitor gets no upload form: {html}");
+    let nav = between(&html, "<nav", "</nav>");
+    assert!(nav.contains("<a href=\"/media\" class=\"active\" aria-current=\"page\">Media</a>"), "{nav}");
+
+    let user = system.sign_up("media-fan").await;
+    let (status, html) = page_as(&system.url("/media"), &user.token).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"upload-form\"") && html.contains("No videos yet."), "{html}");
+    let notice = between(&html, "id=\"conversion-unavailable\">", "</div>");
+    assert!(notice.contains("no converter is running") && notice.contains(install), "{notice}");
+
+    let (_, home) = page(&system.url("/")).await;
+    let card = between(&home, ">Media conversion</a>", "</li>");
+    assert!(home.contains("<a href=\"&#x2f;media\">Media conversion</a>"), "the card leads to /media: {home}");
+    assert!(card.contains("Conversion is unavailable") && card.contains(install), "{card}");
+    assert!(!card.contains("Coming soon"), "{card}");
+
+    let (_, status_page) = page(&system.url("/status")).await;
+    let notice = between(&status_page, "id=\"conversion-unavailable\">", "</div>");
+    assert!(notice.contains("no converter is running") && notice.contains(install), "{notice}");
+
+    // Through the gateway, anyone may ask.
+    let conversion: Value = system.http().get(system.url("/conversion")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(conversion["available"], false, "{conversion}");
 }

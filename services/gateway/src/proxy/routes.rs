@@ -143,6 +143,8 @@ pub const ROUTES: &[Route] = &[
     Route::new("/upload", "media").timeout(secs(30 * 60)).upload_body_limit().user_for_every_method(),
     Route::new("/videos", "media").timeout(secs(10)).user_for_every_method(),
     Route::new("/download", "media").timeout(secs(10)).user_for_every_method(),
+    // Whether uploads are converted now (no converter with ffmpeg: why, and how to install it).
+    Route::new("/conversion", "media"),
 ];
 
 /// Whether a method changes state (and so needs a user on routes whose writes need one).

@@ -1,5 +1,5 @@
 //! The web UI's pages (seed 000): home with a card per application and its live status, the
-//! jokes, crowdfunding and classification pages, and the status page.
+//! jokes, crowdfunding and classification pages, and the status page. (Media: [`super::media`].)
 
 use std::sync::Arc;
 
@@ -56,9 +56,10 @@ pub const APPS: &[App] = &[
     App {
         name: "media",
         title: "Media conversion",
-        description: "Upload a video and get its soundtrack as an mp3 when the converter is done.",
-        href: "",
-        service: "",
+        description: "Upload a video and get its soundtrack as an mp3: drop it on the page, follow its \
+                      conversion, then play or download the mp3.",
+        href: "/media",
+        service: "media",
     },
     App {
         name: "shop",
@@ -81,10 +82,31 @@ struct AppCard {
     #[serde(flatten)]
     app: App,
     status: &'static str,
+    /// Why the application cannot do its work although its service answers (the media card
+    /// while no converter can convert).
+    unavailable: Option<Conversion>,
+}
+
+/// `GET /conversion` of the media service: whether uploads are converted now.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Conversion {
+    /// A converter that can convert has reported.
+    pub available: bool,
+    /// Why not, while not.
+    pub reason: Option<String>,
+    /// The command that installs ffmpeg.
+    pub install: String,
+}
+
+/// What the media service says of conversion: `None` while it cannot be asked (no instance,
+/// no answer), so that pages say nothing rather than guess.
+pub async fn conversion(gw: &Gateway) -> Option<Conversion> {
+    page_data::get_as::<Conversion>(gw, None, "media", "/conversion").await.ok()
 }
 
 /// `GET /`: the home page.
 pub async fn home(State(gw): State<Arc<Gateway>>, Extension(session): Extension<Session>) -> Response {
+    let media_unavailable = conversion(&gw).await.filter(|c| !c.available);
     let apps: Vec<AppCard> = APPS
         .iter()
         .map(|&app| {
@@ -93,7 +115,8 @@ pub async fn home(State(gw): State<Arc<Gateway>>, Extension(session): Extension<
             } else {
                 gw.upstreams.get(app.service).map(|u| u.status().status).unwrap_or("unknown")
             };
-            AppCard { app, status }
+            let unavailable = if app.name == "media" { media_unavailable.clone() } else { None };
+            AppCard { app, status, unavailable }
         })
         .collect();
     render_page("home.html", &session, context! { active => "home", apps => apps })
@@ -187,13 +210,14 @@ pub async fn api_status(State(gw): State<Arc<Gateway>>) -> Json<StatusReport> {
     Json(report(&gw))
 }
 
-/// `GET /status`: the same, as a page.
+/// `GET /status`: the same, as a page (with the media service's word on conversion).
 pub async fn status(State(gw): State<Arc<Gateway>>, Extension(session): Extension<Session>) -> Response {
     let r = report(&gw);
+    let conversion = conversion(&gw).await;
     render_page(
         "status.html",
         &session,
-        context! { active => "status", services => r.services, generated_at => r.generated_at },
+        context! { active => "status", services => r.services, generated_at => r.generated_at, conversion },
     )
 }
 

@@ -130,7 +130,7 @@ mod tests {
         }
         assert!(!html.contains("/static/app.js\""), "the plain URL is for old pages only");
         let nav = &html[html.find("<nav").unwrap()..html.find("</nav>").unwrap()];
-        for href in ["/", "/jokes", "/crowdfunding", "/classify", "/status", "/docs"] {
+        for href in ["/", "/jokes", "/crowdfunding", "/classify", "/media", "/status", "/docs"] {
             assert!(nav.contains(&format!("href=\"{href}\"")), "{href} in {nav}");
         }
         assert_eq!(nav.matches("aria-current=\"page\"").count(), 1, "{nav}");

@@ -22,6 +22,7 @@ on_every_backend!(ffmpeg:
     a_converter_stopped_gracefully_hands_its_job_back_to_another,
     videos_are_listed_newest_first_a_page_at_a_time_each_user_their_own,
     fifty_uploads_by_five_users_at_once_all_convert_and_each_user_sees_only_their_own,
+    uploads_are_accepted_once_a_converter_that_can_convert_has_reported,
 );
 
 on_every_backend!(uploads_get_503_saying_why_while_no_converter_can_convert,);
@@ -342,6 +343,13 @@ async fn uploads_get_503_saying_why_while_no_converter_can_convert(backend: Back
     let resp = media.upload("judy", "v.mp4", mp4.clone()).await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(problem(resp).await["detail"].as_str().unwrap().contains("no converter is running"));
+    // Anyone may ask why, as the web pages do.
+    let resp = media.http.get(format!("{}/conversion", media.url)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let conversion: Value = resp.json().await.unwrap();
+    assert_eq!(conversion["available"], false, "{conversion}");
+    assert!(conversion["reason"].as_str().unwrap().contains("no converter is running"), "{conversion}");
+    assert_eq!(conversion["install"], "apt-get install -y --no-install-recommends ffmpeg");
 
     let mut broken = media.config.clone();
     broken.tools =
@@ -355,8 +363,27 @@ async fn uploads_get_503_saying_why_while_no_converter_can_convert(backend: Back
     })
     .await;
     assert!(detail.contains("apt-get install -y --no-install-recommends ffmpeg"), "{detail}");
+    let conversion: Value = media.get("judy", "/conversion").await.json().await.unwrap();
+    assert_eq!((&conversion["available"], &conversion["reason"]), (&Value::Bool(false), &Value::from(detail)));
     let listed: Value = media.get("judy", "/videos").await.json().await.unwrap();
     assert_eq!(listed["videos"], serde_json::json!([]));
+}
+
+async fn uploads_are_accepted_once_a_converter_that_can_convert_has_reported(backend: Backend) {
+    let media = TestMedia::without_converter(&backend).await;
+    let video = test_video(media.data.path(), 1, true);
+    let resp = media.upload("kate", "v.mp4", video.clone()).await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let config = media.config.clone();
+    let media = media.with_converter(config).await;
+    eventually("the converter's report", LONG, || async {
+        let conversion: Value = media.get("kate", "/conversion").await.json().await.unwrap();
+        (conversion["available"] == true && conversion["reason"].is_null()).then_some(())
+    })
+    .await;
+    let resp = media.upload("kate", "v.mp4", video).await;
+    assert_eq!(resp.status(), StatusCode::ACCEPTED, "{:?}", resp.text().await);
 }
 
 async fn fifty_uploads_by_five_users_at_once_all_convert_and_each_user_sees_only_their_own(backend: Backend) {
