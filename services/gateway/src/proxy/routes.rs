@@ -143,6 +143,9 @@ pub const ROUTES: &[Route] = &[
     Route::new("/upload", "media").timeout(secs(30 * 60)).upload_body_limit().user_for_every_method(),
     Route::new("/videos", "media").timeout(secs(10)).user_for_every_method(),
     Route::new("/download", "media").timeout(secs(10)).user_for_every_method(),
+    // Includes the Server-Sent Events of `/notifications/stream`: a keep-alive comment every 15 s
+    // keeps it well inside the idle timeout.
+    Route::new("/notifications", "notifications").timeout(secs(10)).idle_timeout(secs(60)).user_for_every_method(),
 ];
 
 /// Whether a method changes state (and so needs a user on routes whose writes need one).
