@@ -168,16 +168,18 @@ pub fn page_size(limit: Option<u32>) -> Result<u32, String> {
     }
 }
 
-/// A notification id given by a client (a cursor, `Last-Event-ID`, a path): a UUID, written
-/// the way ids are stored.
+/// A notification id given by a client (a cursor, `Last-Event-ID`, a path): a UUID in its
+/// hyphenated form (as the API writes them, in either case), written the way ids are stored.
 pub fn parse_id(raw: &str) -> Option<String> {
-    uuid::Uuid::parse_str(raw.trim()).ok().map(|id| id.to_string())
+    let raw = raw.trim();
+    (raw.len() == 36).then(|| uuid::Uuid::parse_str(raw).ok().map(|id| id.to_string())).flatten()
 }
 
-/// The `unread` query parameter: `1`/`true` for unread only, `0`/`false` (or absent) for all.
+/// The `unread` query parameter: `1`/`true` for unread only, `0`/`false` (or absent) for all;
+/// exactly those words, as the API document says.
 pub fn parse_flag(raw: Option<&str>) -> Result<bool, String> {
-    match raw.map(str::trim) {
-        None | Some("") | Some("0") | Some("false") => Ok(false),
+    match raw {
+        None | Some("0") | Some("false") => Ok(false),
         Some("1") | Some("true") => Ok(true),
         Some(other) => Err(format!("must be 1, 0, true or false, not {other:?}")),
     }
@@ -261,7 +263,9 @@ mod tests {
         assert_eq!(parse_flag(None), Ok(false));
         assert!(parse_flag(Some("yes")).is_err());
         let id = uuid::Uuid::now_v7();
-        assert_eq!(parse_id(&id.simple().to_string()), Some(id.to_string()));
+        assert_eq!(parse_id(&id.to_string().to_uppercase()), Some(id.to_string()));
+        assert_eq!(parse_id(&id.simple().to_string()), None);
         assert_eq!(parse_id("nope"), None);
+        assert!(parse_flag(Some("")).is_err() && parse_flag(Some(" 1")).is_err());
     }
 }

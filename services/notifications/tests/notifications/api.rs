@@ -119,7 +119,7 @@ async fn notifications_are_listed_newest_first_a_page_at_a_time(backend: Backend
 
 async fn bad_parameters_are_422_and_no_token_is_401(backend: Backend) {
     let service = TestNotifications::start(&backend).await;
-    for query in ["unread=maybe", "limit=0", "limit=101", "cursor=nonsense"] {
+    for query in ["unread=maybe", "unread=", "limit=0", "limit=101", "cursor=nonsense"] {
         let resp = service.get("alice", &format!("/notifications?{query}")).await;
         assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
         problem(resp).await;
