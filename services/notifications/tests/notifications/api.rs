@@ -139,10 +139,10 @@ async fn bad_parameters_are_422_and_no_token_is_401(backend: Backend) {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
-/// The same on RabbitMQ: every replica stores and agrees on the id.
+/// The same on RabbitMQ: replicas share the events, agree on the ids, and store a redelivered event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(no_amqp, ignore = "set AGORA_TEST_AMQP_URL to run it against RabbitMQ")]
-async fn amqp_events_on_rabbitmq_become_notifications_once_across_two_replicas() {
+async fn amqp_events_on_rabbitmq_become_notifications_once_across_two_replicas_and_redeliveries() {
     let Some((events, url, namespace)) = amqp_events() else { return };
     // Two replicas on one database and one broker.
     let shared = tempfile::tempdir().unwrap();
@@ -162,6 +162,25 @@ async fn amqp_events_on_rabbitmq_become_notifications_once_across_two_replicas()
     }
     eventually("all six to be stored", LONG, || async {
         (second.page("erin", "/notifications").await["unread"] == 6).then_some(())
+    })
+    .await;
+    // RabbitMQ delivers an envelope published twice twice (at least once): still one notification.
+    let ready = contracts::media::Mp3Ready {
+        video_id: "v-twice".into(),
+        mp3_id: "m-twice".into(),
+        owner: "erin".into(),
+        file_name: "twice.mp4".into(),
+        mp3_size: 1,
+        duration_ms: 1,
+        converted_at: chrono::Utc::now(),
+    };
+    let envelope = kit::events::Envelope::new("v-twice", &ready).unwrap();
+    first.bus.publish_envelope(&envelope).await.unwrap();
+    first.bus.publish_envelope(&envelope).await.unwrap();
+    ids.push(envelope.event_id.to_string());
+    eventually("both copies to be handled", LONG, || async {
+        let lag = first.bus.lag(notifications::subscriber::SUBSCRIPTION).await.ok()?;
+        (lag == 0 && first.page("erin", "/notifications").await["unread"] == 7).then_some(())
     })
     .await;
     let listed = first.page("erin", "/notifications").await;
