@@ -27,6 +27,8 @@ pub enum ServiceName {
     Media,
     /// Video-to-mp3 converter (runs ffmpeg on queued jobs).
     Converter,
+    /// A user's notifications: listed, streamed live, e-mailed (REST, SSE).
+    Notifications,
 }
 
 impl ServiceName {
@@ -43,6 +45,7 @@ impl ServiceName {
             Self::Threads => "threads",
             Self::Media => "media",
             Self::Converter => "converter",
+            Self::Notifications => "notifications",
         }
     }
 }
@@ -90,6 +93,9 @@ pub async fn run(service: ServiceName) -> anyhow::Result<()> {
         }
         ServiceName::Media => {
             media::start(media::Config::from_env(&env, name)?, shutdown).await.map_err(anyhow::Error::from)
+        }
+        ServiceName::Notifications => {
+            notifications::start(notifications::Config::from_env(&env)?, shutdown).await.map_err(anyhow::Error::from)
         }
         ServiceName::Converter => {
             let config = media::Config::from_env(&env, name)?;

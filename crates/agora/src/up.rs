@@ -49,7 +49,7 @@ fn parse_replicas(raw: &str) -> Result<(String, usize), String> {
 }
 
 /// Services started behind the gateway (each registers itself).
-const SERVICES: &[&str] = &["auth", "jokes", "classifier", "projects", "media"];
+const SERVICES: &[&str] = &["auth", "jokes", "classifier", "projects", "media", "notifications"];
 
 /// Services that only speak gRPC: the gateway does not route to them, so
 /// readiness is asked of the registry.

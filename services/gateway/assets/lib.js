@@ -69,5 +69,71 @@
     }
   }
 
-  window.Agora = { csrfHeader: csrfHeader, call: call, problemText: problemText, ready: ready };
+  /* ---------- Unread notifications badge ---------- */
+
+  var NOTIFICATIONS_POLL_MS = 30000;
+  var refreshNotifications = function () {};
+
+  /**
+   * Fills the navigation's badge with the signed-in user's unread count: one small request every
+   * 30 s while the tab is visible, and at once when it becomes visible again. No EventSource per
+   * tab: browsers allow six HTTP/1.1 connections per host, and open streams would take them all.
+   */
+  function initNotificationsBadge() {
+    var link = document.querySelector("[data-notifications]");
+    var count = link && link.querySelector("[data-unread]");
+    if (!count || !window.fetch) {
+      return;
+    }
+    var inFlight = false;
+    var stopped = false;
+
+    function show(unread) {
+      count.hidden = unread <= 0;
+      count.textContent = unread > 99 ? "99+" : String(unread);
+      link.setAttribute("aria-label", unread > 0 ? "Notifications: " + unread + " unread" : "Notifications");
+    }
+
+    function poll() {
+      if (inFlight || stopped || document.hidden) {
+        return;
+      }
+      inFlight = true;
+      call("GET", "/notifications?unread=1&limit=1")
+        .then(function (r) {
+          if (r.ok && r.body && typeof r.body.unread === "number") {
+            show(r.body.unread);
+          } else if (r.status === 401) {
+            // Signed out (in another tab, or the session expired): nothing more to ask.
+            stopped = true;
+            show(0);
+          }
+        })
+        .then(function () {
+          inFlight = false;
+        });
+    }
+
+    refreshNotifications = poll;
+    poll();
+    window.setInterval(poll, NOTIFICATIONS_POLL_MS);
+    document.addEventListener("visibilitychange", function () {
+      if (!document.hidden) {
+        poll();
+      }
+    });
+  }
+
+  ready(initNotificationsBadge);
+
+  window.Agora = {
+    csrfHeader: csrfHeader,
+    call: call,
+    problemText: problemText,
+    ready: ready,
+    /** Asks for the unread count now (after a page marked notifications read, or heard a new one). */
+    refreshNotifications: function () {
+      refreshNotifications();
+    },
+  };
 })();

@@ -117,11 +117,12 @@ async fn the_whole_public_api_is_one_document_and_the_registry_is_not_in_it() {
         .with(Service::Threads)
         .with(Service::Projects)
         .with(Service::Media)
+        .with(Service::Notifications)
         .start()
         .await;
     let gw = &sys.gateway.url;
     let init = reqwest::get(format!("{gw}/docs/swagger-initializer.js")).await.unwrap().text().await.unwrap();
-    for doc in ["gateway", "jokes", "auth", "classifier", "projects"] {
+    for doc in ["gateway", "jokes", "auth", "classifier", "projects", "media", "notifications"] {
         assert!(init.contains(&format!("/openapi/{doc}.json")), "/docs lists {doc}: {init}");
     }
     assert!(!init.contains("registry"), "the registry's document is internal: {init}");
@@ -136,7 +137,15 @@ async fn the_whole_public_api_is_one_document_and_the_registry_is_not_in_it() {
         resp.json::<serde_json::Value>().await.ok()
     })
     .await;
-    for path in ["/api/status", "/joke", "/login", "/classifications", "/projects", "/threads/{thread_id}/vote"] {
+    for path in [
+        "/api/status",
+        "/joke",
+        "/login",
+        "/classifications",
+        "/projects",
+        "/threads/{thread_id}/vote",
+        "/notifications/stream",
+    ] {
         assert!(merged["paths"][path].is_object(), "the merged document has {path}");
     }
     assert!(merged["paths"].get("/v1/instances").is_none(), "nor the registry's API");

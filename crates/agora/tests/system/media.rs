@@ -71,6 +71,58 @@ async fn ffmpeg_media_routes_need_a_user_and_uploads_have_their_own_limit_at_the
     assert_eq!(listed["videos"].as_array().unwrap().len(), 1, "only the small video: {listed}");
 }
 
+/// Issue 19's notification service through the gateway: the converted video's "mp3 ready" reaches
+/// its owner live on the stream (the one the media page listens to) and in the badge's count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(no_ffmpeg, ignore = "install ffmpeg to run it")]
+async fn ffmpeg_a_converted_videos_notification_reaches_its_owner_through_the_gateway() {
+    let system = System::builder()
+        .with(Service::Auth)
+        .with(Service::Media)
+        .with(Service::Converter)
+        .with(Service::Notifications)
+        .start()
+        .await;
+    for (method, path) in [("GET", "/notifications"), ("GET", "/notifications/stream"), ("POST", "/notifications/read")]
+    {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = system.http().request(method.clone(), system.url(path)).send().await.unwrap();
+        expect_problem(resp, 401).await;
+    }
+    let owner = system.sign_up("nell").await;
+    let other = system.sign_up("otto").await;
+    let mut stream =
+        system.http().get(system.url("/notifications/stream")).bearer_auth(&owner.token).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+
+    let id = upload(&system, &owner, "beach.mp4", test_video(system.data_dir(), 2)).await;
+    let done = settled(&system, &owner, &id).await;
+    assert_eq!(done["status"], "done", "{done}");
+    let fid = done["mp3_id"].as_str().unwrap();
+
+    let mut received = String::new();
+    let event = tokio::time::timeout(LONG, async {
+        loop {
+            if let Some(end) = received.find("\n\n").filter(|_| received.contains("data:")) {
+                return received[..end].to_string();
+            }
+            let chunk = stream.chunk().await.unwrap().expect("the stream ended");
+            received.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("no notification on the stream");
+    assert!(event.contains("beach.mp3 is ready"), "{event}");
+    assert!(event.contains(&format!("/download?fid={fid}")), "{event}");
+
+    let unread: Value = get(&system, &owner, "/notifications?unread=1").await.json().await.unwrap();
+    assert_eq!(unread["unread"], 1, "{unread}");
+    assert_eq!(unread["notifications"][0]["text"], "beach.mp3 is ready");
+    let theirs: Value = get(&system, &other, "/notifications").await.json().await.unwrap();
+    assert_eq!(theirs["unread"], 0, "{theirs}");
+}
+
 async fn a_converter_killed_mid_conversion_hands_its_job_on_and_the_mp3_is_whole(backend: Backend) {
     let mut system =
         System::builder().on(backend).with(Service::Auth).with(Service::Media).child(Service::Converter).start().await;

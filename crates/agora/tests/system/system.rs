@@ -40,6 +40,9 @@ pub enum Service {
     Media,
     /// The media converter: a worker, it does not register; it shares the media database and data.
     Converter,
+    /// The notifications service (needs `Auth`); it hears the media roles' events (their bus,
+    /// under the media data directory).
+    Notifications,
 }
 
 impl Service {
@@ -54,13 +57,14 @@ impl Service {
             Service::Classifier => "classifier",
             Service::Media => "media",
             Service::Converter => "converter",
+            Service::Notifications => "notifications",
         }
     }
 
     /// The database it uses: a worker role shares its service's.
     fn database(self) -> Option<&'static str> {
         match self {
-            Service::Auth | Service::Threads | Service::Projects => Some(self.name()),
+            Service::Auth | Service::Threads | Service::Projects | Service::Notifications => Some(self.name()),
             Service::Media | Service::Converter => Some("media"),
             _ => None,
         }
@@ -72,6 +76,7 @@ impl Service {
             Service::Gateway | Service::Threads | Service::Converter => None,
             // Its routes all need a user; the gateway serves its document once it reaches it.
             Service::Media => Some("/openapi/media.json"),
+            Service::Notifications => Some("/openapi/notifications.json"),
             Service::Jokes => Some("/joke"),
             Service::Auth => Some("/.well-known/jwks.json"),
             Service::Projects => Some("/projects"),
@@ -300,6 +305,16 @@ async fn in_process(
             }
             media::testing::spawn(media).await
         }
+        Service::Notifications => {
+            assert!(auth, "notifications verifies tokens against the auth service's keys: add Service::Auth");
+            let keys = kit::auth::KeySource::Discovery(kit::discovery::Discovery::Registry(
+                kit::registry_client::RegistryClient::new(registry),
+            ));
+            // The media roles' bus: the embedded one under their data directory.
+            let mut notifications = notifications::Config::for_tests(&database(), &data.join("media"), keys);
+            notifications.service = config;
+            notifications::testing::spawn_notifications(notifications).await
+        }
     };
     Instance { service, url: running.url.clone(), handle: Handle::InProcess { _service: running } }
 }
@@ -308,9 +323,10 @@ async fn in_process(
 /// registered (which is how the test learns the port).
 async fn child(service: Service, registry: &Running, database: Option<&str>, data: &Path) -> Instance {
     let instance_id = format!("{}-child-{}", service.name(), rand::random::<u32>());
-    // The media roles share their blobs, queue and events under one data directory.
+    // The media roles share their blobs, queue and events under one data directory; the
+    // notifications service hears their events there.
     let data_dir = match service {
-        Service::Media | Service::Converter => data.join("media"),
+        Service::Media | Service::Converter | Service::Notifications => data.join("media"),
         _ => data.join(&instance_id),
     };
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agora"));

@@ -145,6 +145,9 @@ pub const ROUTES: &[Route] = &[
     Route::new("/download", "media").timeout(secs(10)).user_for_every_method(),
     // Whether uploads are converted now (no converter with ffmpeg: why, and how to install it).
     Route::new("/conversion", "media"),
+    // Includes the Server-Sent Events of `/notifications/stream`: a keep-alive comment every 15 s
+    // keeps it well inside the idle timeout.
+    Route::new("/notifications", "notifications").timeout(secs(10)).idle_timeout(secs(60)).user_for_every_method(),
 ];
 
 /// Whether a method changes state (and so needs a user on routes whose writes need one).

@@ -173,6 +173,19 @@ mod tests {
     }
 
     #[test]
+    fn only_a_signed_in_user_has_the_unread_notifications_badge_in_the_navigation() {
+        for (user, badge) in [(None, false), (Some("ann"), true)] {
+            let html = templates()
+                .get_template("home.html")
+                .and_then(|t| t.render(context! { user => user, csrf => "t", active => "home" }))
+                .unwrap();
+            let nav = &html[html.find("<nav").unwrap()..html.find("</nav>").unwrap()];
+            assert_eq!(nav.contains("data-notifications"), badge, "{user:?}: {nav}");
+            assert_eq!(nav.contains("<span class=\"unread-count\" data-unread hidden></span>"), badge, "{nav}");
+        }
+    }
+
+    #[test]
     fn times_are_shown_in_utc_and_anything_else_as_it_came() {
         assert_eq!(when("2026-12-02T05:30:00+01:00"), "2 Dec 2026, 04:30 UTC");
         assert_eq!(when("yesterday"), "yesterday");
