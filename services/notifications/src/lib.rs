@@ -131,7 +131,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
     // and the subscription ends with the same shutdown.
     let background = shutdown.child_token();
     let subscribing = subscriber::subscribe(&bus, store.clone(), mailer.clone(), background.clone()).await;
-    let live = Live::start(bus, background.clone()).await;
+    let live = Live::start(bus.clone(), background.clone()).await;
     let (live, _consuming) = match (live, subscribing) {
         (Ok(live), Ok(consuming)) => (live, consuming),
         (Err(err), _) | (_, Err(err)) => {
@@ -150,7 +150,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Started, StartE
         shutdown: shutdown.clone(),
     });
     let readiness = readiness_of(store, |store| async move { store.ping().await.map_err(|e| e.to_string()) });
-    let app =
-        service_router(api::router(state), RouterOptions { body_limit: 64 * 1024, readiness, ..Default::default() });
+    // `/readyz` lists the subscription and its lag, which the gateway's `/status` shows.
+    let options = RouterOptions { body_limit: 64 * 1024, readiness, events: Some(bus), ..Default::default() };
+    let app = service_router(api::router(state), options);
     Ok(kit::service::with_database(db, kit::service::start_http(&config.service, app, shutdown)).await?)
 }

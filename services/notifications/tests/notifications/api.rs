@@ -37,6 +37,10 @@ async fn an_mp3_ready_event_becomes_a_notification_for_its_owner_only(backend: B
     let theirs = service.page("bob", "/notifications").await;
     assert_eq!(theirs["notifications"], serde_json::json!([]));
     assert_eq!(theirs["unread"], 0);
+
+    // Its readiness lists the subscription it consumes (the gateway's /status shows its lag).
+    let ready: Value = service.http.get(format!("{}/readyz", service.url)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["subscriptions"][0]["subscription"], "notifications", "{ready}");
 }
 
 async fn a_failed_conversion_says_why_and_links_the_media_page(backend: Backend) {
