@@ -167,7 +167,11 @@ async fn consume(bus: &EventBus, durable: Durable) -> anyhow::Result<()> {
         });
         print_line(&line).map_err(|e| kit::events::HandlerError::Retry(format!("cannot print: {e}")))
     };
+    let name = durable.name.clone();
     let consumer = bus.subscribe(durable, handler, shutdown).await?;
+    // From here every matching event published is the subscription's (on RabbitMQ its queue is
+    // bound only now, not when it is declared): scripts and tests wait for this line.
+    eprintln!("agora: subscription {name} is consuming");
     consumer.await.context("the consumer stopped")?;
     Ok(())
 }
