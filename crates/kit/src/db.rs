@@ -34,6 +34,18 @@ pub struct Migrations {
     pub postgres: &'static Migrator,
 }
 
+/// The calling crate's [`Migrations`]: `migrations/sqlite` and `migrations/postgres` under its
+/// manifest directory, embedded in the binary at build time. A service's store says
+/// `pub const MIGRATIONS: Migrations = kit::migrations!();`.
+#[macro_export]
+macro_rules! migrations {
+    () => {{
+        static SQLITE: ::sqlx::migrate::Migrator = ::sqlx::migrate!("migrations/sqlite");
+        static POSTGRES: ::sqlx::migrate::Migrator = ::sqlx::migrate!("migrations/postgres");
+        $crate::db::Migrations { sqlite: &SQLITE, postgres: &POSTGRES }
+    }};
+}
+
 /// How hard to try before giving up on the database at start.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectPolicy {

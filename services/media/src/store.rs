@@ -14,17 +14,13 @@ use contracts::media::{ConversionFailed, Mp3Ready};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use kit::db::{Database, Dialect, Migrations};
-use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Row, SqlitePool};
 
 use crate::blobs::{self, BlobError, BlobPlace, Received, CHUNK_BYTES};
 use crate::domain::VideoStatus;
 
-static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
-
 /// The media service's migrations, embedded in the binary.
-pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+pub const MIGRATIONS: Migrations = kit::migrations!();
 
 /// A video as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,16 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use kit::db::{Database, Migrations};
-use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Row, SqlitePool};
 
 use crate::domain::{Kind, NewNotification};
 
-static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
-
 /// The notifications service's migrations, embedded in the binary.
-pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+pub const MIGRATIONS: Migrations = kit::migrations!();
 
 /// A notification as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,16 +7,12 @@ mod sql;
 use chrono::{DateTime, Utc};
 use kit::db::{Database, Migrations};
 use kit::outage::{Failure, Gate, Gated, Unavailable};
-use sqlx::migrate::Migrator;
 use sqlx::{Postgres, Sqlite};
 
 pub use sql::SqlStore;
 
-static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
-
 /// The auth service's migrations, embedded in the binary.
-pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+pub const MIGRATIONS: Migrations = kit::migrations!();
 
 /// A user as stored (the password hash included; never serialized).
 #[derive(Clone, PartialEq, Eq)]

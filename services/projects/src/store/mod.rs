@@ -13,18 +13,14 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use kit::db::{Database, Dialect, Migrations};
 use kit::outage::{Failure, Gate, Gated, Unavailable};
-use sqlx::migrate::Migrator;
 use sqlx::{Pool, Postgres, Sqlite, Transaction};
 
 pub use sql::SqlStore;
 
 use crate::domain::{Invalid, ThreadType, ValidProposal};
 
-static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
-
 /// The projects service's migrations, embedded in the binary.
-pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+pub const MIGRATIONS: Migrations = kit::migrations!();
 
 /// A project as stored (its threads live in the threads service).
 #[derive(Debug, Clone, PartialEq, Eq)]

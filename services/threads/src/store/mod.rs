@@ -13,7 +13,6 @@ mod sql;
 
 use kit::db::{Database, Migrations};
 use kit::outage::Gate;
-use sqlx::migrate::Migrator;
 use sqlx::{Postgres, Sqlite};
 
 pub use sql::SqlStore;
@@ -21,11 +20,8 @@ pub use sql::SqlStore;
 use crate::domain::{Ballot, Change, Direction, NewThread, Tally, Thread, ThreadType};
 use crate::error::ThreadsError;
 
-static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
-static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
-
 /// The threads service's migrations, embedded in the binary.
-pub const MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+pub const MIGRATIONS: Migrations = kit::migrations!();
 
 /// Threads and votes, in the engine the service was started with. Every call goes through the
 /// database's [`Gate`]: while the database is down it fails at once with `UNAVAILABLE`.
